@@ -1,0 +1,86 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let package = Package(
+    name: "toki",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "toki", targets: ["toki"]),
+        .library(name: "TokiMux", targets: ["TokiMux"]),
+        .library(name: "TokiTunnel", targets: ["TokiTunnel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-async-algorithms.git", from: "1.1.4"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    ],
+    targets: [
+        // System libraries (apt: liblz4-dev, libssl-dev). Zero build cost.
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        // smux v1/v2 (sans-IO codec + session) and the LZ4 link framing.
+        .target(name: "TokiMux", dependencies: [
+            "CLZ4",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // WebSocket transport, control and data protocols of the Tokilake tunnel.
+        .target(name: "TokiTunnel", dependencies: [
+            "TokiMux",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+            .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Users, tokens, workers' namespaces, usage: SQLite (system libsqlite3) through GRDB.
+        .target(name: "TokiStore", dependencies: [
+            "CCrypto",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The gateway: OpenAI HTTP API, worker registry, routing.
+        .target(name: "TokiHub", dependencies: [
+            "TokiTunnel", "TokiStore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The edge daemon: registers models, answers tunnelled requests from local backends.
+        .target(name: "TokiWorker", dependencies: [
+            "TokiTunnel",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "toki", dependencies: [
+            "TokiMux", "TokiTunnel", "TokiStore", "TokiHub", "TokiWorker",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .testTarget(name: "TokiMuxTests", dependencies: [
+            "TokiMux",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+        ], exclude: ["Vectors"], resources: []),
+        .testTarget(name: "TokiTunnelTests", dependencies: [
+            "TokiTunnel", "TokiMux",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .testTarget(name: "TokiStoreTests", dependencies: ["TokiStore"]),
+        .testTarget(name: "TokiWorkerTests", dependencies: ["TokiWorker", "TokiTunnel"]),
+    ]
+)

@@ -1,0 +1,464 @@
+import Logging
+import NIOCore
+import Synchronization
+
+/// Where a session's batches of frames go. Awaiting `write` is the transport's back-pressure.
+public protocol MuxOutbound: Sendable {
+    func write(_ message: ByteBuffer) async throws
+}
+
+/// Why a session or stream operation failed.
+public enum MuxError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// `close()` was called on the session.
+    case sessionClosed
+    /// The transport ended (peer closed the WebSocket/TCP connection).
+    case transportEnded
+    /// Keepalive was on and nothing arrived within the timeout.
+    case keepAliveTimeout
+    /// The peer broke the protocol.
+    case protocolViolation(SmuxProtocolError)
+
+    public var description: String {
+        switch self {
+        case .sessionClosed: "smux session closed"
+        case .transportEnded: "smux session ended: the transport was closed by the peer"
+        case .keepAliveTimeout: "smux session closed: keepalive timeout (nothing received)"
+        case .protocolViolation(let error): error.description
+        }
+    }
+}
+
+/// An smux session over any byte transport: drives `SmuxSessionMachine` with one reader task,
+/// one writer task (which batches every queued frame into one transport message) and an
+/// optional keepalive task. Streams get async read/write with back-pressure:
+/// - reading pauses when the receive budget (or accept backlog) is full;
+/// - writers wait when the outbound queue is full, and in version 2 for the peer's window.
+public final class MuxSession: Sendable {
+    public let role: SmuxRole
+    public let configuration: SmuxConfiguration
+    let logger: Logger
+    let state: Mutex<State>
+
+    struct Waiter<Value>: Sendable {
+        var token: UInt64
+        var continuation: UnsafeContinuation<Value, any Error>
+    }
+
+    struct State: Sendable {
+        var machine: SmuxSessionMachine
+        var closedError: MuxError?
+        var nextToken: UInt64 = 0
+        var readWaiters: [UInt32: Waiter<ByteBuffer?>] = [:]
+        var writeWaiters: [UInt32: Waiter<Void>] = [:]
+        var spaceWaiters = CircularBuffer<UInt32>()
+        var acceptWaiter: Waiter<UInt32>?
+        var writerSleeping: UnsafeContinuation<Bool, Never>?
+        var readerSleeping: UnsafeContinuation<Void, Never>?
+
+        mutating func token() -> UInt64 {
+            nextToken &+= 1
+            return nextToken
+        }
+
+        /// Resumes the writer task if it sleeps and there is something to send.
+        mutating func wakeWriter() {
+            if machine.hasOutbound, let writer = writerSleeping {
+                writerSleeping = nil
+                writer.resume(returning: true)
+            }
+        }
+
+        /// Resumes the reader task if it paused for budget and the budget is back.
+        mutating func wakeReader() {
+            if machine.canReceive, let reader = readerSleeping {
+                readerSleeping = nil
+                reader.resume()
+            }
+        }
+
+        mutating func wakeWriters(ofStream id: UInt32) {
+            if let waiter = writeWaiters.removeValue(forKey: id) {
+                waiter.continuation.resume()
+            }
+        }
+
+        /// After the writer drained the queue: let waiting writers (oldest first) queue more.
+        mutating func wakeSpaceWaiters() {
+            while machine.outboundHasRoom, let id = spaceWaiters.popFirst() {
+                wakeWriters(ofStream: id)
+            }
+        }
+
+        mutating func read(_ id: UInt32) -> SmuxSessionMachine.ReadResult {
+            let result = machine.read(streamID: id)
+            if case .data = result {
+                wakeReader()
+                wakeWriter()  // a UPD may have been queued
+            }
+            return result
+        }
+
+        mutating func dispatch(_ event: SmuxSessionMachine.Event) {
+            switch event {
+            case .none:
+                break
+            case .accepted:
+                if let waiter = acceptWaiter, let id = machine.accept() {
+                    acceptWaiter = nil
+                    waiter.continuation.resume(returning: id)
+                }
+            case .readable(let id):
+                if let waiter = readWaiters[id] {
+                    switch read(id) {
+                    case .data(let chunk):
+                        readWaiters[id] = nil
+                        waiter.continuation.resume(returning: chunk)
+                    case .endOfStream:
+                        readWaiters[id] = nil
+                        waiter.continuation.resume(returning: nil)
+                    case .wouldBlock:
+                        break
+                    }
+                }
+            case .windowUpdated(let id):
+                wakeWriters(ofStream: id)
+            }
+        }
+
+        mutating func shutdown(_ error: MuxError) {
+            guard closedError == nil else { return }
+            closedError = error
+            for waiter in readWaiters.values { waiter.continuation.resume(throwing: error) }
+            readWaiters = [:]
+            for waiter in writeWaiters.values { waiter.continuation.resume(throwing: error) }
+            writeWaiters = [:]
+            spaceWaiters.removeAll()
+            acceptWaiter?.continuation.resume(throwing: error)
+            acceptWaiter = nil
+            writerSleeping?.resume(returning: false)
+            writerSleeping = nil
+            readerSleeping?.resume()
+            readerSleeping = nil
+        }
+    }
+
+    public init(role: SmuxRole, configuration: SmuxConfiguration = .tokilake, logger: Logger = Logger(label: "toki.mux")) throws {
+        self.role = role
+        self.configuration = try configuration.validated()
+        self.logger = logger
+        self.state = Mutex(State(machine: try SmuxSessionMachine(role: role, configuration: configuration)))
+    }
+
+    /// Why the session ended, or nil while it runs.
+    public var closedError: MuxError? { state.withLock { $0.closedError } }
+
+    // MARK: Running
+
+    /// Runs the session until the transport ends, the peer breaks the protocol, keepalive times
+    /// out or `close()` is called. Returns normally only after `close()`. Stream operations fail
+    /// with the session's error once it has ended.
+    public func run<Inbound: AsyncSequence & Sendable>(inbound: Inbound, outbound: some MuxOutbound) async throws
+    where Inbound.Element == ByteBuffer {
+        let ending: MuxError = await withTaskGroup(of: MuxError.self) { group in
+            group.addTask { await self.readLoop(inbound) }
+            group.addTask { await self.writeLoop(outbound) }
+            if let interval = configuration.keepAliveInterval {
+                group.addTask { await self.keepAliveLoop(interval: interval) }
+            }
+            let first = await group.next() ?? .sessionClosed
+            self.state.withLock { $0.shutdown(first) }
+            group.cancelAll()
+            return self.state.withLock { $0.closedError } ?? first
+        }
+        if ending != .sessionClosed { throw ending }
+    }
+
+    /// Ends the session: every pending and later stream operation fails, `run` returns.
+    public func close() {
+        state.withLock { $0.shutdown(.sessionClosed) }
+    }
+
+    private func readLoop<Inbound: AsyncSequence>(_ inbound: Inbound) async -> MuxError where Inbound.Element == ByteBuffer {
+        var decoder = SmuxFrameDecoder(version: configuration.version, maxPayload: configuration.maxReceiveFrameSize)
+        var pending: ByteBuffer?
+        var frames: [SmuxFrame] = []
+        do {
+            for try await message in inbound {
+                var buffer: ByteBuffer
+                if var carried = pending {
+                    carried.writeImmutableBuffer(message)
+                    buffer = carried
+                } else {
+                    buffer = message
+                }
+                let messageBytes = buffer.readableBytes
+                frames.removeAll(keepingCapacity: true)
+                while var frame = try decoder.decode(buffer: &buffer) {
+                    // A small payload sliced out of a large message would pin the whole message
+                    // in memory while it waits to be read: copy those, keep the rest zero-copy.
+                    if frame.command == .psh, frame.payload.readableBytes * 2 < messageBytes {
+                        frame.payload = ByteBuffer(bytes: frame.payload.readableBytesView)
+                    }
+                    frames.append(frame)
+                }
+                pending = buffer.readableBytes > 0 ? buffer : nil
+                let canContinue: Bool = try state.withLock { state in
+                    if state.closedError != nil { return false }
+                    for frame in frames { state.dispatch(try state.machine.receive(frame)) }
+                    return true
+                }
+                if !canContinue { return .sessionClosed }
+                // Back-pressure: stop reading the transport until the application catches up.
+                await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                    state.withLock { state in
+                        if state.closedError != nil || state.machine.canReceive {
+                            continuation.resume()
+                        } else {
+                            state.readerSleeping = continuation
+                        }
+                    }
+                }
+            }
+            return .transportEnded
+        } catch let error as SmuxProtocolError {
+            logger.warning("closing smux session", metadata: ["error": "\(error)"])
+            return .protocolViolation(error)
+        } catch {
+            return Task.isCancelled ? .sessionClosed : .transportEnded
+        }
+    }
+
+    private func writeLoop(_ outbound: some MuxOutbound) async -> MuxError {
+        let allocator = ByteBufferAllocator()
+        while true {
+            let hasWork = await withUnsafeContinuation { (continuation: UnsafeContinuation<Bool, Never>) in
+                state.withLock { state in
+                    if state.closedError != nil {
+                        continuation.resume(returning: false)
+                    } else if state.machine.hasOutbound {
+                        continuation.resume(returning: true)
+                    } else {
+                        state.writerSleeping = continuation
+                    }
+                }
+            }
+            guard hasWork else { return .sessionClosed }
+            // A fresh buffer per batch: the transport may still hold the previous one.
+            var batch = allocator.buffer(capacity: state.withLock { $0.machine.pendingOutboundBytes })
+            state.withLock { state in
+                state.machine.takeOutbound(into: &batch)
+                state.wakeSpaceWaiters()
+            }
+            do {
+                try await outbound.write(batch)
+            } catch {
+                return Task.isCancelled ? .sessionClosed : .transportEnded
+            }
+        }
+    }
+
+    private func keepAliveLoop(interval: Duration) async -> MuxError {
+        let clock = ContinuousClock()
+        var lastCheck = clock.now
+        while true {
+            do { try await Task.sleep(for: interval) } catch { return .sessionClosed }
+            let now = clock.now
+            let alive = state.withLock { state -> Bool in
+                state.machine.queueKeepAlive()
+                state.wakeWriter()
+                guard now - lastCheck >= configuration.keepAliveTimeout else { return true }
+                // Like Go: a session paused on its own receive budget is not idle.
+                return state.machine.checkIdle() || !state.machine.canReceive
+            }
+            if now - lastCheck >= configuration.keepAliveTimeout { lastCheck = now }
+            if !alive { return .keepAliveTimeout }
+        }
+    }
+
+    // MARK: Streams
+
+    /// Opens a stream (queues its SYN; no round trip, as in smux).
+    public func openStream() throws -> MuxStream {
+        let id = try state.withLock { state -> UInt32 in
+            if let error = state.closedError { throw error }
+            let id = try state.machine.openStream()
+            state.wakeWriter()
+            return id
+        }
+        return MuxStream(id: id, session: self)
+    }
+
+    /// Waits for the next stream the peer opens. One caller at a time.
+    public func accept() async throws -> MuxStream {
+        let token = state.withLock { $0.token() }
+        let id: UInt32 = try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                state.withLock { state in
+                    if let error = state.closedError {
+                        continuation.resume(throwing: error)
+                    } else if let id = state.machine.accept() {
+                        state.wakeReader()
+                        continuation.resume(returning: id)
+                    } else {
+                        state.acceptWaiter?.continuation.resume(throwing: CancellationError())
+                        state.acceptWaiter = Waiter(token: token, continuation: continuation)
+                    }
+                }
+            }
+        } onCancel: {
+            state.withLock { state in
+                if let waiter = state.acceptWaiter, waiter.token == token {
+                    state.acceptWaiter = nil
+                    waiter.continuation.resume(throwing: CancellationError())
+                }
+            }
+        }
+        state.withLock { $0.wakeReader() }
+        return MuxStream(id: id, session: self)
+    }
+
+    func read(streamID id: UInt32) async throws -> ByteBuffer? {
+        let token = try state.withLock { state -> UInt64? in
+            if let error = state.closedError { throw error }
+            return state.machine.isReadable(streamID: id) ? nil : state.token()
+        }
+        guard let token else {
+            return try state.withLock { state -> ByteBuffer? in
+                if let error = state.closedError { throw error }
+                if case .data(let chunk) = state.read(id) { return chunk }
+                return nil
+            }
+        }
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                state.withLock { state in
+                    if let error = state.closedError {
+                        return continuation.resume(throwing: error)
+                    }
+                    switch state.read(id) {
+                    case .data(let chunk): continuation.resume(returning: chunk)
+                    case .endOfStream: continuation.resume(returning: nil)
+                    case .wouldBlock:
+                        state.readWaiters[id]?.continuation.resume(throwing: CancellationError())
+                        state.readWaiters[id] = Waiter(token: token, continuation: continuation)
+                    }
+                }
+            }
+        } onCancel: {
+            state.withLock { state in
+                if let waiter = state.readWaiters[id], waiter.token == token {
+                    state.readWaiters[id] = nil
+                    waiter.continuation.resume(throwing: CancellationError())
+                }
+            }
+        }
+    }
+
+    func write(streamID id: UInt32, _ data: ByteBuffer) async throws {
+        var data = data
+        while true {
+            let done = try state.withLock { state -> Bool in
+                if let error = state.closedError { throw error }
+                let taken: Int
+                do {
+                    taken = try state.machine.write(streamID: id, &data)
+                } catch let error as SmuxProtocolError {
+                    state.shutdown(.protocolViolation(error))
+                    throw MuxError.protocolViolation(error)
+                }
+                if taken > 0 { state.wakeWriter() }
+                return data.readableBytes == 0
+            }
+            if done { return }
+            try await waitForWriteRoom(streamID: id)
+        }
+    }
+
+    private func waitForWriteRoom(streamID id: UInt32) async throws {
+        let token = state.withLock { $0.token() }
+        try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+                state.withLock { state in
+                    if let error = state.closedError {
+                        return continuation.resume(throwing: error)
+                    }
+                    let queueRoom = state.machine.outboundHasRoom
+                    if queueRoom && state.machine.hasSendWindow(streamID: id) {
+                        return continuation.resume()
+                    }
+                    state.writeWaiters[id]?.continuation.resume(throwing: CancellationError())
+                    state.writeWaiters[id] = Waiter(token: token, continuation: continuation)
+                    if !queueRoom { state.spaceWaiters.append(id) }
+                }
+            }
+        } onCancel: {
+            state.withLock { state in
+                if let waiter = state.writeWaiters[id], waiter.token == token {
+                    state.writeWaiters[id] = nil
+                    waiter.continuation.resume(throwing: CancellationError())
+                }
+            }
+        }
+    }
+
+    func closeWrite(streamID id: UInt32) {
+        state.withLock { state in
+            guard state.closedError == nil else { return }
+            state.machine.closeWrite(streamID: id)
+            state.wakeWriter()
+        }
+    }
+
+    func close(streamID id: UInt32) {
+        state.withLock { state in
+            guard state.closedError == nil else { return }
+            state.machine.close(streamID: id)
+            state.readWaiters.removeValue(forKey: id)?.continuation.resume(returning: nil)
+            state.writeWaiters.removeValue(forKey: id)?.continuation.resume(throwing: SmuxSessionMachine.StreamError.unknownStream(id))
+            state.wakeReader()
+            state.wakeWriter()
+        }
+    }
+}
+
+/// One smux stream. Reads return whole received frames (no copy); `nil` is end of stream.
+/// Dropping the last reference closes the stream, so a forgotten stream cannot pin the budget.
+public final class MuxStream: Sendable, AsyncSequence {
+    public typealias Element = ByteBuffer
+    public let id: UInt32
+    let session: MuxSession
+
+    init(id: UInt32, session: MuxSession) {
+        self.id = id
+        self.session = session
+    }
+
+    deinit { session.close(streamID: id) }
+
+    /// The next chunk of data, or nil once the peer has sent FIN and everything was read.
+    public func read() async throws -> ByteBuffer? {
+        try await session.read(streamID: id)
+    }
+
+    /// Queues `data` as PSH frames; waits while the outbound queue or (v2) the peer's window is full.
+    public func write(_ data: ByteBuffer) async throws {
+        try await session.write(streamID: id, data)
+    }
+
+    /// Half close: sends FIN after the data written so far; reading continues.
+    public func closeWrite() {
+        session.closeWrite(streamID: id)
+    }
+
+    /// Full close: FIN (if not sent) and forget the stream; unread data is dropped.
+    public func close() {
+        session.close(streamID: id)
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let stream: MuxStream
+        public mutating func next() async throws -> ByteBuffer? { try await stream.read() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: self) }
+}

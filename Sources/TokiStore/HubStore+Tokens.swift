@@ -1,0 +1,194 @@
+import Foundation
+import GRDB
+
+extension TokenRecord {
+    init(row: Row) {
+        id = row["id"]
+        userID = row["user_id"]
+        name = row["name"]
+        displayPrefix = row["key_prefix"]
+        createdAt = row["created_at"]
+        expiresAt = row["expires_at"]
+        disabled = row["disabled"]
+        models = JSONColumn.decode(row["models"])
+        lastUsedAt = row["last_used_at"]
+    }
+}
+
+/// What `authenticate` reads, copied out of the row inside the read transaction.
+private struct TokenLookup: Sendable {
+    var storedHash: String
+    var record: TokenRecord
+    var user: User
+}
+
+extension HubStore {
+    /// `last_used_at` is rewritten at most this often per token, to keep authentication read-only
+    /// on the hot path.
+    public static let lastUsedGranularity: TimeInterval = 60
+
+    /// Issues a token for the user called `user`, creating that user (with `role` and `group`)
+    /// if it does not exist; `role`/`group` are ignored for an existing user.
+    ///
+    /// - Parameters:
+    ///   - models: allow-list of model names; nil or empty (after trimming) means all models.
+    /// - Returns: the plaintext (show it once: only its SHA-256 is stored) and the record.
+    public func createToken(
+        user: String, name: String? = nil, role: UserRole = .user, group: String = "default",
+        expiresAt: Date? = nil, models: [String]? = nil, now: Date = Date()
+    ) async throws -> (plaintext: String, record: TokenRecord) {
+        let userName = try Validate.userName(user)
+        let plaintext = try TokenCrypto.generate()
+        let record: TokenRecord = try await run {
+            try await db.write { db in
+                let owner = try Self.fetchUser(db, name: userName)
+                    ?? Self.insertUser(db, name: userName, role: role, group: group, now: now)
+                return try Self.insertToken(
+                    db, plaintext: plaintext, userID: owner.id, name: name,
+                    expiresAt: expiresAt, models: models, now: now)
+            }
+        }
+        logger.info("created API token", metadata: [
+            "user": "\(userName)", "token_id": "\(record.id)", "prefix": "\(record.displayPrefix)",
+        ])
+        return (plaintext, record)
+    }
+
+    /// Issues a token for an existing user. Throws ``StoreError/userIDNotFound(_:)``.
+    public func createToken(
+        userID: Int64, name: String? = nil, expiresAt: Date? = nil, models: [String]? = nil,
+        now: Date = Date()
+    ) async throws -> (plaintext: String, record: TokenRecord) {
+        let plaintext = try TokenCrypto.generate()
+        let record: TokenRecord = try await run {
+            try await db.write { db in
+                guard try Self.fetchUser(db, id: userID) != nil else { throw StoreError.userIDNotFound(userID) }
+                return try Self.insertToken(
+                    db, plaintext: plaintext, userID: userID, name: name,
+                    expiresAt: expiresAt, models: models, now: now)
+            }
+        }
+        logger.info("created API token", metadata: [
+            "user_id": "\(userID)", "token_id": "\(record.id)", "prefix": "\(record.displayPrefix)",
+        ])
+        return (plaintext, record)
+    }
+
+    /// Resolves a presented API token. Accepts `sk-toki-…`, `toki-…` (what the Go hub leaves
+    /// after stripping `sk-`) and either with a `Bearer ` prefix (see ``TokenCrypto``).
+    /// Returns nil for unknown, malformed, disabled (revoked) or expired tokens.
+    public func authenticate(token presented: String, now: Date = Date()) async throws -> AuthenticatedToken? {
+        guard let canonical = TokenCrypto.canonicalize(presented) else { return nil }
+        let hash = TokenCrypto.hashHex(canonical)
+        let found: TokenLookup? = try await run {
+            try await db.read { db in
+                guard let row = try Row.fetchOne(db, sql: """
+                    SELECT t.*, u.name AS u_name, u.role AS u_role, u."group" AS u_group, u.created_at AS u_created_at
+                    FROM tokens t JOIN users u ON u.id = t.user_id
+                    WHERE t.key_hash = ?
+                    """, arguments: [hash])
+                else { return nil }
+                let user = User(
+                    id: row["user_id"], name: row["u_name"],
+                    role: UserRole(rawValue: row["u_role"] as String) ?? .user,
+                    group: row["u_group"], createdAt: row["u_created_at"])
+                return TokenLookup(storedHash: row["key_hash"], record: TokenRecord(row: row), user: user)
+            }
+        }
+        guard let found else { return nil }
+        // Defence in depth: the row was found through the unique index on key_hash, so the
+        // comparison should always succeed. We still compare in constant time (CRYPTO_memcmp)
+        // so that no code path ever compares secret-derived bytes with an early-exit `==`. The
+        // index lookup itself is not constant-time, but what it can leak is timing about the
+        // SHA-256 of the presented token, never about a stored token's plaintext: an attacker
+        // learning hash prefixes of their own guesses gains nothing against a 238-bit secret.
+        guard TokenCrypto.constantTimeEquals(found.storedHash, hash) else { return nil }
+        let record = found.record
+        guard record.isUsable(at: now) else { return nil }
+
+        if record.lastUsedAt.map({ now.timeIntervalSince($0) >= Self.lastUsedGranularity }) ?? true {
+            do {
+                try await db.write { db in
+                    try db.execute(
+                        sql: "UPDATE tokens SET last_used_at = ? WHERE id = ?", arguments: [now, record.id])
+                }
+            } catch {
+                // Bookkeeping only: never fail a request because of it.
+                logger.warning("could not update token last_used_at", metadata: [
+                    "token_id": "\(record.id)", "error": "\(error)",
+                ])
+            }
+        }
+        return AuthenticatedToken(
+            tokenID: record.id, tokenName: record.name, userID: found.user.id, userName: found.user.name,
+            role: found.user.role, group: found.user.group, models: record.models, expiresAt: record.expiresAt)
+    }
+
+    /// Tokens of the user called `user` (revoked ones included), oldest first. Empty if no such user.
+    public func listTokens(user: String) async throws -> [TokenRecord] {
+        let name = String(Substring(user).trimmingWhitespace())
+        return try await run {
+            try await db.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT t.* FROM tokens t JOIN users u ON u.id = t.user_id
+                    WHERE u.name = ? ORDER BY t.id
+                    """, arguments: [name]).map(TokenRecord.init(row:))
+            }
+        }
+    }
+
+    /// Tokens of the user with this id (revoked ones included), oldest first.
+    public func listTokens(userID: Int64) async throws -> [TokenRecord] {
+        try await run {
+            try await db.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM tokens WHERE user_id = ? ORDER BY id", arguments: [userID])
+                    .map(TokenRecord.init(row:))
+            }
+        }
+    }
+
+    public func token(id: Int64) async throws -> TokenRecord? {
+        try await run {
+            try await db.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM tokens WHERE id = ?", arguments: [id]).map(TokenRecord.init(row:))
+            }
+        }
+    }
+
+    /// Disables a token for good (it stays listed, marked disabled). Idempotent.
+    /// With `ownedBy`, only that user's token can be revoked; otherwise the token is reported
+    /// as not found (so users cannot probe other users' token ids).
+    /// Throws ``StoreError/tokenNotFound(_:)``.
+    public func revokeToken(id: Int64, ownedBy userID: Int64? = nil) async throws {
+        try await run {
+            try await db.write { db in
+                if let userID {
+                    try db.execute(
+                        sql: "UPDATE tokens SET disabled = 1 WHERE id = ? AND user_id = ?", arguments: [id, userID])
+                } else {
+                    try db.execute(sql: "UPDATE tokens SET disabled = 1 WHERE id = ?", arguments: [id])
+                }
+                if db.changesCount == 0 { throw StoreError.tokenNotFound(id) }
+            }
+        }
+        logger.info("revoked API token", metadata: ["token_id": "\(id)"])
+    }
+
+    // MARK: synchronous helpers
+
+    static func insertToken(
+        _ db: Database, plaintext: String, userID: Int64, name: String?, expiresAt: Date?,
+        models: [String]?, now: Date
+    ) throws -> TokenRecord {
+        let hash = TokenCrypto.hashHex(plaintext)
+        let prefix = TokenCrypto.displayPrefix(plaintext)
+        let allowed = models.map(Validate.models).flatMap { $0.isEmpty ? nil : $0 }
+        try db.execute(sql: """
+            INSERT INTO tokens (user_id, name, key_hash, key_prefix, created_at, expires_at, disabled, models)
+            VALUES (?, ?, ?, ?, ?, ?, 0, ?)
+            """, arguments: [userID, name, hash, prefix, now, expiresAt, allowed.map(JSONColumn.encode)])
+        return TokenRecord(
+            id: db.lastInsertedRowID, userID: userID, name: name, displayPrefix: prefix, createdAt: now,
+            expiresAt: expiresAt, disabled: false, models: allowed, lastUsedAt: nil)
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import GRDB
+
+extension UsageRecord {
+    init(row: Row) {
+        id = row["id"]
+        requestID = row["request_id"]
+        userID = row["user_id"]
+        tokenID = row["token_id"]
+        model = row["model"]
+        namespace = row["namespace"]
+        statusCode = row["status_code"]
+        promptTokens = row["prompt_tokens"]
+        completionTokens = row["completion_tokens"]
+        durationMS = row["duration_ms"]
+        createdAt = row["created_at"]
+    }
+}
+
+extension HubStore {
+    /// Appends one usage row and returns its id.
+    @discardableResult
+    public func recordUsage(_ entry: UsageRecord) async throws -> Int64 {
+        try await run {
+            try await db.write { db in
+                try Self.insertUsage(db, entry)
+                return db.lastInsertedRowID
+            }
+        }
+    }
+
+    /// Appends several usage rows in one transaction (all or nothing). This is the batched path:
+    /// a hub that buffers usage in memory should flush it through here.
+    public func recordUsage(_ entries: [UsageRecord]) async throws {
+        guard !entries.isEmpty else { return }
+        try await run {
+            try await db.write { db in
+                for entry in entries { try Self.insertUsage(db, entry) }
+            }
+        }
+    }
+
+    /// Convenience form of ``recordUsage(_:)-(UsageRecord)``.
+    @discardableResult
+    public func recordUsage(
+        requestID: String, userID: Int64?, tokenID: Int64?, model: String, namespace: String?,
+        statusCode: Int, promptTokens: Int? = nil, completionTokens: Int? = nil, durationMS: Int,
+        createdAt: Date = Date()
+    ) async throws -> Int64 {
+        try await recordUsage(UsageRecord(
+            requestID: requestID, userID: userID, tokenID: tokenID, model: model, namespace: namespace,
+            statusCode: statusCode, promptTokens: promptTokens, completionTokens: completionTokens,
+            durationMS: durationMS, createdAt: createdAt))
+    }
+
+    /// Usage rows, newest first, optionally for one user and/or since a date.
+    public func listUsage(userID: Int64? = nil, since: Date? = nil, limit: Int = 100) async throws -> [UsageRecord] {
+        var conditions: [String] = []
+        var arguments: StatementArguments = []
+        if let userID { conditions.append("user_id = ?"); arguments += [userID] }
+        if let since { conditions.append("created_at >= ?"); arguments += [since] }
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        arguments += [max(0, limit)]
+        let sql = "SELECT * FROM usage \(whereClause) ORDER BY created_at DESC, id DESC LIMIT ?"
+        let args = arguments
+        return try await run {
+            try await db.read { db in try Row.fetchAll(db, sql: sql, arguments: args).map(UsageRecord.init(row:)) }
+        }
+    }
+
+    static func insertUsage(_ db: Database, _ e: UsageRecord) throws {
+        try db.execute(sql: """
+            INSERT INTO usage (request_id, user_id, token_id, model, namespace, status_code,
+                               prompt_tokens, completion_tokens, duration_ms, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [
+                e.requestID, e.userID, e.tokenID, e.model, e.namespace, e.statusCode,
+                e.promptTokens, e.completionTokens, e.durationMS, e.createdAt,
+            ])
+    }
+}

@@ -1,0 +1,188 @@
+import Foundation
+import GRDB
+import Logging
+
+/// The hub's persistent state: users, API tokens, worker namespaces and the usage log.
+///
+/// Backed by SQLite through GRDB. The file-backed store is a `DatabasePool` in WAL mode with
+/// `synchronous=NORMAL` (durable across process crashes; the last transactions may be lost on
+/// power loss) and a busy timeout, so readers never block the writer and vice versa.
+/// All methods are `async` and safe to call from any task.
+public final class HubStore: Sendable {
+    /// Name of the database file inside the data directory.
+    public static let fileName = "toki.db"
+    /// How long a connection waits on a lock held by another process before failing.
+    public static let busyTimeout: TimeInterval = 5
+
+    let db: any DatabaseWriter
+    let logger: Logger
+    /// Path of the database file, or nil for an in-memory store.
+    public let path: String?
+
+    /// Opens (creating if needed) `<dataDirectory>/toki.db` and runs pending migrations.
+    /// The directory is created with mode 0700 and the database file with mode 0600.
+    public init(dataDirectory: String, logger: Logger) throws {
+        self.logger = logger
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: dataDirectory, isDirectory: &isDir) {
+            guard isDir.boolValue else {
+                throw StoreError.dataDirectory(path: dataDirectory, reason: "exists and is not a directory")
+            }
+            if let mode = (try? fm.attributesOfItem(atPath: dataDirectory))?[.posixPermissions] as? NSNumber,
+               mode.intValue & 0o077 != 0 {
+                logger.warning("data directory is accessible to other users; consider chmod 700", metadata: [
+                    "path": "\(dataDirectory)", "mode": "\(String(mode.intValue, radix: 8))",
+                ])
+            }
+        } else {
+            do {
+                try fm.createDirectory(
+                    atPath: dataDirectory, withIntermediateDirectories: true,
+                    attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw StoreError.dataDirectory(path: dataDirectory, reason: "cannot create: \(error)")
+            }
+            logger.info("created data directory", metadata: ["path": "\(dataDirectory)"])
+        }
+        let file = (dataDirectory as NSString).appendingPathComponent(Self.fileName)
+        if !fm.fileExists(atPath: file) {
+            // An empty file is a valid empty SQLite database. Creating it ourselves fixes its mode;
+            // SQLite gives the -wal and -shm files the same mode as the main file.
+            guard fm.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw StoreError.dataDirectory(path: dataDirectory, reason: "cannot create \(Self.fileName)")
+            }
+        }
+        self.path = file
+        do {
+            self.db = try DatabasePool(path: file, configuration: Self.configuration())
+        } catch {
+            throw StoreError.database("cannot open \(file): \(error)")
+        }
+        try migrate()
+    }
+
+    private init(inMemoryWithLogger logger: Logger) throws {
+        self.logger = logger
+        self.path = nil
+        do {
+            self.db = try DatabaseQueue(configuration: Self.configuration())
+        } catch {
+            throw StoreError.database("cannot open in-memory database: \(error)")
+        }
+        try migrate()
+    }
+
+    /// A private in-memory store (for tests and throw-away hubs). Its data vanishes with it.
+    public static func inMemory(logger: Logger) throws -> HubStore {
+        try HubStore(inMemoryWithLogger: logger)
+    }
+
+    /// Closes the database. Further calls fail with ``StoreError/database(_:)``.
+    public func close() throws {
+        do { try db.close() } catch { throw StoreError.database("\(error)") }
+    }
+
+    /// The migrations already applied to this database, in order (e.g. `["v1"]`).
+    public func appliedMigrations() async throws -> [String] {
+        try await run { try await self.db.read { db in try Schema.migrator.appliedMigrations(db) } }
+    }
+
+    static func configuration() -> Configuration {
+        var config = Configuration()
+        config.label = "toki"
+        config.foreignKeysEnabled = true
+        config.busyMode = .timeout(busyTimeout)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        return config
+    }
+
+    private func migrate() throws {
+        let migrator = Schema.migrator
+        do {
+            let superseded = try db.read { db in try migrator.hasBeenSuperseded(db) }
+            if superseded {
+                throw StoreError.database(
+                    "the database was written by a newer toki (unknown migrations); refusing to open it")
+            }
+            let before = try db.read { db in try migrator.appliedIdentifiers(db) }
+            try migrator.migrate(db)
+            let applied = try db.read { db in try migrator.appliedMigrations(db) }
+            let new = applied.filter { !before.contains($0) }
+            if !new.isEmpty {
+                logger.info("applied database migrations", metadata: [
+                    "migrations": "\(new.joined(separator: ","))", "path": "\(path ?? ":memory:")",
+                ])
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.database("migration failed: \(error)")
+        }
+    }
+
+    /// Runs `body`, turning any non-`StoreError` into ``StoreError/database(_:)``.
+    func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.database("\(error)")
+        }
+    }
+}
+
+// MARK: - Helpers shared by the extensions
+
+enum JSONColumn {
+    static func encode(_ strings: [String]) -> String {
+        // Encoding [String] cannot fail.
+        let data = (try? JSONEncoder().encode(strings)) ?? Data("[]".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func decode(_ text: String?) -> [String]? {
+        guard let text else { return nil }
+        return try? JSONDecoder().decode([String].self, from: Data(text.utf8))
+    }
+}
+
+enum Validate {
+    static func hasControlCharacters(_ s: String) -> Bool {
+        s.unicodeScalars.contains { $0.properties.generalCategory == .control }
+    }
+
+    static func userName(_ raw: String) throws -> String {
+        let name = String(Substring(raw).trimmingWhitespace())
+        guard !name.isEmpty, name.count <= 64, !hasControlCharacters(name) else {
+            throw StoreError.invalidUserName(raw)
+        }
+        return name
+    }
+
+    static func namespace(_ raw: String) throws -> String {
+        let ns = String(Substring(raw).trimmingWhitespace())
+        guard !ns.isEmpty, ns.count <= 256, !hasControlCharacters(ns) else {
+            throw StoreError.invalidNamespace(raw)
+        }
+        return ns
+    }
+
+    /// Trimmed, without empties, deduplicated and sorted (as the Go hub does for worker models).
+    static func models(_ raw: [String]) -> [String] {
+        Array(Set(raw.map { String(Substring($0).trimmingWhitespace()) }.filter { !$0.isEmpty })).sorted()
+    }
+}
+
+// MARK: - Introspection for tests and diagnostics (internal)
+
+extension HubStore {
+    /// Runs a read-only query whose rows have one text column. Used by tests (`@testable`) so
+    /// they need not import GRDB.
+    func queryStrings(_ sql: String) async throws -> [String] {
+        try await run { try await db.read { db in try String.fetchAll(db, sql: sql) } }
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+
+/// A user's role. Admins may manage other users and tokens through the hub's admin API.
+public enum UserRole: String, Sendable, Codable, CaseIterable {
+    case admin
+    case user
+}
+
+public struct User: Sendable, Equatable, Identifiable {
+    public var id: Int64
+    public var name: String
+    public var role: UserRole
+    public var group: String
+    public var createdAt: Date
+}
+
+/// What the store keeps about an API token. Never contains the plaintext or the hash.
+public struct TokenRecord: Sendable, Equatable, Identifiable {
+    public var id: Int64
+    public var userID: Int64
+    public var name: String?
+    /// Non-secret display prefix such as `sk-toki-Ab3x`; show it as `sk-toki-Ab3x…`.
+    public var displayPrefix: String
+    public var createdAt: Date
+    public var expiresAt: Date?
+    public var disabled: Bool
+    /// Models this token may use; nil means every model.
+    public var models: [String]?
+    public var lastUsedAt: Date?
+
+    /// True if the token is neither disabled nor expired at `now`.
+    public func isUsable(at now: Date = Date()) -> Bool {
+        if disabled { return false }
+        if let expiresAt, expiresAt <= now { return false }
+        return true
+    }
+}
+
+/// The result of a successful ``HubStore/authenticate(token:now:)``.
+public struct AuthenticatedToken: Sendable, Equatable {
+    public var tokenID: Int64
+    public var tokenName: String?
+    public var userID: Int64
+    public var userName: String
+    public var role: UserRole
+    /// The user's group (used for routing and pricing).
+    public var group: String
+    /// Model allow-list of the token; nil means every model.
+    public var models: [String]?
+    public var expiresAt: Date?
+
+    public var isAdmin: Bool { role == .admin }
+
+    /// Whether the token's allow-list permits `model` (exact match).
+    public func allows(model: String) -> Bool {
+        guard let models else { return true }
+        return models.contains(model)
+    }
+}
+
+public enum WorkerStatus: String, Sendable, Codable {
+    case online
+    case offline
+}
+
+/// A worker namespace as recorded by the store. `workerID` is stable forever for a namespace
+/// (it is the row id; rows are never deleted) and is what the tunnel's `ack.worker_id` carries.
+public struct NamespaceClaim: Sendable, Equatable {
+    public var workerID: Int64
+    public var namespace: String
+    public var ownerUserID: Int64
+    public var nodeName: String
+    public var group: String
+    public var models: [String]
+    public var status: WorkerStatus
+    public var createdAt: Date
+    public var lastSeenAt: Date
+    /// True when this call created the namespace (first registration ever).
+    public var isNew: Bool
+}
+
+/// One row of the usage log.
+public struct UsageRecord: Sendable, Equatable {
+    /// Assigned by the store; ignored when recording.
+    public var id: Int64?
+    public var requestID: String
+    public var userID: Int64?
+    public var tokenID: Int64?
+    public var model: String
+    public var namespace: String?
+    public var statusCode: Int
+    public var promptTokens: Int?
+    public var completionTokens: Int?
+    public var durationMS: Int
+    public var createdAt: Date
+
+    public init(
+        id: Int64? = nil, requestID: String, userID: Int64?, tokenID: Int64?, model: String,
+        namespace: String?, statusCode: Int, promptTokens: Int? = nil, completionTokens: Int? = nil,
+        durationMS: Int, createdAt: Date = Date()
+    ) {
+        self.id = id
+        self.requestID = requestID
+        self.userID = userID
+        self.tokenID = tokenID
+        self.model = model
+        self.namespace = namespace
+        self.statusCode = statusCode
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.durationMS = durationMS
+        self.createdAt = createdAt
+    }
+}
