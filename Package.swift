@@ -36,11 +36,18 @@ let package = Package(
         .target(name: "TokiTunnel", dependencies: [
             "TokiMux",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
-            .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The echo/sink stream protocol shared with the Go reference peer (interop tests, benchmarks).
+        .target(name: "TokiProbe", dependencies: [
+            "TokiMux",
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
         // Users, tokens, workers' namespaces, usage: SQLite (system libsqlite3) through GRDB.
         .target(name: "TokiStore", dependencies: [
@@ -71,16 +78,25 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Helpers for tests that start processes (the Go peer, toki itself).
+        .target(name: "TestSupport", path: "Tests/Support"),
         .testTarget(name: "TokiMuxTests", dependencies: [
             "TokiMux",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
         ], exclude: ["Vectors"], resources: []),
         .testTarget(name: "TokiTunnelTests", dependencies: [
-            "TokiTunnel", "TokiMux",
+            "TokiTunnel", "TokiMux", "TokiProbe", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "TokiStoreTests", dependencies: [
+            "TokiStore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "TokiWorkerTests", dependencies: [
+            "TokiWorker", "TokiTunnel",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
-        .testTarget(name: "TokiStoreTests", dependencies: ["TokiStore"]),
-        .testTarget(name: "TokiWorkerTests", dependencies: ["TokiWorker", "TokiTunnel"]),
     ]
 )

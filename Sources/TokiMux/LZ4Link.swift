@@ -104,9 +104,10 @@ public enum LZ4LinkError: Error, Equatable, Sendable, CustomStringConvertible {
 
 /// Compresses the outbound direction of a link: one call to `encode` per WebSocket message.
 ///
-/// Value semantics: copies of an encoder share nothing observable. A copy that is mutated
-/// while another copy still holds the state starts a fresh stream (its next message carries
-/// RESET), because an LZ4 stream state cannot be duplicated.
+/// Value semantics (copy-on-write): an LZ4 stream state cannot be duplicated, so when a
+/// copied encoder encodes while its state is still shared, it starts a fresh stream (its
+/// message carries RESET) and the other copy keeps the old one. Normally there is exactly
+/// one encoder per link direction and this never happens.
 public struct LZ4LinkEncoder: Sendable {
     /// liblz4 acceleration (1 = best ratio; higher is faster and compresses less).
     public let acceleration: Int32

@@ -246,8 +246,12 @@ func (o *serverOpts) serveSession(ws *websocket.Conn) {
 		say("SESSION-OPEN id=%d remote=%s subprotocol=%q", id, ws.RemoteAddr(), ws.Subprotocol())
 	}
 
-	if o.open > 0 {
+	openerDone := make(chan struct{})
+	if o.open <= 0 {
+		close(openerDone)
+	} else {
 		go func() {
+			defer close(openerDone)
 			d, err := openAndRun(o.open, uint64(o.bytes), o.mode, func() (testStream, error) {
 				return sess.OpenStream()
 			})
@@ -263,9 +267,11 @@ func (o *serverOpts) serveSession(ws *websocket.Conn) {
 
 	var wg sync.WaitGroup
 	var handled, failed int64
+	var endErr error
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
+			endErr = err
 			break
 		}
 		wg.Add(1)
@@ -280,10 +286,15 @@ func (o *serverOpts) serveSession(ws *websocket.Conn) {
 			}
 		}(st)
 	}
+	// The transport has ended: let our openers finish (they fail fast now) before closing.
+	select {
+	case <-openerDone:
+	case <-time.After(5 * time.Second):
+	}
 	sess.Close()
 	wg.Wait()
 	if !o.quiet {
-		say("SESSION-CLOSED id=%d handled=%d failed=%d", id, handled, failed)
+		say("SESSION-CLOSED id=%d handled=%d failed=%d end=%q", id, handled, failed, endErr.Error())
 	}
 }
 
@@ -393,9 +404,24 @@ func runClient(o clientOpts) (clientResult, error) {
 	}
 	defer sess.Close()
 
+	// sessDead is closed once the session's transport has failed/ended (AcceptStream errors).
+	sessDead := make(chan struct{})
 	acceptDone := make(chan error, 1)
-	if o.accept {
+	if !o.accept {
 		go func() {
+			defer close(sessDead)
+			for {
+				st, err := sess.AcceptStream()
+				if err != nil {
+					return
+				}
+				logf("closing unexpected stream %d opened by the server (no --accept)", st.ID())
+				st.Close()
+			}
+		}()
+	} else {
+		go func() {
+			defer close(sessDead)
 			var wg sync.WaitGroup
 			var firstErr error
 			var mu sync.Mutex
@@ -453,8 +479,27 @@ func runClient(o clientOpts) (clientResult, error) {
 			return res, err
 		}
 		res.accepted = int64(o.expectAccepted)
+		// Give the server's openers a moment to read our handlers' FINs before the
+		// connection goes away (in smux 1.5.16 a reader that sees FIN and a transport
+		// error at the same time may get either).
+		time.Sleep(100 * time.Millisecond)
 	}
+	gracefulEnd(ws, sessDead)
 	return res, nil
+}
+
+// gracefulEnd half-closes the TCP connection (so everything we sent is delivered and no
+// RST is provoked by unread data) and waits up to 5 s for the server to close its side.
+func gracefulEnd(ws *websocket.Conn, sessDead <-chan struct{}) {
+	if cw, ok := ws.UnderlyingConn().(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err == nil {
+			select {
+			case <-sessDead:
+			case <-time.After(5 * time.Second):
+				logf("note: server did not close the connection within 5s after our half-close")
+			}
+		}
+	}
 }
 
 func cmdClient(args []string) {
@@ -577,4 +622,3 @@ func cmdTCPPair(args []string) {
 	}
 	printResult(*streams, *nbytes, d, false, 0)
 }
-

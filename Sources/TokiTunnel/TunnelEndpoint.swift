@@ -1,0 +1,121 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import TokiMux
+
+/// The server end of the tunnel as Hummingbird pieces: the upgrade decision and the WebSocket
+/// configuration. The hub mounts it next to its HTTP API; tests and benchmarks use `TunnelListener`.
+public enum TunnelEndpoint {
+    /// Paths the Go hubs serve; `/api/tokilake/connect` is what Tokiame configs point at.
+    public static let paths = ["/api/tokilake/connect", "/connect"]
+
+    /// The token a worker presented: `Authorization` (a case-insensitive `Bearer ` prefix
+    /// removed), else the `access_token`, else the `token` query parameter; as in Go.
+    public static func presentedToken(headers: HTTPFields, query: String?) -> String? {
+        if let header = headers[.authorization]?.trimmingCharacters(in: .whitespaces), !header.isEmpty {
+            if header.lowercased().hasPrefix("bearer ") {
+                return String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            }
+            return header
+        }
+        guard let query else { return nil }
+        let items = URLComponents(string: "/?" + query)?.queryItems ?? []
+        for name in ["access_token", "token"] {
+            if let value = items.first(where: { $0.name == name })?.value, !value.isEmpty { return value }
+        }
+        return nil
+    }
+
+    /// Whether this connection speaks LZ4: derived from the request alone, so the upgrade
+    /// response and the connection handler always agree.
+    public static func negotiatesLZ4(_ headers: HTTPFields, allowLZ4: Bool) -> Bool {
+        TunnelSubprotocol.select(offered: TunnelSubprotocol.parseOffer(headers[.secWebSocketProtocol]), allowLZ4: allowLZ4) == TunnelSubprotocol.lz4
+    }
+
+    /// Headers of the 101 response: the selected subprotocol, if the client offered one.
+    public static func upgradeHeaders(_ headers: HTTPFields, allowLZ4: Bool) -> HTTPFields {
+        var fields = HTTPFields()
+        if let selected = TunnelSubprotocol.select(offered: TunnelSubprotocol.parseOffer(headers[.secWebSocketProtocol]), allowLZ4: allowLZ4) {
+            fields[.secWebSocketProtocol] = selected
+        }
+        return fields
+    }
+
+    /// WebSocket settings for the tunnel: frames up to the message limit, and pings so a
+    /// silently dead link is noticed within two ping periods.
+    public static func webSocketConfiguration(limits: TunnelLimits = .init(), pingInterval: Duration = .seconds(10)) -> WebSocketServerConfiguration {
+        WebSocketServerConfiguration(
+            maxFrameSize: limits.maxMessageSize + LZ4Link.maxHeaderSize,
+            autoPing: .enabled(timePeriod: pingInterval),
+            closeTimeout: .seconds(2)
+        )
+    }
+}
+
+/// A standalone tunnel server: accepts workers (or test peers) on the Tokilake paths and hands
+/// each authorised connection's mux session to `onSession`.
+public struct TunnelListener: Sendable {
+    public typealias Authorizer = @Sendable (_ token: String?) async -> Bool
+    public typealias SessionHandler = @Sendable (_ session: MuxSession, _ lz4: Bool) async -> Void
+
+    public var host = "127.0.0.1"
+    public var port = 0
+    public var mux = SmuxConfiguration.tokilake
+    public var limits = TunnelLimits()
+    public var allowLZ4 = true
+    public var authorize: Authorizer = { _ in true }
+    public var logger = Logger(label: "toki.tunnel")
+
+    public init() {}
+
+    /// Serves until cancelled. `onRunning` gets the bound port.
+    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }, onSession: @escaping SessionHandler) async throws {
+        let router = Router()
+        let authorize = self.authorize
+        for path in TunnelEndpoint.paths {
+            // Reached when the upgrade was refused: say why, in the shape Tokilake uses.
+            router.get(RouterPath(path)) { request, _ -> Response in
+                Response(
+                    status: .unauthorized,
+                    headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(string: #"{"success":false,"message":"invalid or missing token"}"#))
+                )
+            }
+        }
+        let wsRouter = Router(context: BasicWebSocketRequestContext.self)
+        let allowLZ4 = self.allowLZ4
+        let mux = self.mux
+        let limits = self.limits
+        let logger = self.logger
+        for path in TunnelEndpoint.paths {
+            wsRouter.ws(RouterPath(path)) { request, _ in
+                let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query)
+                guard await authorize(token) else { return .dontUpgrade }
+                return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: allowLZ4))
+            } onUpgrade: { inbound, outbound, context in
+                let lz4 = TunnelEndpoint.negotiatesLZ4(context.request.headers, allowLZ4: allowLZ4)
+                let session = try MuxSession(role: .server, configuration: mux, logger: logger)
+                async let handled: Void = onSession(session, lz4)
+                do {
+                    try await session.run(inbound: ServerTunnelInbound(inbound, lz4: lz4, limits: limits),
+                                          outbound: ServerTunnelOutbound(outbound, lz4: lz4, limits: limits))
+                } catch {
+                    logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
+                }
+                session.close()
+                await handled
+            }
+        }
+        let app = Application(
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(ws: TunnelEndpoint.webSocketConfiguration(limits: limits))),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger
+        )
+        try await app.runService(gracefulShutdownSignals: [])
+    }
+}

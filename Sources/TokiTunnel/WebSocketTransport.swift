@@ -1,0 +1,273 @@
+import Foundation
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+import Synchronization
+import TokiMux
+
+// MARK: Server side (Hummingbird's WebSocket upgrade on the hub's HTTP port)
+
+/// The mux byte stream read out of a Hummingbird WebSocket (pings are answered by Hummingbird).
+public struct ServerTunnelInbound: AsyncSequence, Sendable {
+    public typealias Element = ByteBuffer
+    let stream: WebSocketInboundStream
+    let lz4: Bool
+    let limits: TunnelLimits
+
+    public init(_ stream: WebSocketInboundStream, lz4: Bool, limits: TunnelLimits = .init()) {
+        self.stream = stream
+        self.lz4 = lz4
+        self.limits = limits
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: WebSocketInboundStream.AsyncIterator
+        var reader: TunnelFrameReader
+
+        public mutating func next() async throws -> ByteBuffer? {
+            while let frame = try await base.next() {
+                let opcode: TunnelFrameReader.Opcode =
+                    switch frame.opcode {
+                    case .binary: .binary
+                    case .text: .text
+                    case .continuation: .continuation
+                    }
+                if let bytes = try reader.receive(opcode: opcode, fin: frame.fin, data: frame.data) { return bytes }
+            }
+            return nil
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), reader: TunnelFrameReader(lz4: lz4, limits: limits))
+    }
+}
+
+/// Sends mux batches as binary WebSocket messages through Hummingbird's writer.
+public final class ServerTunnelOutbound: MuxOutbound {
+    let writer: WebSocketOutboundWriter
+    let messages: Mutex<TunnelMessageWriter>
+    let compressing: Bool
+
+    public init(_ writer: WebSocketOutboundWriter, lz4: Bool, limits: TunnelLimits = .init()) {
+        self.writer = writer
+        self.messages = Mutex(TunnelMessageWriter(lz4: lz4, limits: limits))
+        self.compressing = lz4
+    }
+
+    public func write(_ batch: ByteBuffer) async throws {
+        let message = compressing ? messages.withLock { $0.message(for: batch) } : batch
+        try await writer.write(.binary(message))
+    }
+}
+
+// MARK: Client side (the worker dials out; SwiftNIO directly, so the upgrade response is visible)
+
+public enum TunnelDialError: Error, CustomStringConvertible, Sendable {
+    case invalidURL(String)
+    case upgradeRefused(url: String)
+    case timeout(String)
+
+    public var description: String {
+        switch self {
+        case .invalidURL(let url): "invalid hub URL '\(url)': expected ws://, wss://, http:// or https:// with a host"
+        case .upgradeRefused(let url): "\(url) refused the WebSocket upgrade (wrong token, wrong path, or not a toki/Tokilake hub)"
+        case .timeout(let what): "timed out: \(what)"
+        }
+    }
+}
+
+/// Where and how to dial a hub.
+public struct TunnelDialOptions: Sendable {
+    public var url: String
+    /// Extra request headers, e.g. `Authorization: Bearer …`.
+    public var headers: [(String, String)] = []
+    public var offerLZ4 = false
+    /// For wss://; nil means the system trust roots with full verification.
+    public var tls: TLSConfiguration?
+    public var connectTimeout: Duration = .seconds(10)
+    public var limits = TunnelLimits()
+
+    public init(url: String) { self.url = url }
+
+    /// `http→ws`, `https→wss`, as the Go worker does; other schemes are an error.
+    public static func normalize(_ raw: String) throws -> (secure: Bool, host: String, port: Int, target: String, url: String) {
+        guard let components = URLComponents(string: raw.trimmingCharacters(in: .whitespaces)),
+              let scheme = components.scheme?.lowercased(), let host = components.host, !host.isEmpty
+        else { throw TunnelDialError.invalidURL(raw) }
+        let secure: Bool
+        switch scheme {
+        case "ws", "http": secure = false
+        case "wss", "https": secure = true
+        default: throw TunnelDialError.invalidURL(raw)
+        }
+        let port = components.port ?? (secure ? 443 : 80)
+        var target = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
+        if let query = components.percentEncodedQuery { target += "?" + query }
+        let hostForURL = host.contains(":") ? "[\(host)]" : host
+        return (secure, host, port, target, "\(secure ? "wss" : "ws")://\(hostForURL):\(port)\(target)")
+    }
+}
+
+/// A dialled tunnel: a WebSocket whose binary messages carry the mux byte stream.
+public final class ClientTunnel: Sendable {
+    let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
+    /// Whether the hub selected `toki-lz4`.
+    public let lz4: Bool
+    public let url: String
+    let limits: TunnelLimits
+
+    init(channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, lz4: Bool, url: String, limits: TunnelLimits) {
+        self.channel = channel
+        self.lz4 = lz4
+        self.url = url
+        self.limits = limits
+    }
+
+    private enum Upgrade: Sendable {
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, selected: String?)
+        case refused
+    }
+
+    /// Connects and upgrades. Throws `TunnelDialError` or the connection error.
+    public static func connect(_ options: TunnelDialOptions, logger: Logger) async throws -> ClientTunnel {
+        let target = try TunnelDialOptions.normalize(options.url)
+        let sslContext: NIOSSLContext? = try target.secure
+            ? NIOSSLContext(configuration: options.tls ?? .makeClientConfiguration()) : nil
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: target.port == (target.secure ? 443 : 80) ? target.host : "\(target.host):\(target.port)")
+        headers.add(name: "Sec-WebSocket-Protocol", value: TunnelSubprotocol.offer(lz4: options.offerLZ4))
+        headers.add(name: "Content-Length", value: "0")
+        for (name, value) in options.headers { headers.add(name: name, value: value) }
+        let requestHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: target.target, headers: headers)
+        let maxFrame = max(options.limits.maxMessageSize, 1 << 16)
+
+        let negotiated: EventLoopFuture<Upgrade> = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.init(options.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: target.host, port: target.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        let isIP = (try? SocketAddress(ipAddress: target.host, port: 0)) != nil
+                        let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: isIP ? nil : target.host)
+                        try channel.pipeline.syncOperations.addHandler(tls)
+                    }
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: maxFrame) { channel, response in
+                        channel.eventLoop.makeCompletedFuture {
+                            let asyncChannel = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel)
+                            return Upgrade.websocket(asyncChannel, selected: response.headers.first(name: "Sec-WebSocket-Protocol"))
+                        }
+                    }
+                    let configuration = NIOTypedHTTPClientUpgradeConfiguration<Upgrade>(
+                        upgradeRequestHead: requestHead,
+                        upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(.refused) }
+                    )
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
+                        configuration: .init(upgradeConfiguration: configuration)
+                    )
+                }
+            }
+        let upgrade = try await withDeadline(options.connectTimeout, what: "WebSocket upgrade with \(target.url)") {
+            try await negotiated.get()
+        }
+        switch upgrade {
+        case .refused:
+            throw TunnelDialError.upgradeRefused(url: target.url)
+        case .websocket(let channel, let selected):
+            let lz4 = options.offerLZ4 && selected?.trimmingCharacters(in: .whitespaces) == TunnelSubprotocol.lz4
+            logger.debug("tunnel connected", metadata: ["url": "\(target.url)", "lz4": "\(lz4)"])
+            return ClientTunnel(channel: channel, lz4: lz4, url: target.url, limits: options.limits)
+        }
+    }
+
+    /// Runs `session` over this connection until either ends; then the connection is closed
+    /// (like Go, without a close frame when the session fails).
+    public func run(_ session: MuxSession) async throws {
+        try await channel.executeThenClose { inbound, outbound in
+            let input = ClientTunnelInbound(base: inbound, outbound: outbound, reader: TunnelFrameReader(lz4: lz4, limits: limits))
+            let output = ClientTunnelOutbound(outbound, lz4: lz4, limits: limits)
+            try await session.run(inbound: input, outbound: output)
+        }
+    }
+}
+
+/// Inbound side of a client tunnel: answers pings, ends on a close frame, yields stream bytes.
+struct ClientTunnelInbound: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let base: NIOAsyncChannelInboundStream<WebSocketFrame>
+    let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
+    let reader: TunnelFrameReader
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var base: NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator
+        let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
+        var reader: TunnelFrameReader
+
+        mutating func next() async throws -> ByteBuffer? {
+            while let frame = try await base.next() {
+                let opcode: TunnelFrameReader.Opcode
+                switch frame.opcode {
+                case .binary: opcode = .binary
+                case .text: opcode = .text
+                case .continuation: opcode = .continuation
+                case .ping:
+                    try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
+                    continue
+                case .connectionClose:
+                    // Echo the status code back, as RFC 6455 asks.
+                    let payload = frame.unmaskedData
+                    let code = payload.getSlice(at: payload.readerIndex, length: Swift.min(2, payload.readableBytes)) ?? ByteBuffer()
+                    try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: code))
+                    return nil
+                default:
+                    continue  // pong and reserved opcodes: nothing to do
+                }
+                if let bytes = try reader.receive(opcode: opcode, fin: frame.fin, data: frame.unmaskedData) { return bytes }
+            }
+            return nil
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: base.makeAsyncIterator(), outbound: outbound, reader: reader)
+    }
+}
+
+/// Outbound side of a client tunnel: masked binary frames, one per mux batch.
+final class ClientTunnelOutbound: MuxOutbound {
+    let writer: NIOAsyncChannelOutboundWriter<WebSocketFrame>
+    let messages: Mutex<TunnelMessageWriter>
+    let compressing: Bool
+
+    init(_ writer: NIOAsyncChannelOutboundWriter<WebSocketFrame>, lz4: Bool, limits: TunnelLimits) {
+        self.writer = writer
+        self.messages = Mutex(TunnelMessageWriter(lz4: lz4, limits: limits))
+        self.compressing = lz4
+    }
+
+    func write(_ batch: ByteBuffer) async throws {
+        let message = compressing ? messages.withLock { $0.message(for: batch) } : batch
+        try await writer.write(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: message))
+    }
+}
+
+/// Runs `body`, failing with `TunnelDialError.timeout` if it takes longer than `limit`.
+func withDeadline<T: Sendable>(_ limit: Duration, what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw TunnelDialError.timeout(what)
+        }
+        return value
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Synchronization
+
+/// A child process started by a test: stdout and stderr collected line by line, stopped by pid.
+public final class ChildProcess: Sendable {
+    public let name: String
+    let process: Process
+    let output = Mutex<(stdout: [String], stderr: String, partial: String)>(([], "", ""))
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, name: String? = nil) throws {
+        self.name = name ?? URL(fileURLWithPath: executable).lastPathComponent
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let environment {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        self.process = process
+        out.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard !data.isEmpty, let self else { handle.readabilityHandler = nil; return }
+            self.output.withLock { state in
+                state.partial += String(decoding: data, as: UTF8.self)
+                while let newline = state.partial.firstIndex(of: "\n") {
+                    state.stdout.append(String(state.partial[..<newline]))
+                    state.partial = String(state.partial[state.partial.index(after: newline)...])
+                }
+            }
+        }
+        err.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard !data.isEmpty, let self else { handle.readabilityHandler = nil; return }
+            self.output.withLock { state in
+                state.stderr += String(decoding: data, as: UTF8.self)
+                if state.stderr.utf8.count > 1 << 20 { state.stderr = String(state.stderr.suffix(1 << 19)) }
+            }
+        }
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+    public var stdoutLines: [String] { output.withLock { $0.stdout } }
+    public var stderr: String { output.withLock { $0.stderr } }
+
+    /// Waits until a stdout line starts with `prefix`; returns it.
+    public func waitForLine(prefix: String, timeout: Duration = .seconds(30)) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let line = stdoutLines.first(where: { $0.hasPrefix(prefix) }) { return line }
+            if !process.isRunning, let line = stdoutLines.first(where: { $0.hasPrefix(prefix) }) { return line }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ChildProcessError("\(name) printed no line starting with '\(prefix)' (running: \(process.isRunning)); stdout: \(stdoutLines.suffix(5)); stderr: \(stderr.suffix(2000))")
+    }
+
+    /// Waits for exit; returns the status (throws on timeout).
+    @discardableResult
+    public func waitForExit(timeout: Duration = .seconds(60)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else { throw ChildProcessError("\(name) did not exit within \(timeout)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        // Let the pipes drain.
+        try await Task.sleep(for: .milliseconds(50))
+        return process.terminationStatus
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`. Only this pid is signalled.
+    public func stop(grace: Duration = .seconds(5)) async {
+        guard process.isRunning else { return }
+        kill(pid, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning { kill(pid, SIGKILL) }
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    public func kill9() { if process.isRunning { kill(pid, SIGKILL) } }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+public struct ChildProcessError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Paths of the repository, found from this file's location.
+public enum RepoPaths {
+    public static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    public static let shared: URL = root.deletingLastPathComponent().appendingPathComponent("shared")
+    public static let buildDirectory: URL = root.appendingPathComponent(".build")
+}
+
+/// The Go reference peer, built once per test run by Tests/Interop/build-gopeer.sh.
+public enum GoPeer {
+    static let built = Mutex<Result<String, ChildProcessError>?>(nil)
+
+    /// Path of the gopeer binary; builds it on first use.
+    public static func path() throws -> String {
+        try built.withLock { state in
+            if let state { return try state.get() }
+            let output = RepoPaths.buildDirectory.appendingPathComponent("gopeer").path
+            let script = RepoPaths.root.appendingPathComponent("Tests/Interop/build-gopeer.sh").path
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = [script, output]
+            let err = Pipe()
+            process.standardError = err
+            process.standardOutput = FileHandle.nullDevice
+            let result: Result<String, ChildProcessError>
+            do {
+                try process.run()
+                let message = err.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                result = process.terminationStatus == 0
+                    ? .success(output)
+                    : .failure(ChildProcessError("building the Go peer failed (run contrib/setup.sh): \(String(decoding: message, as: UTF8.self))"))
+            } catch {
+                result = .failure(ChildProcessError("cannot run \(script): \(error)"))
+            }
+            state = result
+            return try result.get()
+        }
+    }
+}
+
+/// A lock-protected value that can be shared by reference between tasks.
+public final class Locked<Value: Sendable>: Sendable {
+    let mutex: Mutex<Value>
+    public init(_ value: Value) { mutex = Mutex(value) }
+    public func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R { try mutex.withLock { try body(&$0) } }
+    public var value: Value { mutex.withLock { $0 } }
+}
