@@ -60,24 +60,36 @@ let package = Package(
             "TokiTunnel", "TokiStore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The edge daemon: registers models, answers tunnelled requests from local backends.
         .target(name: "TokiWorker", dependencies: [
-            "TokiTunnel",
+            "TokiTunnel", "TokiMux",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "toki", dependencies: [
-            "TokiMux", "TokiTunnel", "TokiStore", "TokiHub", "TokiWorker",
+            "TokiMux", "TokiTunnel", "TokiStore", "TokiHub",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        .executableTarget(name: "toki-bench", dependencies: ["TokiMux", "TokiTunnel", "TokiProbe", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], path: "benchmarks/TokiBench"),
+        // A stub OpenAI backend for the worker's tests, end-to-end tests and benchmarks.
+        .executableTarget(name: "toki-stub-backend", dependencies: [
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/StubBackend"),
         // Helpers for tests that start processes (the Go peer, toki itself).
         .target(name: "TestSupport", path: "Tests/Support"),
         .testTarget(name: "TokiMuxTests", dependencies: [
@@ -95,8 +107,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TokiWorkerTests", dependencies: [
-            "TokiWorker", "TokiTunnel",
+            "TokiWorker", "TokiTunnel", "TokiMux", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
     ]
 )

@@ -60,6 +60,8 @@ commands:
   client      dial a WebSocket+smux server, open N streams and run the opener role
   bench-pair  server and client in one process over loopback TCP/WebSocket (Go<->Go)
   tcp-pair    raw loopback TCP (no WebSocket, no smux), same stream protocol
+  tokiame     an original-style Tokiame worker (register, heartbeats, proxies to --backend)
+  tokilake    an original-style Tokilake hub (tunnel endpoint + tiny OpenAI-style HTTP API)
 
 run 'gopeer <command> -h' for the flags of a command.
 `)
@@ -80,6 +82,10 @@ func main() {
 		cmdBenchPair(args)
 	case "tcp-pair":
 		cmdTCPPair(args)
+	case "tokiame":
+		cmdTokiame(args)
+	case "tokilake":
+		cmdTokilake(args)
 	case "-h", "--help", "help":
 		usage()
 	default:

@@ -1,0 +1,350 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+import TokiMux
+import TokiStore
+import TokiTunnel
+
+/// `toki hub`: the OpenAI API for users, the tunnel endpoint for workers, on one port.
+public final class Hub: Sendable {
+    public let configuration: HubConfiguration
+    public let store: HubStore
+    public let registry = WorkerRegistry()
+    let logger: Logger
+    let tokens: TokenCache
+    let usage: UsageRecorder
+    let draining = Locked(false)
+    let inFlight = Locked(0)
+
+    public init(configuration: HubConfiguration, store: HubStore, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        self.tokens = TokenCache(store: store, ttl: configuration.tokenCacheTTL)
+        self.usage = UsageRecorder(store: store, logger: logger)
+    }
+
+    // MARK: Routes
+
+    /// The HTTP router (OpenAI API, admin, health). Also usable in-process with HummingbirdTesting.
+    public func makeRouter() -> Router<HubRequestContext> {
+        let router = Router(context: HubRequestContext.self)
+        router.middlewares.add(RequestIDMiddleware())
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/readyz") { [draining] _, _ -> Response in
+            draining.value ? Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "draining\n")))
+                : Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+        }
+        router.get("/v1/models") { request, context in try await self.listModels(request, context: context) }
+        for route in RouteKind.allCases where route.method == "POST" && !route.rawValue.hasPrefix("videos") {
+            guard let path = RouteKind.pathTable.first(where: { $0.kind == route })?.path else { continue }
+            router.post(RouterPath(path)) { request, context in try await self.proxy(request, context: context, route: route) }
+        }
+        router.post("/admin/tokens") { request, context in try await self.adminCreateToken(request, context: context) }
+        router.get("/admin/workers") { request, context in try await self.adminWorkers(request, context: context) }
+        // Reached when a worker's upgrade was refused (bad token): Tokilake's 401 shape.
+        for path in TunnelEndpoint.paths {
+            router.get(RouterPath(path)) { request, _ -> Response in
+                let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query)
+                let message = token == nil ? "missing authorization token" : "invalid token"
+                var body = ByteBuffer(string: #"{"success":false,"message":"#)
+                body.writeJSONString(message)
+                body.writeString("}")
+                return Response(status: .unauthorized, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+            }
+        }
+        return router
+    }
+
+    /// The WebSocket router for worker tunnels: the token is checked before the upgrade.
+    func makeTunnelRouter() -> Router<BasicWebSocketRequestContext> {
+        let router = Router(context: BasicWebSocketRequestContext.self)
+        for path in TunnelEndpoint.paths {
+            router.ws(RouterPath(path)) { request, _ in
+                guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
+                      (try? await self.tokens.authenticate(token)) != nil
+                else { return .dontUpgrade }
+                return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: self.configuration.allowLZ4))
+            } onUpgrade: { inbound, outbound, context in
+                let request = context.request
+                guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
+                      let user = try? await self.tokens.authenticate(token)
+                else { return }
+                let lz4 = TunnelEndpoint.negotiatesLZ4(request.headers, allowLZ4: self.configuration.allowLZ4)
+                let remote = request.headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
+                await self.serveWorker(inbound: inbound, outbound: outbound, user: user, lz4: lz4, remote: remote)
+            }
+        }
+        return router
+    }
+
+    func serveWorker(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, user: AuthenticatedToken, lz4: Bool, remote: String) async {
+        let session: MuxSession
+        do {
+            session = try MuxSession(role: .server, configuration: .tokilake, logger: logger)
+        } catch {
+            logger.error("cannot start tunnel session", metadata: ["error": "\(error)"])
+            return
+        }
+        let handler = WorkerSessionHandler(session: session, user: user, remote: remote, store: store, registry: registry,
+                                           configuration: configuration, logger: logger)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await session.run(inbound: ServerTunnelInbound(inbound, lz4: lz4, limits: self.configuration.tunnelLimits),
+                                          outbound: ServerTunnelOutbound(outbound, lz4: lz4, limits: self.configuration.tunnelLimits))
+                } catch {
+                    self.logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
+                }
+            }
+            group.addTask {
+                await handler.run()
+                session.close()
+            }
+        }
+    }
+
+    // MARK: OpenAI API
+
+    func authenticate(_ request: Request) async throws -> AuthenticatedToken {
+        guard let header = request.headers[.authorization], !header.isEmpty else { throw OpenAIError.missingToken }
+        let token = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)) : header
+        guard let user = try await tokens.authenticate(token.trimmingCharacters(in: .whitespaces)) else { throw OpenAIError.invalidToken }
+        return user
+    }
+
+    func listModels(_ request: Request, context: HubRequestContext) async throws -> Response {
+        let user = try await authenticate(request)
+        let models = registry.models(group: user.group).filter { user.allows(model: $0) }
+        var body = ByteBuffer(string: #"{"object":"list","data":["#)
+        for (i, model) in models.enumerated() {
+            if i > 0 { body.writeString(",") }
+            body.writeString(#"{"id":"#)
+            body.writeJSONString(model)
+            body.writeString(#","object":"model","created":0,"owned_by":"toki"}"#)
+        }
+        body.writeString("]}")
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+    }
+
+    func proxy(_ request: Request, context: HubRequestContext, route: RouteKind) async throws -> Response {
+        if draining.value { throw OpenAIError.draining }
+        let user = try await authenticate(request)
+        let limit = configuration.maxBodyBytes
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+            throw OpenAIError.bodyTooLarge(limit: limit)
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw OpenAIError.bodyTooLarge(limit: limit)
+        }
+        let contentType = request.headers[.contentType] ?? "application/json"
+        let routed = contentType.lowercased().hasPrefix("multipart/form-data")
+            ? try BodyInspector.inspectMultipart(body, contentType: contentType)
+            : try BodyInspector.inspectJSON(body)
+        guard user.allows(model: routed.model) else { throw OpenAIError.unknownModel(routed.model) }
+
+        let candidates = registry.candidates(model: routed.model, group: user.group)
+        guard !candidates.isEmpty else {
+            // Known (a worker served it before) but nobody online: 503; otherwise 404.
+            let known = (try? await store.listWorkers()).map { $0.contains { $0.models.contains(routed.model) } } ?? false
+            throw known ? OpenAIError.noWorker(routed.model) : OpenAIError.unknownModel(routed.model)
+        }
+
+        var headers: [String: String] = ["Content-Type": contentType]
+        headers["Accept"] = request.headers[.accept] ?? (routed.stream ? "text/event-stream" : nil)
+        headers["X-Request-Id"] = context.requestID
+        let started = ContinuousClock.now
+        var lastFailure: UpstreamFailure?
+        var timedOut = false
+        for worker in candidates.prefix(configuration.maxAttempts) {
+            let tunnelID = "\(worker.namespace):relay:\(context.requestID)"
+            guard worker.begin(requestID: tunnelID, onWorkerLost: {}) else { continue }
+            let tunnelRequest = TunnelRequest(requestID: tunnelID, routeKind: route, path: request.uri.path, model: routed.model,
+                                              headers: headers, isStream: routed.stream, body: body)
+            do {
+                let call = try await TunnelCall.start(on: worker.session, request: tunnelRequest)
+                let expired = Locked(false)
+                let timer = Task { [configuration] in
+                    try await Task.sleep(for: configuration.responseTimeout)
+                    expired.withLock { $0 = true }
+                    call.close()
+                }
+                let head: TunnelHead
+                do {
+                    head = try await call.readHead()
+                    timer.cancel()
+                } catch {
+                    timer.cancel()
+                    call.close()
+                    if expired.value {
+                        worker.cancel(requestID: tunnelID)
+                        timedOut = true
+                        worker.end(requestID: tunnelID)
+                        break  // a slow worker is not retried: the next one would wait as long
+                    }
+                    throw error
+                }
+                context.logger.info("forwarded", metadata: ["model": "\(routed.model)", "worker": "\(worker.namespace)", "status": "\(head.status)"])
+                return respond(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
+                               requestID: context.requestID, started: started, logger: context.logger)
+            } catch let failure as UpstreamFailure {
+                worker.end(requestID: tunnelID)
+                context.logger.warning("worker failed before responding; trying the next", metadata: ["worker": "\(worker.namespace)", "error": "\(failure)"])
+                lastFailure = failure
+            } catch {
+                worker.end(requestID: tunnelID)
+                throw error
+            }
+        }
+        if timedOut {
+            usage.record(requestID: context.requestID, user: user, model: routed.model, namespace: nil, status: 504, started: started, sniffer: nil)
+            throw OpenAIError.timeout(Int(configuration.responseTimeout.components.seconds))
+        }
+        let failure = lastFailure ?? .transport("no worker could take the request")
+        usage.record(requestID: context.requestID, user: user, model: routed.model, namespace: nil, status: 502, started: started, sniffer: nil)
+        throw OpenAIError.upstream("All workers failed: \(failure)", code: failure.code)
+    }
+
+    /// Streams the worker's response to the client as it arrives. A failure after the head ends
+    /// the response visibly: an SSE `error` event (and no `[DONE]`), or an aborted connection.
+    func respond(head: TunnelHead, call: TunnelCall, worker: WorkerConnection, tunnelID: String, user: AuthenticatedToken,
+                 model: String, requestID: String, started: ContinuousClock.Instant, logger: Logger) -> Response {
+        var fields = HTTPFields()
+        for (name, value) in head.headers {
+            guard let fieldName = HTTPField.Name(name), !Self.hopByHop.contains(fieldName) else { continue }
+            fields.append(HTTPField(name: fieldName, value: value))
+        }
+        fields[.xRequestID] = requestID
+        let isSSE = head.headers.contains { $0.key.lowercased() == "content-type" && $0.value.lowercased().contains("text/event-stream") }
+        let status = head.status
+        let usage = self.usage
+        let body = ResponseBody { writer in
+            var sniffer = UsageSniffer()
+            defer {
+                worker.end(requestID: tunnelID)
+                call.close()
+            }
+            do {
+                if let first = head.firstChunk {
+                    sniffer.observe(first)
+                    try await writer.write(first)
+                }
+                while let chunk = try await call.nextChunk() {
+                    sniffer.observe(chunk)
+                    try await writer.write(chunk)
+                }
+                try await writer.finish(nil)
+                usage.record(requestID: requestID, user: user, model: model, namespace: worker.namespace, status: status, started: started, sniffer: sniffer)
+            } catch let failure as UpstreamFailure {
+                logger.warning("worker failed mid-response", metadata: ["worker": "\(worker.namespace)", "error": "\(failure)"])
+                usage.record(requestID: requestID, user: user, model: model, namespace: worker.namespace, status: 502, started: started, sniffer: sniffer)
+                guard isSSE else { throw failure }  // abort: a chunked body without its end is visibly broken
+                var event = ByteBuffer(string: "event: error\ndata: ")
+                event.writeImmutableBuffer(OpenAIError.upstream("The worker failed mid-stream: \(failure)", code: failure.code).json)
+                event.writeString("\n\n")
+                try await writer.write(event)
+                try await writer.finish(nil)
+            } catch {
+                // The client went away (or we were cancelled): tell the worker to stop.
+                worker.cancel(requestID: tunnelID)
+                logger.info("client went away; cancelled on the worker", metadata: ["worker": "\(worker.namespace)"])
+                throw error
+            }
+        }
+        return Response(status: HTTPResponse.Status(code: status), headers: fields, body: body)
+    }
+
+    static let hopByHop: Set<HTTPField.Name> = [.contentLength, .transferEncoding, .connection, HTTPField.Name("Keep-Alive")!, .upgrade, .proxyAuthenticate, .te, HTTPField.Name("Trailer")!, .xRequestID]
+
+    // MARK: Admin
+
+    struct CreateTokenRequest: Decodable {
+        var user: String
+        var name: String?
+    }
+
+    func adminCreateToken(_ request: Request, context: HubRequestContext) async throws -> Response {
+        let caller = try await authenticate(request)
+        guard caller.isAdmin else { throw OpenAIError.adminRequired }
+        let body = try await request.body.collect(upTo: 64 * 1024)
+        let input: CreateTokenRequest
+        do { input = try JSONDecoder().decode(CreateTokenRequest.self, from: Data(body.readableBytesView)) } catch {
+            throw OpenAIError.malformedJSON("expected {\"user\": \"name\", \"name\": \"label\"}")
+        }
+        let created: (plaintext: String, record: TokenRecord)
+        do {
+            created = try await store.createToken(user: input.user, name: input.name)
+        } catch let error as StoreError {
+            throw OpenAIError(.badRequest, error.description, type: "invalid_request_error", code: "invalid_user")
+        }
+        var out = ByteBuffer(string: #"{"token":"#)
+        out.writeJSONString(created.plaintext)
+        out.writeString(#","id":\#(created.record.id),"user":"#)
+        out.writeJSONString(input.user)
+        out.writeString("}")
+        return Response(status: .created, headers: [.contentType: "application/json"], body: .init(byteBuffer: out))
+    }
+
+    func adminWorkers(_ request: Request, context: HubRequestContext) async throws -> Response {
+        let caller = try await authenticate(request)
+        guard caller.isAdmin else { throw OpenAIError.adminRequired }
+        struct Row: Encodable {
+            var namespace: String
+            var node_name: String
+            var user_id: Int64
+            var models: [String]
+            var groups: [String]
+            var in_flight: Int
+        }
+        let rows = registry.workers.map {
+            Row(namespace: $0.namespace, node_name: $0.nodeName, user_id: $0.userID, models: $0.models.sorted(), groups: $0.groups.sorted(), in_flight: $0.inFlight)
+        }.sorted { $0.namespace < $1.namespace }
+        let data = try JSONEncoder().encode(["workers": rows])
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    // MARK: Running
+
+    /// Serves until SIGTERM/SIGINT. On SIGTERM new API requests get 503 while in-flight ones
+    /// finish (up to `drainTimeout`); worker tunnels stay up until then.
+    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        _ = try? await store.markAllOffline()
+        let webSocket = TunnelEndpoint.webSocketConfiguration(limits: configuration.tunnelLimits, pingInterval: configuration.pingInterval)
+        let app = Application(
+            router: makeRouter(),
+            server: .http1WebSocketUpgrade(webSocketRouter: makeTunnelRouter(), configuration: .init(ws: webSocket)),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger
+        )
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: app), .init(service: usage)], logger: logger)
+        )
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask {
+                for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                    self.logger.notice("shutting down: draining in-flight requests", metadata: ["signal": "\(signal)"])
+                    self.draining.withLock { $0 = true }
+                    let deadline = ContinuousClock.now + self.configuration.drainTimeout
+                    while ContinuousClock.now < deadline, self.registry.workers.contains(where: { $0.inFlight > 0 }) {
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                    await group.triggerGracefulShutdown()
+                    return
+                }
+            }
+            try await tasks.next()
+            tasks.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,40 @@
+import Foundation
+import Synchronization
+import TokiTunnel
+
+/// Everything `toki hub` can be told. Defaults are the README's.
+public struct HubConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var dataDirectory = "./toki-data"
+    /// Largest request body accepted (413 above). Base64 in the tunnel adds a third.
+    public var maxBodyBytes = 32 * 1024 * 1024
+    /// Control-stream deadlines (Tokilake: 30 s before registration, 45 s after).
+    public var registerTimeout: Duration = .seconds(30)
+    public var heartbeatTimeout: Duration = .seconds(45)
+    /// How long a worker may take to send the response head (504 after).
+    public var responseTimeout: Duration = .seconds(300)
+    /// WebSocket ping period on worker links: a silently dead link is closed within two periods,
+    /// so a reconnecting worker is not locked out of its namespace for long.
+    public var pingInterval: Duration = .seconds(10)
+    /// Whether workers that offer `toki-lz4` get it.
+    public var allowLZ4 = true
+    /// Workers tried for one request before giving up (only before the first response byte).
+    public var maxAttempts = 3
+    public var maxModelsPerWorker = 1024
+    /// How long SIGTERM waits for in-flight requests before closing worker tunnels.
+    public var drainTimeout: Duration = .seconds(30)
+    /// Token lookups are cached this long (a revoked token stops working within it).
+    public var tokenCacheTTL: Duration = .seconds(10)
+    public var tunnelLimits = TunnelLimits()
+
+    public init() {}
+}
+
+/// A lock-protected value shared by reference.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R { try mutex.withLock { try body(&$0) } }
+    var value: Value { mutex.withLock { $0 } }
+}

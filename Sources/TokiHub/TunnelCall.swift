@@ -1,0 +1,130 @@
+import NIOCore
+import TokiMux
+import TokiTunnel
+
+/// Why a tunnelled request failed.
+enum UpstreamFailure: Error, CustomStringConvertible, Sendable {
+    /// The worker answered with an error line (`target_not_found`, `local_request_failed`, …).
+    case worker(code: String?, message: String)
+    /// The data stream ended without `eof`: the body is incomplete.
+    case truncated
+    /// The tunnel failed (worker disconnected, protocol error).
+    case transport(String)
+    /// A response line was not valid.
+    case malformed(String)
+
+    var description: String {
+        switch self {
+        case .worker(let code, let message): "worker error \(code ?? "-"): \(message)"
+        case .truncated: "the worker's response ended without eof (truncated)"
+        case .transport(let why): "tunnel failed: \(why)"
+        case .malformed(let why): "malformed response from worker: \(why)"
+        }
+    }
+
+    /// The error code to give the client (OpenAI shape).
+    var code: String {
+        switch self {
+        case .worker(let code, _): code ?? TunnelProtocol.WorkerErrorCode.tokiameStreamError
+        case .truncated: "truncated_response"
+        case .transport: "worker_disconnected"
+        case .malformed: "malformed_worker_response"
+        }
+    }
+}
+
+/// The response head a worker sent.
+struct TunnelHead: Sendable {
+    var status: Int
+    var headers: [String: String]
+    /// Body bytes and/or eof carried on the head line itself (allowed by the Go hub).
+    var firstChunk: ByteBuffer?
+    var eof: Bool
+}
+
+/// One request over one hub-opened data stream: writes the TunnelRequest line, then reads the
+/// NDJSON response lines. Never half-closes before the end: a Go or toki worker takes the
+/// peer's FIN as "the hub went away" (ours) or ignores it (Go).
+///
+/// A class used by one task at a time (the route handler, then the response body writer it
+/// hands over to), hence `@unchecked Sendable`.
+final class TunnelCall: @unchecked Sendable {
+    let stream: MuxStream
+    let requestID: String
+    private var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxDataLineLength)
+    private var finished = false
+
+    init(stream: MuxStream, requestID: String) {
+        self.stream = stream
+        self.requestID = requestID
+    }
+
+    static func start(on session: MuxSession, request: TunnelRequest) async throws -> TunnelCall {
+        let stream: MuxStream
+        do {
+            stream = try session.openStream()
+            try await stream.write(request.encodedLine())
+        } catch {
+            throw UpstreamFailure.transport("\(error)")
+        }
+        return TunnelCall(stream: stream, requestID: request.requestID)
+    }
+
+    /// Reads the next response line, or nil when the stream ended.
+    private func nextLine() async throws -> TunnelResponse? {
+        while true {
+            do {
+                if let line = try framer.nextLine() {
+                    do { return try TunnelResponse.decodeLine(line) } catch { throw UpstreamFailure.malformed("\(error)") }
+                }
+            } catch let error as LineTooLong {
+                throw UpstreamFailure.malformed("\(error)")
+            }
+            let chunk: ByteBuffer?
+            do { chunk = try await stream.read() } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                throw UpstreamFailure.transport("\(error)")
+            }
+            guard let chunk else {
+                // A last line without "\n" still counts, as bufio.ReadBytes would return it.
+                if let tail = framer.finish(), tail.readableBytes > 0 {
+                    do { return try TunnelResponse.decodeLine(tail) } catch { throw UpstreamFailure.malformed("\(error)") }
+                }
+                return nil
+            }
+            do { try framer.append(chunk) } catch { throw UpstreamFailure.malformed("\(error)") }
+        }
+    }
+
+    /// The head line. An error line before it, or the stream ending, is a failure.
+    func readHead() async throws -> TunnelHead {
+        guard let response = try await nextLine() else { throw UpstreamFailure.truncated }
+        if let error = response.error {
+            finished = true
+            throw UpstreamFailure.worker(code: error.code, message: error.message)
+        }
+        let status = response.statusCode ?? 0
+        if response.eof == true { finished = true }
+        return TunnelHead(status: status == 0 ? 502 : status, headers: response.headers ?? [:], firstChunk: response.bodyChunk, eof: response.eof == true)
+    }
+
+    /// The next body chunk; nil after `eof`. Throws if the worker reported an error or the
+    /// stream ended without `eof`.
+    func nextChunk() async throws -> ByteBuffer? {
+        while !finished {
+            guard let response = try await nextLine() else { throw UpstreamFailure.truncated }
+            if let error = response.error {
+                finished = true
+                throw UpstreamFailure.worker(code: error.code, message: error.message)
+            }
+            if response.eof == true { finished = true }
+            if let chunk = response.bodyChunk, chunk.readableBytes > 0 { return chunk }
+        }
+        return nil
+    }
+
+    var isFinished: Bool { finished }
+
+    func close() { stream.close() }
+}

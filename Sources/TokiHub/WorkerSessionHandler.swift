@@ -1,0 +1,245 @@
+import Foundation
+import Logging
+import NIOCore
+import Synchronization
+import TokiMux
+import TokiStore
+import TokiTunnel
+
+/// The hub's side of one worker connection (spec §4.5): accepts the control stream, runs the
+/// register → models_sync → heartbeat state machine with Tokilake's deadlines, answers every
+/// request with an ack (always carrying an `ack` object) or a fatal error, and keeps the worker
+/// in the registry while it is registered.
+struct WorkerSessionHandler: Sendable {
+    let session: MuxSession
+    let user: AuthenticatedToken
+    let remote: String
+    let store: HubStore
+    let registry: WorkerRegistry
+    let configuration: HubConfiguration
+    let logger: Logger
+
+    /// A fatal control-protocol error: reported to the worker, then the session closes.
+    struct Fatal: Error {
+        var code: String
+        var message: String
+    }
+
+    func run() async {
+        var logger = self.logger
+        logger[metadataKey: "remote"] = "\(remote)"
+        logger[metadataKey: "user"] = "\(user.userName)"
+        let control: MuxStream
+        do {
+            control = try await withTimeout(configuration.registerTimeout) { try await session.accept() }
+        } catch {
+            logger.info("worker closed: no control stream", metadata: ["error": "\(error)"])
+            return
+        }
+        let writer = ControlWriter()
+        // Streams a worker opens after the control stream are never used (as in Go); close them
+        // at once so they cannot fill the accept backlog and stall the session.
+        async let strayStreams: Void = {
+            while let stray = try? await session.accept() { stray.close() }
+        }()
+        async let writing: Void = writer.run(on: control)
+        var connection: WorkerConnection?
+        do {
+            try await controlLoop(control: control, writer: writer, logger: &logger, connection: &connection)
+        } catch let fatal as Fatal {
+            logger.warning("worker rejected", metadata: ["code": "\(fatal.code)", "reason": "\(fatal.message)"])
+            writer.send(.error(requestID: fatalRequestID, code: fatal.code, message: fatal.message))
+        } catch {
+            logger.info("worker disconnected", metadata: ["reason": "\(error)"])
+        }
+        writer.finish()
+        await writing
+        if let connection {
+            registry.release(connection)
+            connection.markClosed()
+            try? await store.markOffline(namespace: connection.namespace)
+            logger.info("worker offline", metadata: ["namespace": "\(connection.namespace)"])
+        }
+        // Give the error line a moment to reach the worker before the session goes.
+        try? await Task.sleep(for: .milliseconds(50))
+        session.close()
+        await strayStreams
+    }
+
+    /// Request id of the message that caused a fatal error (echoed in the error).
+    private var fatalRequestID: String? { nil }
+
+    private func controlLoop(control: MuxStream, writer: ControlWriter, logger: inout Logger, connection: inout WorkerConnection?) async throws {
+        var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxControlLineLength)
+        let lastActivity = Locked(ContinuousClock.now)
+        let registered = Locked(false)
+        let watchdogLogger = logger
+        // Tokilake's read deadline: 30 s before registration, 45 s after; any message resets it.
+        let watchdog = Task { [configuration, session] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let limit = registered.withLock { $0 } ? configuration.heartbeatTimeout : configuration.registerTimeout
+                if ContinuousClock.now - lastActivity.withLock({ $0 }) > limit {
+                    watchdogLogger.info("worker silent past its deadline; closing", metadata: ["limit": "\(limit)"])
+                    session.close()
+                    return
+                }
+            }
+        }
+        defer { watchdog.cancel() }
+
+        while true {
+            let line: ByteBuffer
+            if let next = try framer.nextLine() {
+                line = next
+            } else {
+                guard let chunk = try await control.read() else { return }
+                try framer.append(chunk)
+                continue
+            }
+            lastActivity.withLock { $0 = .now }
+            let message: ControlMessage
+            do {
+                message = try ControlMessage.decode(line: line)
+            } catch {
+                // Go treats an undecodable control line as fatal.
+                throw Fatal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "invalid control message: \(error)")
+            }
+            do {
+                try await handle(message, writer: writer, logger: &logger, connection: &connection)
+            } catch let fatal as Fatal {
+                writer.send(.error(requestID: message.requestID, code: fatal.code, message: fatal.message))
+                throw ReportedFatal(code: fatal.code, message: fatal.message)
+            }
+            registered.withLock { $0 = connection != nil }
+        }
+    }
+
+    /// A fatal error already sent to the worker.
+    struct ReportedFatal: Error, CustomStringConvertible {
+        var code: String
+        var message: String
+        var description: String { "\(code): \(message)" }
+    }
+
+    private func handle(_ message: ControlMessage, writer: ControlWriter, logger: inout Logger, connection: inout WorkerConnection?) async throws {
+        typealias Code = TunnelProtocol.HubErrorCode
+        typealias Ack = TunnelProtocol.AckMessage
+        switch message.type {
+        case TunnelProtocol.MessageType.auth:
+            throw Fatal(code: Code.authAlreadyCompleted, message: "auth message already handled")
+        case TunnelProtocol.MessageType.register:
+            guard connection == nil else { throw Fatal(code: Code.registerAlreadyCompleted, message: "register message already handled") }
+            guard let payload = message.register else { throw Fatal(code: Code.registerPayloadMissing, message: "register payload is required") }
+            let registeredConnection = try await register(payload, writer: writer, logger: logger)
+            connection = registeredConnection
+            logger[metadataKey: "namespace"] = "\(registeredConnection.namespace)"
+            writer.send(.ack(requestID: message.requestID, message: Ack.registerOK, namespace: registeredConnection.namespace,
+                             workerID: Int(registeredConnection.workerID), channelID: Int(registeredConnection.workerID)))
+            logger.info("worker registered", metadata: ["models": "\(registeredConnection.models.sorted())", "node": "\(registeredConnection.nodeName)"])
+        case TunnelProtocol.MessageType.modelsSync:
+            guard let current = connection else { throw Fatal(code: Code.notRegistered, message: "register first") }
+            guard let payload = message.modelsSync else { throw Fatal(code: Code.modelsPayloadMissing, message: "models_sync payload is required") }
+            let models = Self.normalizeModels(payload.models ?? [])
+            guard !models.isEmpty else { throw Fatal(code: Code.modelsSyncFailed, message: "at least one model is required") }
+            let groups = try authorizeGroups(payload.group, fallback: current.groups)
+            current.state.withLock { state in
+                state.models = Set(models)
+                state.groups = groups
+                if let info = payload.hardwareInfo { state.hardwareInfo = info }
+                state.lastSeen = .now
+            }
+            try? await store.touchNamespace(current.namespace, models: models)
+            writer.send(.ack(requestID: message.requestID, message: Ack.modelsSyncOK, namespace: current.namespace,
+                             workerID: Int(current.workerID), channelID: Int(current.workerID)))
+            logger.info("worker models synced", metadata: ["models": "\(models)"])
+        case TunnelProtocol.MessageType.heartbeat:
+            guard let current = connection else { throw Fatal(code: Code.notRegistered, message: "register first") }
+            guard let payload = message.heartbeat else { throw Fatal(code: Code.heartbeatPayloadMissing, message: "heartbeat payload is required") }
+            let models = payload.currentModels.map(Self.normalizeModels) ?? []
+            let changed = current.state.withLock { state -> Bool in
+                state.lastSeen = .now
+                if let node = payload.nodeName, !node.isEmpty { state.nodeName = node }
+                if let info = payload.hardwareInfo { state.hardwareInfo = info }
+                guard !models.isEmpty, Set(models) != state.models else { return false }
+                state.models = Set(models)
+                return true
+            }
+            try? await store.touchNamespace(current.namespace, models: changed ? models : nil)
+            writer.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
+                             workerID: Int(current.workerID), channelID: Int(current.workerID)))
+        case TunnelProtocol.MessageType.ack:
+            break  // acks of our cancel_request messages
+        case TunnelProtocol.MessageType.error:
+            logger.warning("worker reported an error", metadata: ["code": "\(message.error?.code ?? "")", "message": "\(message.error?.message ?? "")"])
+        default:
+            throw Fatal(code: Code.unsupportedMessageType, message: "unsupported message type: \(message.type.rawValue)")
+        }
+    }
+
+    private func register(_ payload: RegisterPayload, writer: ControlWriter, logger: Logger) async throws -> WorkerConnection {
+        typealias Code = TunnelProtocol.HubErrorCode
+        let namespace = payload.namespace.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !namespace.isEmpty else { throw Fatal(code: Code.registerFailed, message: "namespace is required") }
+        guard namespace.utf8.count <= 128 else { throw Fatal(code: Code.registerFailed, message: "namespace is longer than 128 bytes") }
+        let models = Self.normalizeModels(payload.models ?? [])
+        guard !models.isEmpty else { throw Fatal(code: Code.registerFailed, message: "at least one model is required") }
+        guard models.count <= configuration.maxModelsPerWorker else {
+            throw Fatal(code: Code.registerFailed, message: "a worker may announce at most \(configuration.maxModelsPerWorker) models")
+        }
+        let groups = try authorizeGroups(payload.group, fallback: [user.group])
+        let nodeName = (payload.nodeName?.isEmpty == false ? payload.nodeName! : namespace)
+        let claim: NamespaceClaim
+        do {
+            claim = try await store.claimNamespace(namespace: namespace, userID: user.userID, nodeName: nodeName,
+                                                   group: groups.sorted().joined(separator: ","), models: models)
+        } catch let error as StoreError {
+            if case .namespaceOwnedByAnotherUser = error {
+                throw Fatal(code: Code.namespaceNotOwned, message: error.description)
+            }
+            throw Fatal(code: Code.registerFailed, message: error.description)
+        }
+        let connection = WorkerConnection(
+            sessionID: registry.nextSessionID(), namespace: namespace, userID: user.userID, workerID: claim.workerID,
+            nodeName: nodeName, groups: groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
+            session: session, control: writer, logger: logger
+        )
+        guard registry.claim(connection) else {
+            throw Fatal(code: Code.registerFailed, message: "namespace already connected")
+        }
+        return connection
+    }
+
+    /// The groups a worker may serve: its owner's group (one-hub's primary group). A requested
+    /// group list (comma separated) must stay inside what the owner may use.
+    private func authorizeGroups(_ requested: String?, fallback: Set<String>) throws -> Set<String> {
+        let items = (requested ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !items.isEmpty else { return fallback }
+        for group in items where group != user.group {
+            throw Fatal(code: TunnelProtocol.HubErrorCode.groupNotAuthorized, message: "group \(group) is not authorized for current user")
+        }
+        return Set(items)
+    }
+
+    static func normalizeModels(_ models: [String]) -> [String] {
+        Array(Set(models.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty })).sorted()
+    }
+}
+
+struct TimeoutError: Error, CustomStringConvertible {
+    var description: String { "timed out" }
+}
+
+/// Runs `body`; throws `TimeoutError` after `limit`.
+func withTimeout<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else { throw TimeoutError() }
+        return value
+    }
+}

@@ -1,0 +1,166 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TokiHub
+import TokiStore
+
+/// `toki hub`: the gateway on embedded SQLite.
+struct HubCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hub",
+        abstract: "Run the hub: the OpenAI API for users and the tunnel endpoint for workers, on one port.",
+        discussion: """
+            State lives in SQLite under --data-dir (default ./toki-data, or $STATE_DIRECTORY under systemd). \
+            On first start an admin user is created and its token printed once.
+            Workers connect to ws://HOST:PORT/api/tokilake/connect (what Tokiame configs use).
+            """
+    )
+
+    @Option(name: .long, help: "Address to listen on (HOST:PORT). Use 0.0.0.0:8080 to accept workers from other machines.")
+    var listen = "127.0.0.1:8080"
+
+    @Option(name: .long, help: "Directory for the SQLite database (created if missing).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Largest request body accepted, in MiB (413 above).")
+    var maxBodyMib = 32
+
+    @Option(name: .long, help: "Seconds a worker may take to start answering (504 after).")
+    var responseTimeout = 300
+
+    @Option(name: .long, help: "Seconds without a control message before a registered worker is dropped (Tokilake: 45).")
+    var heartbeatTimeout = 45
+
+    @Option(name: .long, help: "Seconds between WebSocket pings on worker links (dead links are dropped within two).")
+    var pingInterval = 10
+
+    @Flag(name: .long, help: "Refuse LZ4 compression even when a worker offers it.")
+    var noLz4 = false
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        _ = try HostPort(listen)
+        guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0 else {
+            throw ValidationError("sizes and timeouts must be positive")
+        }
+    }
+
+    func run() async throws {
+        let logger = makeLogger(label: "toki.hub", level: logLevel)
+        var configuration = HubConfiguration()
+        let address = try HostPort(listen)
+        configuration.host = address.host
+        configuration.port = address.port
+        configuration.dataDirectory = dataDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) ?? "./toki-data"
+        configuration.maxBodyBytes = maxBodyMib * 1024 * 1024
+        configuration.responseTimeout = .seconds(responseTimeout)
+        configuration.heartbeatTimeout = .seconds(heartbeatTimeout)
+        configuration.pingInterval = .seconds(pingInterval)
+        configuration.allowLZ4 = !noLz4
+        let store = try HubStore(dataDirectory: configuration.dataDirectory, logger: logger)
+        if let adminToken = try await store.ensureAdmin() {
+            FileHandle.standardOutput.write(Data("""
+                toki: created the admin user; its token is shown only this once:
+                  \(adminToken)
+                Create user tokens with: toki token create --data-dir \(configuration.dataDirectory) --user NAME
+
+                """.utf8))
+        }
+        let hub = Hub(configuration: configuration, store: store, logger: logger)
+        let dataDirectory = configuration.dataDirectory
+        try await hub.run { port in
+            logger.notice("toki hub listening", metadata: [
+                "api": "http://\(address.host):\(port)/v1", "workers": "ws://\(address.host):\(port)/api/tokilake/connect",
+                "data": "\(dataDirectory)",
+            ])
+            // One machine-readable line for scripts and tests.
+            FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
+        }
+    }
+}
+
+/// `toki token create|list|revoke`: manage API tokens directly in the hub's database.
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token",
+        abstract: "Create, list and revoke API tokens (works while the hub runs).",
+        subcommands: [Create.self, List.self, Revoke.self]
+    )
+
+    struct StoreOptions: ParsableArguments {
+        @Option(name: .long, help: "The hub's data directory.")
+        var dataDir: String?
+
+        func open() throws -> HubStore {
+            let dir = dataDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) ?? "./toki-data"
+            return try HubStore(dataDirectory: dir, logger: makeLogger(label: "toki.token", level: .warning))
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a token and print it alone on stdout (T=$(toki token create ...)).")
+        @OptionGroup var store: StoreOptions
+        @Option(name: .long, help: "The user the token belongs to (created if missing).")
+        var user = "default"
+        @Option(name: .long, help: "A label for the token.")
+        var name: String?
+
+        func run() async throws {
+            let hub = try store.open()
+            let created = try await hub.createToken(user: user, name: name)
+            print(created.plaintext)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a user's tokens (prefixes only; secrets are not stored).")
+        @OptionGroup var store: StoreOptions
+        @Option(name: .long, help: "The user whose tokens to list.")
+        var user = "default"
+
+        func run() async throws {
+            for token in try await store.open().listTokens(user: user) {
+                print("\(token.id)\t\(token.displayPrefix)…\t\(token.name ?? "-")\t\(token.disabled ? "revoked" : "active")")
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token by id (see `toki token list`).")
+        @OptionGroup var store: StoreOptions
+        @Argument(help: "Token id.")
+        var id: Int64
+
+        func run() async throws {
+            try await store.open().revokeToken(id: id)
+        }
+    }
+}
+
+/// HOST:PORT, with [v6]:port accepted.
+struct HostPort {
+    var host: String
+    var port: Int
+
+    init(_ text: String) throws {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("expected HOST:PORT, got '\(text)'")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        self.host = host
+        self.port = port
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Logs to stderr (stdout is for machine-readable output such as tokens).
+func makeLogger(label: String, level: Logger.Level) -> Logger {
+    var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+    logger.logLevel = level
+    return logger
+}
