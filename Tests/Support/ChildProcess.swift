@@ -140,3 +140,28 @@ public final class Locked<Value: Sendable>: Sendable {
     public func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R { try mutex.withLock { try body(&$0) } }
     public var value: Value { mutex.withLock { $0 } }
 }
+
+/// Executables built next to the test bundle (`toki`, `toki-stub-backend`).
+public enum Products {
+    public static let directory: URL = {
+        let runner = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var dir = runner.deletingLastPathComponent()
+        // Inside an .xctest bundle directory on some layouts.
+        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+        if FileManager.default.fileExists(atPath: dir.appendingPathComponent("toki").path) { return dir }
+        return RepoPaths.buildDirectory.appendingPathComponent("debug")
+    }()
+
+    public static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+}
+
+/// A temporary directory removed when the value is dropped.
+public final class TemporaryDirectory: Sendable {
+    public let path: String
+    public init(prefix: String = "toki-test") {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        path = url.path
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}

@@ -1,0 +1,172 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import TestSupport
+import Testing
+
+/// The stub OpenAI backend (Tests/StubBackend) as a process.
+final class StubBackend: Sendable {
+    let process: ChildProcess
+    let port: Int
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    init(models: [String]) async throws {
+        process = try ChildProcess(Products.path("toki-stub-backend"), ["--port", "0", "--models", models.joined(separator: ",")], name: "stub backend")
+        let line = try await process.waitForLine(prefix: "LISTEN ")
+        guard let port = Int(line.split(separator: " ").last?.split(separator: ":").last ?? "") else { throw ChildProcessError("bad line \(line)") }
+        self.port = port
+    }
+
+    func cancelledCount() async throws -> Int {
+        let (_, body) = try await HTTP.get("\(url)/stub/cancelled")
+        let object = try JSONSerialization.jsonObject(with: Data(body.utf8))
+        if let n = object as? Int { return n }
+        if let dict = object as? [String: Any], let n = dict["cancelled"] as? Int { return n }
+        throw ChildProcessError("unexpected /stub/cancelled body: \(body)")
+    }
+
+    func stop() async { await process.stop() }
+}
+
+/// `toki hub` as a process with its own data directory.
+final class HubProcess: Sendable {
+    let data: TemporaryDirectory
+    let process: ChildProcess
+    let port: Int
+    let adminToken: String?
+    var url: String { "http://127.0.0.1:\(port)" }
+    var tunnelURL: String { "ws://127.0.0.1:\(port)/api/tokilake/connect" }
+
+    init(data: TemporaryDirectory = TemporaryDirectory(), port: Int = 0, arguments: [String] = []) async throws {
+        self.data = data
+        process = try ChildProcess(Products.path("toki"), ["hub", "--listen", "127.0.0.1:\(port)", "--data-dir", data.path] + arguments, name: "toki hub")
+        let line = try await process.waitForLine(prefix: "LISTEN ")
+        guard let bound = Int(line.split(separator: ":").last ?? "") else { throw ChildProcessError("bad line \(line)") }
+        self.port = bound
+        adminToken = process.stdoutLines.first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("sk-toki-") }?.trimmingCharacters(in: .whitespaces)
+    }
+
+    /// A new user token, through the CLI (as a user would).
+    func createToken(user: String) async throws -> String {
+        let cli = try ChildProcess(Products.path("toki"), ["token", "create", "--data-dir", data.path, "--user", user], name: "toki token")
+        let status = try await cli.waitForExit()
+        guard status == 0, let token = cli.stdoutLines.first, cli.stdoutLines.count == 1 else {
+            throw ChildProcessError("toki token create failed (\(status)): \(cli.stdoutLines) \(cli.stderr)")
+        }
+        return token
+    }
+
+    /// Same port and data directory, new process.
+    func restarted() async throws -> HubProcess {
+        await process.stop()
+        return try await HubProcess(data: data, port: port)
+    }
+
+    func stop() async { await process.stop() }
+
+    /// Waits until `model` is listed for `token`.
+    func waitForModel(_ model: String, token: String, present: Bool = true, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let (status, body) = try? await HTTP.get("\(url)/v1/models", token: token), status == 200, body.contains("\"\(model)\"") == present {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ChildProcessError("model \(model) \(present ? "never appeared" : "never went away") on the hub; hub stderr: \(process.stderr.suffix(3000))")
+    }
+}
+
+/// Which worker implementation serves the backend.
+enum WorkerKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// The original-style Go Tokiame (Tests/Interop/gopeer).
+    case goTokiame
+    /// `toki worker`.
+    case toki
+
+    var description: String { rawValue }
+}
+
+final class WorkerProcess: Sendable {
+    let process: ChildProcess
+
+    init(_ kind: WorkerKind, hub: HubProcess, token: String, backend: StubBackend, namespace: String, models: [String]) throws {
+        switch kind {
+        case .goTokiame:
+            process = try ChildProcess(try GoPeer.path(), [
+                "tokiame", "--gateway-url", hub.tunnelURL, "--token", token, "--namespace", namespace,
+                "--models", models.joined(separator: ","), "--backend", backend.url, "--reconnect-seconds", "1", "--heartbeat-seconds", "5",
+            ], name: "gopeer tokiame \(namespace)")
+        case .toki:
+            process = try ChildProcess(Products.path("toki"), [
+                "worker", "--hub", hub.tunnelURL, "--token", token, "--backend", backend.url, "--namespace", namespace,
+                "--heartbeat-seconds", "5",
+            ], environment: ["TOKI_WORKER_RECONNECT_BASE_MS": "300"], name: "toki worker \(namespace)")
+        }
+    }
+
+    func stop() async { await process.stop() }
+    func kill() { process.kill9() }
+}
+
+/// A small HTTP client layer over AsyncHTTPClient for the tests.
+enum HTTP {
+    static let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(decompression: .disabled))
+
+    static func get(_ url: String, token: String? = nil) async throws -> (Int, String) {
+        var request = HTTPClientRequest(url: url)
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 16 << 20)
+        return (Int(response.status.code), String(buffer: body))
+    }
+
+    struct Result: Sendable {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: String
+        var json: [String: Any]? { (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] }
+        var errorCode: String? { (json?["error"] as? [String: Any])?["code"] as? String }
+        var errorType: String? { (json?["error"] as? [String: Any])?["type"] as? String }
+    }
+
+    static func post(_ url: String, token: String?, body: String, contentType: String = "application/json", headers: [(String, String)] = []) async throws -> Result {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        request.headers.add(name: "Content-Type", value: contentType)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await client.execute(request, timeout: .seconds(60))
+        let collected = try await response.body.collect(upTo: 64 << 20)
+        return Result(status: Int(response.status.code), headers: response.headers, body: String(buffer: collected))
+    }
+
+    /// A streamed request: every chunk with its arrival time, and how the body ended.
+    struct Stream: Sendable {
+        var status: Int
+        var chunks: [(at: ContinuousClock.Instant, text: String)]
+        var failure: String?
+        var text: String { chunks.map(\.text).joined() }
+    }
+
+    static func stream(_ url: String, token: String, body: String, stopAfter: Int? = nil) async throws -> Stream {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await client.execute(request, timeout: .seconds(60))
+        var result = Stream(status: Int(response.status.code), chunks: [])
+        do {
+            for try await chunk in response.body {
+                result.chunks.append((ContinuousClock.now, String(buffer: chunk)))
+                if let stopAfter, result.chunks.count >= stopAfter { break }
+            }
+        } catch {
+            result.failure = "\(error)"
+        }
+        return result
+    }
+}
