@@ -20,7 +20,7 @@ public final class Hub: Sendable {
     let tokens: TokenCache
     let usage: UsageRecorder
     let draining = Locked(false)
-    let inFlight = Locked(0)
+    let slowClients: SlowClientGuard
 
     public init(configuration: HubConfiguration, store: HubStore, logger: Logger) {
         self.configuration = configuration
@@ -28,6 +28,7 @@ public final class Hub: Sendable {
         self.logger = logger
         self.tokens = TokenCache(store: store, ttl: configuration.tokenCacheTTL)
         self.usage = UsageRecorder(store: store, logger: logger)
+        self.slowClients = SlowClientGuard(timeout: configuration.slowClientTimeout)
     }
 
     // MARK: Routes
@@ -227,20 +228,32 @@ public final class Hub: Sendable {
         let isSSE = head.headers.contains { $0.key.lowercased() == "content-type" && $0.value.lowercased().contains("text/event-stream") }
         let status = head.status
         let usage = self.usage
+        let slowClients = self.slowClients
         let body = ResponseBody { writer in
             var sniffer = UsageSniffer()
+            let guardID = slowClients.makeID()
             defer {
+                slowClients.writeFinished(guardID)
                 worker.end(requestID: tunnelID)
+                call.close()
+            }
+            let cutOff: @Sendable () -> Void = {
+                logger.warning("client stopped reading; cancelling its request", metadata: ["worker": "\(worker.namespace)"])
+                worker.cancel(requestID: tunnelID)
                 call.close()
             }
             do {
                 if let first = head.firstChunk {
                     sniffer.observe(first)
+                    slowClients.writeStarted(guardID, cutOff: cutOff)
                     try await writer.write(first)
+                    slowClients.writeFinished(guardID)
                 }
                 while let chunk = try await call.nextChunk() {
                     sniffer.observe(chunk)
+                    slowClients.writeStarted(guardID, cutOff: cutOff)
                     try await writer.write(chunk)
+                    slowClients.writeFinished(guardID)
                 }
                 try await writer.finish(nil)
                 usage.record(requestID: requestID, user: user, model: model, namespace: worker.namespace, status: status, started: started, sniffer: sniffer)
@@ -331,8 +344,12 @@ public final class Hub: Sendable {
         )
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
+            tasks.addTask { await self.slowClients.run() }
             tasks.addTask {
+                var draining = false
                 for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                    guard !draining else { continue }  // already on the way out
+                    draining = true
                     self.logger.notice("shutting down: draining in-flight requests", metadata: ["signal": "\(signal)"])
                     self.draining.withLock { $0 = true }
                     let deadline = ContinuousClock.now + self.configuration.drainTimeout
@@ -340,10 +357,9 @@ public final class Hub: Sendable {
                         try? await Task.sleep(for: .milliseconds(100))
                     }
                     await group.triggerGracefulShutdown()
-                    return
                 }
             }
-            try await tasks.next()
+            try await tasks.next()  // the service group ends first (the others never return on their own)
             tasks.cancelAll()
         }
     }

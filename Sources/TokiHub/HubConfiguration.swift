@@ -16,7 +16,11 @@ public struct HubConfiguration: Sendable {
     public var responseTimeout: Duration = .seconds(300)
     /// WebSocket ping period on worker links: a silently dead link is closed within two periods,
     /// so a reconnecting worker is not locked out of its namespace for long.
-    public var pingInterval: Duration = .seconds(10)
+    public var pingInterval: Duration = .seconds(15)
+    /// A client that accepts nothing for this long while its response is pending is cut off, so
+    /// its unread bytes cannot fill the worker session's shared receive budget (which would stall
+    /// every other request on that worker, as a Go Tokilake hub does).
+    public var slowClientTimeout: Duration = .seconds(10)
     /// Whether workers that offer `toki-lz4` get it.
     public var allowLZ4 = true
     /// Workers tried for one request before giving up (only before the first response byte).

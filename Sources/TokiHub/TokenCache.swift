@@ -86,3 +86,36 @@ final class UsageRecorder: Service, Sendable {
         batch.removeAll(keepingCapacity: true)
     }
 }
+
+/// Watches writes to clients: a write that has not completed within the timeout means the client
+/// stopped reading; its request is then cancelled on the worker and its stream closed, which
+/// returns the stream's buffered bytes to the session budget. One task for the whole hub.
+final class SlowClientGuard: Sendable {
+    let timeout: Duration
+    private let pending = Locked<[UInt64: (since: ContinuousClock.Instant, cutOff: @Sendable () -> Void)]>([:])
+    private let counter = Locked<UInt64>(0)
+
+    init(timeout: Duration) { self.timeout = timeout }
+
+    func makeID() -> UInt64 { counter.withLock { $0 += 1; return $0 } }
+
+    func writeStarted(_ id: UInt64, cutOff: @escaping @Sendable () -> Void) {
+        pending.withLock { $0[id] = (.now, cutOff) }
+    }
+
+    func writeFinished(_ id: UInt64) {
+        pending.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
+    func run() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let now = ContinuousClock.now
+            let expired = pending.withLock { pending -> [@Sendable () -> Void] in
+                let ids = pending.filter { now - $0.value.since > timeout }.map(\.key)
+                return ids.compactMap { pending.removeValue(forKey: $0)?.cutOff }
+            }
+            for cutOff in expired { cutOff() }
+        }
+    }
+}

@@ -32,7 +32,10 @@ struct HubCommand: AsyncParsableCommand {
     var heartbeatTimeout = 45
 
     @Option(name: .long, help: "Seconds between WebSocket pings on worker links (dead links are dropped within two).")
-    var pingInterval = 10
+    var pingInterval = 15
+
+    @Option(name: .long, help: "Seconds a client may go without reading its response before the request is cancelled.")
+    var slowClientTimeout = 10
 
     @Flag(name: .long, help: "Refuse LZ4 compression even when a worker offers it.")
     var noLz4 = false
@@ -42,7 +45,7 @@ struct HubCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try HostPort(listen)
-        guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0 else {
+        guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0 else {
             throw ValidationError("sizes and timeouts must be positive")
         }
     }
@@ -59,6 +62,7 @@ struct HubCommand: AsyncParsableCommand {
         configuration.heartbeatTimeout = .seconds(heartbeatTimeout)
         configuration.pingInterval = .seconds(pingInterval)
         configuration.allowLZ4 = !noLz4
+        configuration.slowClientTimeout = .seconds(slowClientTimeout)
         let store = try HubStore(dataDirectory: configuration.dataDirectory, logger: logger)
         if let adminToken = try await store.ensureAdmin() {
             FileHandle.standardOutput.write(Data("""

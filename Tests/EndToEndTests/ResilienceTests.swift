@@ -1,0 +1,95 @@
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A client that sends a request and then never reads: its TCP receive window fills up.
+final class StalledClient {
+    let fd: Int32
+
+    init(port: Int, path: String, token: String, body: String) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ChildProcessError("socket() failed") }
+        var small: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { close(fd); throw ChildProcessError("connect() failed") }
+        let request = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+    }
+
+    deinit { close(fd) }
+}
+
+@Suite("end to end: resilience", .serialized)
+struct ResilienceTests {
+    @Test("a client that stops reading is cut off; other requests on the same worker keep flowing")
+    func slowClient() async throws {
+        let d = try await Deployment.start(.goTokiame, hubArguments: ["--slow-client-timeout", "2"])
+        defer { Task { await d.stop() } }
+        let before = try await d.backend.cancelledCount()
+        // ~16 MB of SSE toward a client that reads nothing: more than TCP buffers and the
+        // worker session's 4 MiB receive budget together.
+        let stalled = try StalledClient(port: d.hub.port, path: "/v1/chat/completions", token: d.token,
+                                        body: #"{"model":"stub-model","stream":true,"stub_chunks":2000,"stub_chunk_bytes":8192}"#)
+        try await Task.sleep(for: .seconds(1))
+        // Meanwhile, and after the cut-off, the same worker answers other clients.
+        for i in 0..<5 {
+            let r = try await d.post("/v1/chat/completions", #"{"model":"stub-model","i":\#(i)}"#)
+            #expect(r.status == 200, "request \(i) while a client stalls: \(r.status) \(r.body)")
+            try await Task.sleep(for: .milliseconds(800))
+        }
+        let deadline = ContinuousClock.now + .seconds(15)
+        var cancelled = before
+        while ContinuousClock.now < deadline, cancelled == before {
+            try await Task.sleep(for: .milliseconds(200))
+            cancelled = try await d.backend.cancelledCount()
+        }
+        #expect(cancelled > before, "the stalled client's request was never cancelled on the backend")
+        withExtendedLifetime(stalled) {}
+    }
+
+    @Test("a worker whose link died silently is dropped within two ping periods, not 45 s")
+    func deadLink() async throws {
+        let d = try await Deployment.start(.goTokiame, hubArguments: ["--ping-interval", "1"])
+        defer { Task { await d.stop() } }
+        // Freeze the worker: its TCP connection stays open but nothing answers any more.
+        kill(d.worker.process.pid, SIGSTOP)
+        defer { kill(d.worker.process.pid, SIGCONT) }
+        let started = ContinuousClock.now
+        try await d.hub.waitForModel("stub-model", token: d.token, present: false, timeout: .seconds(15))
+        #expect(ContinuousClock.now - started < .seconds(15))
+        // The namespace is free again: a new worker with the same namespace registers.
+        let replacement = try WorkerProcess(.goTokiame, hub: d.hub, token: d.token, backend: d.backend, namespace: "gpu-goTokiame", models: ["stub-model"])
+        defer { Task { await replacement.stop() } }
+        try await d.hub.waitForModel("stub-model", token: d.token)
+        let r = try await d.post("/v1/chat/completions", #"{"model":"stub-model"}"#)
+        #expect(r.status == 200)
+    }
+
+    @Test("SIGTERM drains: an in-flight stream completes, new requests get 503, exit 0")
+    func drain() async throws {
+        let d = try await Deployment.start(.goTokiame)
+        defer { Task { await d.worker.stop(); await d.backend.stop() } }
+        async let streamed = HTTP.stream(d.hub.url + "/v1/chat/completions", token: d.token,
+                                         body: #"{"model":"stub-model","stream":true,"stub_chunks":15,"stub_delay_ms":100}"#)
+        try await Task.sleep(for: .milliseconds(400))
+        kill(d.hub.process.pid, SIGTERM)
+        try await Task.sleep(for: .milliseconds(200))
+        let refused = try? await d.post("/v1/chat/completions", #"{"model":"stub-model"}"#)
+        if let refused { #expect(refused.status == 503, "\(refused.body)") }
+        let result = try await streamed
+        #expect(result.failure == nil)
+        #expect(result.text.contains("data: [DONE]"), "the in-flight stream was cut by the shutdown")
+        #expect(try await d.hub.process.waitForExit(timeout: .seconds(40)) == 0)
+    }
+}
