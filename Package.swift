@@ -93,7 +93,7 @@ let package = Package(
         // Helpers for tests that start processes (the Go peer, toki itself).
         .target(name: "TestSupport", path: "Tests/Support"),
         .testTarget(name: "TokiMuxTests", dependencies: [
-            "TokiMux",
+            "TokiMux", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
         ], exclude: ["Vectors"], resources: []),
