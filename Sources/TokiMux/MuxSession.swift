@@ -54,6 +54,15 @@ public final class MuxSession: Sendable {
         var acceptWaiter: Waiter<UInt32>?
         var writerSleeping: UnsafeContinuation<Bool, Never>?
         var readerSleeping: UnsafeContinuation<Void, Never>?
+        /// `flush()` callers, resumed once everything queued has been handed to the transport.
+        var flushWaiters: [UnsafeContinuation<Void, Never>] = []
+        var writing = false
+
+        mutating func wakeFlushWaitersIfIdle() {
+            guard !writing, !machine.hasOutbound else { return }
+            for waiter in flushWaiters { waiter.resume() }
+            flushWaiters = []
+        }
 
         mutating func token() -> UInt64 {
             nextToken &+= 1
@@ -139,6 +148,8 @@ public final class MuxSession: Sendable {
             writerSleeping = nil
             readerSleeping?.resume()
             readerSleeping = nil
+            for waiter in flushWaiters { waiter.resume() }
+            flushWaiters = []
         }
     }
 
@@ -174,8 +185,23 @@ public final class MuxSession: Sendable {
     }
 
     /// Ends the session: every pending and later stream operation fails, `run` returns.
+    /// Frames still queued are dropped; use `flush()` first to send them.
     public func close() {
         state.withLock { $0.shutdown(.sessionClosed) }
+    }
+
+    /// Waits until every frame queued so far has been handed to the transport (or the session
+    /// ended). For a clean goodbye: finish streams, `await flush()`, then `close()`.
+    public func flush() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            state.withLock { state in
+                if state.closedError != nil || (!state.writing && !state.machine.hasOutbound) {
+                    continuation.resume()
+                } else {
+                    state.flushWaiters.append(continuation)
+                }
+            }
+        }
     }
 
     private func readLoop<Inbound: AsyncSequence>(_ inbound: Inbound) async -> MuxError where Inbound.Element == ByteBuffer {
@@ -247,12 +273,17 @@ public final class MuxSession: Sendable {
             var batch = allocator.buffer(capacity: state.withLock { $0.machine.pendingOutboundBytes })
             state.withLock { state in
                 state.machine.takeOutbound(into: &batch)
+                state.writing = true
                 state.wakeSpaceWaiters()
             }
             do {
                 try await outbound.write(batch)
             } catch {
                 return Task.isCancelled ? .sessionClosed : .transportEnded
+            }
+            state.withLock { state in
+                state.writing = false
+                state.wakeFlushWaitersIfIdle()
             }
         }
     }
@@ -296,6 +327,9 @@ public final class MuxSession: Sendable {
                 state.withLock { state in
                     if let error = state.closedError {
                         continuation.resume(throwing: error)
+                    } else if Task.isCancelled {
+                        // Cancelled before the waiter existed: the handler has already run.
+                        continuation.resume(throwing: CancellationError())
                     } else if let id = state.machine.accept() {
                         state.wakeReader()
                         continuation.resume(returning: id)
@@ -339,6 +373,7 @@ public final class MuxSession: Sendable {
                     case .data(let chunk): continuation.resume(returning: chunk)
                     case .endOfStream: continuation.resume(returning: nil)
                     case .wouldBlock:
+                        if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
                         state.readWaiters[id]?.continuation.resume(throwing: CancellationError())
                         state.readWaiters[id] = Waiter(token: token, continuation: continuation)
                     }
@@ -386,6 +421,7 @@ public final class MuxSession: Sendable {
                     if queueRoom && state.machine.hasSendWindow(streamID: id) {
                         return continuation.resume()
                     }
+                    if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
                     state.writeWaiters[id]?.continuation.resume(throwing: CancellationError())
                     state.writeWaiters[id] = Waiter(token: token, continuation: continuation)
                     if !queueRoom { state.spaceWaiters.append(id) }

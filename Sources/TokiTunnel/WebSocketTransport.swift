@@ -156,7 +156,7 @@ public final class ClientTunnel: Sendable {
                         let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: isIP ? nil : target.host)
                         try channel.pipeline.syncOperations.addHandler(tls)
                     }
-                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: maxFrame) { channel, response in
+                    let upgrader = TunnelClientUpgrader<Upgrade>(maxFrameSize: maxFrame) { channel, response in
                         channel.eventLoop.makeCompletedFuture {
                             let asyncChannel = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel)
                             return Upgrade.websocket(asyncChannel, selected: response.headers.first(name: "Sec-WebSocket-Protocol"))

@@ -18,12 +18,17 @@ final class StubBackend: Sendable {
         self.port = port
     }
 
-    func cancelledCount() async throws -> Int {
+    /// Streaming responses the backend ended because the client (the worker) went away.
+    func cancelledCount() async throws -> Int { try await counter("cancelled") }
+    /// Streaming responses the backend finished.
+    func completedCount() async throws -> Int { try await counter("completed") }
+
+    private func counter(_ name: String) async throws -> Int {
         let (_, body) = try await HTTP.get("\(url)/stub/cancelled")
-        let object = try JSONSerialization.jsonObject(with: Data(body.utf8))
-        if let n = object as? Int { return n }
-        if let dict = object as? [String: Any], let n = dict["cancelled"] as? Int { return n }
-        throw ChildProcessError("unexpected /stub/cancelled body: \(body)")
+        guard let dict = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any], let n = dict[name] as? Int else {
+            throw ChildProcessError("unexpected /stub/cancelled body: \(body)")
+        }
+        return n
     }
 
     func stop() async { await process.stop() }
@@ -91,18 +96,18 @@ enum WorkerKind: String, CaseIterable, Sendable, CustomStringConvertible {
 final class WorkerProcess: Sendable {
     let process: ChildProcess
 
-    init(_ kind: WorkerKind, hub: HubProcess, token: String, backend: StubBackend, namespace: String, models: [String]) throws {
+    init(_ kind: WorkerKind, hub: HubProcess, token: String, backend: StubBackend, namespace: String, models: [String]) async throws {
         switch kind {
         case .goTokiame:
-            process = try ChildProcess(try GoPeer.path(), [
+            process = try ChildProcess(try await GoPeer.path(), [
                 "tokiame", "--gateway-url", hub.tunnelURL, "--token", token, "--namespace", namespace,
                 "--models", models.joined(separator: ","), "--backend", backend.url, "--reconnect-seconds", "1", "--heartbeat-seconds", "5",
             ], name: "gopeer tokiame \(namespace)")
         case .toki:
             process = try ChildProcess(Products.path("toki"), [
                 "worker", "--hub", hub.tunnelURL, "--token", token, "--backend", backend.url, "--namespace", namespace,
-                "--heartbeat-seconds", "5",
-            ], environment: ["TOKI_WORKER_RECONNECT_BASE_MS": "300"], name: "toki worker \(namespace)")
+                "--heartbeat-seconds", "5", "--reconnect-delay-ms", "300",
+            ], name: "toki worker \(namespace)")
         }
     }
 
@@ -151,7 +156,8 @@ enum HTTP {
         var text: String { chunks.map(\.text).joined() }
     }
 
-    static func stream(_ url: String, token: String, body: String, stopAfter: Int? = nil) async throws -> Stream {
+    /// `received`, if given, counts chunks as they arrive (so a test can act mid-stream).
+    static func stream(_ url: String, token: String, body: String, stopAfter: Int? = nil, received: Locked<Int>? = nil) async throws -> Stream {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
@@ -162,11 +168,23 @@ enum HTTP {
         do {
             for try await chunk in response.body {
                 result.chunks.append((ContinuousClock.now, String(buffer: chunk)))
+                received?.withLock { $0 += 1 }
                 if let stopAfter, result.chunks.count >= stopAfter { break }
             }
         } catch {
             result.failure = "\(error)"
         }
         return result
+    }
+}
+
+extension Locked<Int> {
+    /// Waits until the count reaches `target`.
+    func wait(atLeast target: Int, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while value < target {
+            guard ContinuousClock.now < deadline else { throw ChildProcessError("only \(value) of \(target) chunks arrived") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 }

@@ -69,7 +69,7 @@ struct ResilienceTests {
         try await d.hub.waitForModel("stub-model", token: d.token, present: false, timeout: .seconds(15))
         #expect(ContinuousClock.now - started < .seconds(15))
         // The namespace is free again: a new worker with the same namespace registers.
-        let replacement = try WorkerProcess(.goTokiame, hub: d.hub, token: d.token, backend: d.backend, namespace: "gpu-goTokiame", models: ["stub-model"])
+        let replacement = try await WorkerProcess(.goTokiame, hub: d.hub, token: d.token, backend: d.backend, namespace: "gpu-goTokiame", models: ["stub-model"])
         defer { Task { await replacement.stop() } }
         try await d.hub.waitForModel("stub-model", token: d.token)
         let r = try await d.post("/v1/chat/completions", #"{"model":"stub-model"}"#)
@@ -80,9 +80,10 @@ struct ResilienceTests {
     func drain() async throws {
         let d = try await Deployment.start(.goTokiame)
         defer { Task { await d.worker.stop(); await d.backend.stop() } }
+        let received = Locked(0)
         async let streamed = HTTP.stream(d.hub.url + "/v1/chat/completions", token: d.token,
-                                         body: #"{"model":"stub-model","stream":true,"stub_chunks":15,"stub_delay_ms":100}"#)
-        try await Task.sleep(for: .milliseconds(400))
+                                         body: #"{"model":"stub-model","stream":true,"stub_chunks":15,"stub_delay_ms":100}"#, received: received)
+        try await received.wait(atLeast: 2)
         kill(d.hub.process.pid, SIGTERM)
         try await Task.sleep(for: .milliseconds(200))
         let refused = try? await d.post("/v1/chat/completions", #"{"model":"stub-model"}"#)

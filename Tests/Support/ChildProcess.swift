@@ -101,36 +101,23 @@ public enum RepoPaths {
 }
 
 /// The Go reference peer, built once per test run by Tests/Interop/build-gopeer.sh.
+///
+/// The build runs as a child process awaited asynchronously: a blocking wait here would hold a
+/// thread of Swift's cooperative pool (two on this machine) and stall every other test.
 public enum GoPeer {
-    static let built = Mutex<Result<String, ChildProcessError>?>(nil)
+    static let build = Task<String, any Error> {
+        let output = RepoPaths.buildDirectory.appendingPathComponent("gopeer").path
+        let script = RepoPaths.root.appendingPathComponent("Tests/Interop/build-gopeer.sh").path
+        let builder = try ChildProcess("/bin/bash", [script, output], name: "build-gopeer")
+        let status = try await builder.waitForExit(timeout: .seconds(300))
+        guard status == 0 else {
+            throw ChildProcessError("building the Go peer failed (run contrib/setup.sh): \(builder.stderr.suffix(2000))")
+        }
+        return output
+    }
 
     /// Path of the gopeer binary; builds it on first use.
-    public static func path() throws -> String {
-        try built.withLock { state in
-            if let state { return try state.get() }
-            let output = RepoPaths.buildDirectory.appendingPathComponent("gopeer").path
-            let script = RepoPaths.root.appendingPathComponent("Tests/Interop/build-gopeer.sh").path
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/bash")
-            process.arguments = [script, output]
-            let err = Pipe()
-            process.standardError = err
-            process.standardOutput = FileHandle.nullDevice
-            let result: Result<String, ChildProcessError>
-            do {
-                try process.run()
-                let message = err.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                result = process.terminationStatus == 0
-                    ? .success(output)
-                    : .failure(ChildProcessError("building the Go peer failed (run contrib/setup.sh): \(String(decoding: message, as: UTF8.self))"))
-            } catch {
-                result = .failure(ChildProcessError("cannot run \(script): \(error)"))
-            }
-            state = result
-            return try result.get()
-        }
-    }
+    public static func path() async throws -> String { try await build.value }
 }
 
 /// A lock-protected value that can be shared by reference between tasks.

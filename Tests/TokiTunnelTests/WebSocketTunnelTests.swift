@@ -189,7 +189,7 @@ struct GoInteropTests {
     static func goServer(version: UInt8, open: Int = 0, bytes: Int = 0) async throws -> (ChildProcess, Int) {
         var args = ["server", "--listen", "127.0.0.1:0", "--smux-version", "\(version)"]
         if open > 0 { args += ["--open", "\(open)", "--bytes", "\(bytes)"] }
-        let peer = try ChildProcess(try GoPeer.path(), args, name: "gopeer server")
+        let peer = try ChildProcess(try await GoPeer.path(), args, name: "gopeer server")
         let line = try await peer.waitForLine(prefix: "LISTEN ")
         guard let port = line.split(separator: ":").last.flatMap({ Int($0) }) else { throw ChildProcessError("bad line \(line)") }
         return (peer, port)
@@ -210,7 +210,7 @@ struct GoInteropTests {
     func goClientSwiftServer(version: UInt8, streams: Int, mode: String) async throws {
         let listener = try await RunningListener.start(version: version)
         let bytes = streams == 256 ? 20_000 : 300_000
-        let peer = try ChildProcess(try GoPeer.path(), [
+        let peer = try ChildProcess(try await GoPeer.path(), [
             "client", "--url", "ws://127.0.0.1:\(listener.port)/api/tokilake/connect", "--smux-version", "\(version)",
             "--streams", "\(streams)", "--bytes", "\(bytes)", "--mode", mode,
         ], name: "gopeer client")
@@ -229,7 +229,7 @@ struct GoInteropTests {
         await peer.stop()
 
         let listener = try await RunningListener.start(version: version)
-        let goClient = try ChildProcess(try GoPeer.path(), [
+        let goClient = try ChildProcess(try await GoPeer.path(), [
             "client", "--url", "ws://127.0.0.1:\(listener.port)/api/tokilake/connect", "--smux-version", "\(version)",
             "--streams", "1", "--bytes", "\(64 << 20)", "--mode", "echo",
         ], name: "gopeer client")
@@ -237,12 +237,15 @@ struct GoInteropTests {
         await listener.stop()
     }
 
+    /// Kept well under the 4 MiB session budgets: echo handlers on both ends at once can deadlock
+    /// smux v1 when more than a budget is in flight each way (a property of v1 itself, seen with
+    /// Go on both ends too; see Tests/Interop/README.md).
     @Test("both sides open streams at once (Go server opens 16 toward Swift)")
     func bothOpen() async throws {
-        let (peer, port) = try await Self.goServer(version: 1, open: 16, bytes: 100_000)
+        let (peer, port) = try await Self.goServer(version: 1, open: 16, bytes: 40_000)
         let client = try await RunningClient.dial("ws://127.0.0.1:\(port)/api/tokilake/connect")
         let serving = Task { await StreamProbe.serve(client.session) }
-        try await StreamProbe.run(client.session, streams: 16, length: 100_000, mode: .echo)
+        try await StreamProbe.run(client.session, streams: 16, length: 40_000, mode: .echo)
         let line = try await peer.waitForLine(prefix: "OPENED-")
         #expect(line.hasPrefix("OPENED-OK"), "\(line) \(peer.stderr.suffix(2000))")
         serving.cancel()

@@ -1,0 +1,310 @@
+// One tunnelled request: TunnelRequest line in, local HTTP call, TunnelResponse lines out
+// (spec §5.1-5.4, §7.4).
+
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import TokiMux
+import TokiTunnel
+
+// MARK: - In-flight requests
+
+/// Data streams being served: bounded, addressable by `request_id` for `cancel_request`, and
+/// observable for draining.
+final class InFlightRegistry: Sendable {
+    struct Entry: Sendable {
+        var requestID: String?
+        let cancel: AsyncEvent
+    }
+
+    private struct State {
+        var entries: [UInt64: Entry] = [:]
+        var nextToken: UInt64 = 0
+        var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    let limit: Int
+    private let state = Mutex(State())
+
+    init(limit: Int) { self.limit = limit }
+
+    var count: Int { state.withLock { $0.entries.count } }
+
+    /// A slot for a new stream, or nil when `limit` streams are already being served.
+    func reserve() -> (token: UInt64, cancel: AsyncEvent)? {
+        state.withLock { state in
+            guard state.entries.count < limit else { return nil }
+            state.nextToken += 1
+            let event = AsyncEvent()
+            state.entries[state.nextToken] = Entry(requestID: nil, cancel: event)
+            return (state.nextToken, event)
+        }
+    }
+
+    func setRequestID(_ requestID: String, for token: UInt64) {
+        state.withLock { $0.entries[token]?.requestID = requestID }
+    }
+
+    func release(_ token: UInt64) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.entries.removeValue(forKey: token)
+            guard state.entries.isEmpty else { return [] }
+            defer { state.idleWaiters = [:] }
+            return Array(state.idleWaiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Cancels every stream serving `requestID`; false if none is known.
+    func cancel(requestID: String) -> Bool {
+        let events = state.withLock { state in state.entries.values.filter { $0.requestID == requestID }.map(\.cancel) }
+        for event in events { event.set() }
+        return !events.isEmpty
+    }
+
+    func cancelAll() {
+        let events = state.withLock { state in state.entries.values.map(\.cancel) }
+        for event in events { event.set() }
+    }
+
+    /// Returns when no stream is being served (or on cancellation).
+    func waitUntilIdle() async {
+        let id = state.withLock { state -> UInt64 in
+            state.nextToken += 1
+            return state.nextToken
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    if state.entries.isEmpty || Task.isCancelled { return true }
+                    state.idleWaiters[id] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.idleWaiters.removeValue(forKey: id) }?.resume()
+        }
+    }
+}
+
+// MARK: - Building the local request
+
+/// Request-building rules that keep the worker pointed at its configured backends.
+public enum LocalRequestBuilder {
+    /// Request headers never forwarded (hop-by-hop, framing, and anything identifying a host).
+    static let droppedRequestHeaders: Set<String> = [
+        "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
+        "te", "trailer", "transfer-encoding", "upgrade", "content-length",
+    ]
+    /// Response headers not copied into the head frame.
+    static let droppedResponseHeaders: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+        "te", "trailer", "transfer-encoding", "upgrade", "content-length",
+    ]
+
+    /// The backend URL for `requestPath` under `target`, with the guarantee that scheme, host
+    /// and port are the target's and that no credentials were introduced. Dot segments and
+    /// control characters in the path are refused (`invalid_target_url`).
+    public static func url(target: String, requestPath: String) throws(WorkerRequestError) -> String {
+        let invalid = { (why: String) in
+            WorkerRequestError(code: TunnelProtocol.WorkerErrorCode.invalidTargetURL, message: why)
+        }
+        if requestPath.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7F || $0 == "\\" }) {
+            throw invalid("request path contains a control character, space or backslash")
+        }
+        let pathOnly = requestPath.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        for segment in pathOnly.split(separator: "/") {
+            let decoded = segment.removingPercentEncoding ?? String(segment)
+            if decoded == "." || decoded == ".." || decoded.contains("/") || decoded.contains("\\") {
+                throw invalid("request path must not contain dot segments or encoded slashes: \(requestPath)")
+            }
+        }
+        let merged = try mergeTargetURL(target: target, requestPath: requestPath)
+        guard let built = URLComponents(string: merged), let base = URLComponents(string: target.trimmingCharacters(in: .whitespacesAndNewlines))
+        else { throw invalid("cannot parse backend URL built from \(target) and \(requestPath)") }
+        guard built.scheme?.lowercased() == base.scheme?.lowercased(),
+              built.host?.lowercased() == base.host?.lowercased(),
+              built.port == base.port,
+              built.user == base.user, built.password == base.password
+        else { throw invalid("request path \(requestPath) would leave the configured backend \(target)") }
+        return merged
+    }
+
+    /// An HTTP method token (RFC 9110 `token`), upper-cased letters as sent by hubs.
+    static func method(_ raw: String) throws(WorkerRequestError) -> HTTPMethod {
+        let m = raw.isEmpty ? "POST" : raw
+        guard m.utf8.count <= 32, m.utf8.allSatisfy(isTokenByte) else {
+            throw WorkerRequestError(code: TunnelProtocol.WorkerErrorCode.localRequestFailed, message: "invalid method \(raw)")
+        }
+        return HTTPMethod(rawValue: m)
+    }
+
+    static func isTokenByte(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(b)
+        }
+    }
+
+    /// The full local request for `request` against `target`.
+    static func build(_ request: TunnelRequest, target: ResolvedTarget) throws(WorkerRequestError) -> HTTPClientRequest {
+        let url = try url(target: target.url, requestPath: request.path)
+        var headers = mergeRequestHeaders(tunnelHeaders: request.headers, targetHeaders: target.headers)
+        headers = headers.filter { !droppedRequestHeaders.contains($0.key.lowercased()) }
+        let body = try RequestRewriter.prepareBody(request.body, headers: headers, target: target)
+        var local = HTTPClientRequest(url: url)
+        local.method = try method(request.method)
+        for (name, value) in headers.sorted(by: { $0.key < $1.key }) {
+            // No CR/LF smuggling through configured or tunnelled values.
+            guard !name.contains(where: { $0.isNewline }), !value.contains(where: { $0.isNewline }) else { continue }
+            local.headers.replaceOrAdd(name: name, value: value)
+        }
+        if let body, body.readableBytes > 0 {
+            local.body = .bytes(body)
+        } else if local.method == .POST || local.method == .PUT || local.method == .PATCH {
+            local.body = .bytes(ByteBuffer())
+        }
+        return local
+    }
+
+    /// The head frame's header map: flattened like Go, without hop-by-hop and framing headers.
+    static func responseHeaders(_ headers: HTTPHeaders) -> [String: String] {
+        TunnelHeaders.flatten(headers.lazy
+            .filter { !droppedResponseHeaders.contains($0.name.lowercased()) }
+            .map { (name: $0.name, value: $0.value) })
+    }
+}
+
+// MARK: - Serving one stream
+
+/// Why a data stream stopped being served.
+enum StreamOutcome: String, Sendable {
+    case completed  // eof written
+    case failed  // error line written
+    case cancelled  // cancel_request or shutdown
+    case hubClosed  // the hub closed the stream (or the session died)
+    case badRequest
+}
+
+struct RequestRelay: Sendable {
+    let client: HTTPClient
+    let registry: InFlightRegistry
+    let catalog: ModelCatalog
+    let requestLineTimeout: Duration
+    let logger: Logger
+
+    /// Serves `stream` (already counted in `registry` under `token`), then closes it.
+    func serve(_ stream: MuxStream, token: UInt64, cancel: AsyncEvent) async {
+        defer {
+            stream.close()
+            registry.release(token)
+        }
+        let reader = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxDataLineLength)
+        let request: TunnelRequest
+        do {
+            guard let line = try await withTimeLimit(requestLineTimeout, onTimeout: { stream.close() }, { try await reader.nextLine() }) else {
+                logger.warning("no request line on data stream within the time limit; closing it", metadata: ["stream": "\(stream.id)"])
+                return
+            }
+            guard let line else { return }  // closed before sending anything
+            request = try TunnelRequest.decode(line: line)
+        } catch {
+            logger.warning("unreadable request line on data stream", metadata: ["stream": "\(stream.id)", "error": "\(error)"])
+            var out = ByteBuffer()
+            TunnelResponse.writeErrorLine(requestID: "", code: TunnelProtocol.WorkerErrorCode.localRequestFailed,
+                                          message: "invalid tunnel request: \(error)", into: &out)
+            try? await stream.write(out)
+            return
+        }
+        registry.setRequestID(request.requestID, for: token)
+        var requestLogger = self.logger
+        requestLogger[metadataKey: "request_id"] = "\(request.requestID)"
+        requestLogger[metadataKey: "model"] = "\(request.model ?? "")"
+        let logger = requestLogger
+
+        let outcome = await withTaskGroup(of: StreamOutcome.self) { group in
+            group.addTask { await self.relay(request, on: stream, logger: logger) }
+            group.addTask {
+                // The hub never half-closes after the request line: EOF or an error means it is gone.
+                do {
+                    while try await reader.nextLine() != nil {}
+                } catch {}
+                return .hubClosed
+            }
+            group.addTask {
+                await cancel.wait()
+                return .cancelled
+            }
+            let first = await group.next() ?? .cancelled
+            // Closing first also wakes the watcher's parked read (FIN after what was written).
+            stream.close()
+            group.cancelAll()
+            return first
+        }
+        logger.debug("data stream done", metadata: ["outcome": "\(outcome.rawValue)"])
+    }
+
+    /// Calls the backend and writes head, body chunks and eof (or an error line).
+    func relay(_ request: TunnelRequest, on stream: MuxStream, logger: Logger) async -> StreamOutcome {
+        let rid = request.requestID
+        func fail(_ code: String, _ message: String) async -> StreamOutcome {
+            var out = ByteBuffer()
+            TunnelResponse.writeErrorLine(requestID: rid, code: code, message: message, into: &out)
+            do { try await stream.write(out) } catch { return .hubClosed }
+            return .failed
+        }
+
+        let local: HTTPClientRequest
+        do throws(WorkerRequestError) {
+            let target = try catalog.snapshot.resolver.resolve(model: request.model)
+            local = try LocalRequestBuilder.build(request, target: target)
+        } catch {
+            logger.info("request refused", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
+            return await fail(error.code, error.message)
+        }
+
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(local, deadline: .distantFuture, logger: logger)
+        } catch {
+            if Task.isCancelled { return .cancelled }
+            logger.warning("local request failed", metadata: ["url": "\(local.url)", "error": "\(error)"])
+            return await fail(TunnelProtocol.WorkerErrorCode.localRequestFailed, "local request failed: \(error)")
+        }
+
+        var out = ByteBuffer()
+        TunnelResponse.writeHeadLine(requestID: rid, statusCode: Int(response.status.code),
+                                     headers: LocalRequestBuilder.responseHeaders(response.headers), into: &out)
+        do { try await stream.write(out) } catch { return .hubClosed }
+
+        var body = response.body.makeAsyncIterator()
+        while true {
+            let next: ByteBuffer?
+            do {
+                next = try await body.next()
+            } catch {
+                if Task.isCancelled { return .cancelled }
+                logger.warning("local response body failed", metadata: ["error": "\(error)"])
+                return await fail(TunnelProtocol.WorkerErrorCode.readLocalResponseFailed, "read local response: \(error)")
+            }
+            guard var chunk = next else { break }
+            // One line per backend read, at once; reads above 32 KiB are split like Go's frames.
+            while chunk.readableBytes > 0 {
+                let piece = chunk.readSlice(length: min(chunk.readableBytes, TunnelProtocol.tunnelChunkSize))!
+                var line = ByteBuffer()
+                TunnelResponse.writeBodyChunkLine(requestID: rid, chunk: piece, into: &line)
+                do { try await stream.write(line) } catch { return Task.isCancelled ? .cancelled : .hubClosed }
+            }
+        }
+        out.clear()
+        TunnelResponse.writeEOFLine(requestID: rid, into: &out)
+        do { try await stream.write(out) } catch { return .hubClosed }
+        return .completed
+    }
+}
