@@ -83,7 +83,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        .executableTarget(name: "toki-bench", dependencies: ["TokiMux", "TokiTunnel", "TokiProbe", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], path: "benchmarks/TokiBench"),
+        .executableTarget(name: "toki-bench", dependencies: ["TokiMux", "TokiTunnel", "TokiProbe", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"), .product(name: "AsyncHTTPClient", package: "async-http-client")], path: "benchmarks/TokiBench"),
         // A stub OpenAI backend for the worker's tests, end-to-end tests and benchmarks.
         .executableTarget(name: "toki-stub-backend", dependencies: [
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -100,6 +100,8 @@ let package = Package(
         .testTarget(name: "TokiTunnelTests", dependencies: [
             "TokiTunnel", "TokiMux", "TokiProbe", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TokiStoreTests", dependencies: [

@@ -192,4 +192,6 @@ L.append("\`\`\`\n.build-bench/release/toki-bench tunnel --streams 16 --bytes 16
 open(out, "w").write("\n".join(L) + "\n")
 PY
 echo "== wrote $OUT" >&2
+# Hub + worker latency versus direct calls (appends its own section to $OUT).
+OUT="$OUT" bash "$ROOT/benchmarks/latency.sh" || echo "== benchmarks/latency.sh failed" >&2
 cat "$OUT"

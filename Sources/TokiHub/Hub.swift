@@ -64,8 +64,8 @@ public final class Hub: Sendable {
     }
 
     /// The WebSocket router for worker tunnels: the token is checked before the upgrade.
-    func makeTunnelRouter() -> Router<BasicWebSocketRequestContext> {
-        let router = Router(context: BasicWebSocketRequestContext.self)
+    func makeTunnelRouter() -> Router<TunnelRequestContext> {
+        let router = Router(context: TunnelRequestContext.self)
         for path in TunnelEndpoint.paths {
             router.ws(RouterPath(path)) { request, _ in
                 guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
@@ -73,6 +73,7 @@ public final class Hub: Sendable {
                 else { return .dontUpgrade }
                 return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: self.configuration.allowLZ4))
             } onUpgrade: { inbound, outbound, context in
+                context.requestContext.optimizeTunnelPipeline()
                 let request = context.request
                 guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
                       let user = try? await self.tokens.authenticate(token)

@@ -160,6 +160,16 @@ public final class MuxSession: Sendable {
         self.state = Mutex(State(machine: try SmuxSessionMachine(role: role, configuration: configuration)))
     }
 
+    /// A one-line view of the session's state, for logs and diagnostics.
+    public var diagnostics: String {
+        state.withLock { state in
+            "streams=\(state.machine.openStreamCount) unread=\(state.machine.unreadBytes) queued=\(state.machine.queuedDataBytes) "
+                + "readers=\(state.readWaiters.keys.sorted()) writers=\(state.writeWaiters.keys.sorted()) space=\(Array(state.spaceWaiters)) "
+                + "accepting=\(state.acceptWaiter != nil) writerSleeping=\(state.writerSleeping != nil) readerSleeping=\(state.readerSleeping != nil) "
+                + "closed=\(state.closedError.map { "\($0)" } ?? "no")"
+        }
+    }
+
     /// Why the session ended, or nil while it runs.
     public var closedError: MuxError? { state.withLock { $0.closedError } }
 
@@ -221,7 +231,8 @@ public final class MuxSession: Sendable {
                 frames.removeAll(keepingCapacity: true)
                 while var frame = try decoder.decode(buffer: &buffer) {
                     // A small payload sliced out of a large message would pin the whole message
-                    // in memory while it waits to be read: copy those, keep the rest zero-copy.
+                    // in memory while it waits to be read: copy those (under a quarter of their
+                    // message), keep the rest zero-copy. Pinning is then at most 4x the budget.
                     if frame.command == .psh, frame.payload.readableBytes * 2 < messageBytes {
                         frame.payload = ByteBuffer(bytes: frame.payload.readableBytesView)
                     }

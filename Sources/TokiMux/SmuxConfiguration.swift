@@ -19,7 +19,9 @@ public struct SmuxConfiguration: Sendable, Equatable {
     public var acceptBacklog: Int = 1024
     /// Bytes of data frames queued for the transport before writers wait.
     public var maxOutboundQueue: Int = 1024 * 1024
-    /// Largest batch of frames handed to the transport as one message.
+    /// Largest batch of frames handed to the transport as one message: two full frames. Small
+    /// enough that a received frame is at least a quarter of its message (so it is kept as a
+    /// slice, not copied), large enough to batch many small frames (SSE events) for LZ4.
     public var maxBatchSize: Int = 256 * 1024
     /// Version 2: window assumed before the peer's first UPD (fixed in Go).
     public var initialPeerWindow: UInt32 = 262_144

@@ -6,6 +6,25 @@ import Logging
 import NIOCore
 import TokiMux
 
+/// Request context of the tunnel's WebSocket router: keeps the connection's channel so the
+/// upgraded pipeline can be tuned (fast unmasking).
+public struct TunnelRequestContext: RequestContext, WebSocketRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let webSocket: WebSocketHandlerReference<Self>
+    public let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        channel = source.channel
+    }
+
+    /// Called first thing in a tunnel's `onUpgrade`: unmask inbound frames 8 bytes at a time.
+    public func optimizeTunnelPipeline() {
+        FastUnmaskingHandler.install(on: channel)
+    }
+}
+
 /// The server end of the tunnel as Hummingbird pieces: the upgrade decision and the WebSocket
 /// configuration. The hub mounts it next to its HTTP API; tests and benchmarks use `TunnelListener`.
 public enum TunnelEndpoint {
@@ -85,7 +104,7 @@ public struct TunnelListener: Sendable {
                 )
             }
         }
-        let wsRouter = Router(context: BasicWebSocketRequestContext.self)
+        let wsRouter = Router(context: TunnelRequestContext.self)
         let allowLZ4 = self.allowLZ4
         let mux = self.mux
         let limits = self.limits
@@ -96,6 +115,7 @@ public struct TunnelListener: Sendable {
                 guard await authorize(token) else { return .dontUpgrade }
                 return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: allowLZ4))
             } onUpgrade: { inbound, outbound, context in
+                context.requestContext.optimizeTunnelPipeline()
                 let lz4 = TunnelEndpoint.negotiatesLZ4(context.request.headers, allowLZ4: allowLZ4)
                 let session = try MuxSession(role: .server, configuration: mux, logger: logger)
                 async let handled: Void = onSession(session, lz4)

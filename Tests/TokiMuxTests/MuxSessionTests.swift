@@ -1,4 +1,5 @@
 import AsyncAlgorithms
+import TestSupport
 import NIOCore
 import Synchronization
 import Testing
@@ -254,6 +255,68 @@ struct MuxSessionTests {
         session.close()
         inbound.finish()
         outbound.finish()
+        _ = await runner.result
+    }
+}
+
+@Suite("smux session: a byte stream cut anywhere")
+struct MuxSessionSplitTests {
+    @Test("frames split across transport messages at random points arrive intact", arguments: [UInt64(1), 2, 3, 4])
+    func randomSplits(seed: UInt64) async throws {
+        // A sender machine produces frames for 8 streams; the bytes are cut at random points
+        // (like gorilla's 4082-byte fragments) and fed to a real session.
+        var rng = SplitMix64(seed: seed)
+        var sender = try SmuxSessionMachine(role: .server)
+        var expected: [UInt32: ByteBuffer] = [:]
+        var wire = ByteBuffer()
+        let ids = try (0..<8).map { _ in try sender.openStream() }
+        for round in 0..<200 {
+            let id = ids[Int.random(in: 0..<ids.count, using: &rng)]
+            var data = pattern(Int.random(in: 1...40_000, using: &rng), seed: round)
+            expected[id, default: ByteBuffer()].writeImmutableBuffer(data)
+            while data.readableBytes > 0 {
+                _ = try sender.write(streamID: id, &data)
+                var batch = ByteBuffer()
+                sender.takeOutbound(into: &batch)
+                wire.writeBuffer(&batch)
+            }
+        }
+        for id in ids { sender.closeWrite(streamID: id) }
+        while sender.hasOutbound {
+            var batch = ByteBuffer()
+            sender.takeOutbound(into: &batch)
+            wire.writeBuffer(&batch)
+        }
+
+        let session = try MuxSession(role: .client)
+        let inbound = AsyncThrowingChannel<ByteBuffer, any Error>()
+        let runner = Task { try await session.run(inbound: inbound, outbound: MemoryPipe()) }
+        let feeder = Task {
+            var rest = wire
+            var rng = SplitMix64(seed: seed &+ 100)
+            while rest.readableBytes > 0 {
+                let n = min(rest.readableBytes, Int.random(in: 1...9000, using: &rng))
+                await inbound.send(rest.readSlice(length: n)!)
+            }
+        }
+        var received: [UInt32: ByteBuffer] = [:]
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(20))
+            Issue.record("stuck: \(session.diagnostics)")
+            session.close()
+        }
+        defer { watchdog.cancel() }
+        try await withThrowingTaskGroup(of: (UInt32, ByteBuffer).self) { group in
+            for _ in ids {
+                let stream = try await session.accept()
+                group.addTask { (stream.id, try await readAll(stream)) }
+            }
+            for try await (id, data) in group { received[id] = data }
+        }
+        #expect(received == expected)
+        await feeder.value
+        session.close()
+        inbound.finish()
         _ = await runner.result
     }
 }

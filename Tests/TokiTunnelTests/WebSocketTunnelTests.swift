@@ -15,7 +15,8 @@ struct RunningListener {
     let sessions: Locked<[MuxSession]>
     let lz4Seen: Locked<[Bool]>
 
-    static func start(version: UInt8 = 1, allowLZ4: Bool = true, token: String? = nil) async throws -> RunningListener {
+    static func start(version: UInt8 = 1, allowLZ4: Bool = true, token: String? = nil,
+                      openOnConnect: Int = 0, openResults: Locked<[String]>? = nil) async throws -> RunningListener {
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         let sessions = Locked<[MuxSession]>([])
         let lz4Seen = Locked<[Bool]>([])
@@ -28,7 +29,22 @@ struct RunningListener {
             try await listener.run(onRunning: { portContinuation.yield($0) }) { session, lz4 in
                 sessions.withLock { $0.append(session) }
                 lz4Seen.withLock { $0.append(lz4) }
-                await StreamProbe.serve(session)
+                if openOnConnect > 0 {
+                    // Open streams the moment the tunnel is up: their first bytes may arrive in
+                    // the same TCP read as the 101 response on the client side.
+                    async let opened: Void = {
+                        do {
+                            try await StreamProbe.run(session, streams: openOnConnect, length: 40_000, mode: .sink)
+                            openResults?.withLock { $0.append("ok") }
+                        } catch {
+                            openResults?.withLock { $0.append("\(error)") }
+                        }
+                    }()
+                    await StreamProbe.serve(session)
+                    await opened
+                } else {
+                    await StreamProbe.serve(session)
+                }
             }
         }
         var iterator = portStream.makeAsyncIterator()
@@ -93,6 +109,21 @@ struct WebSocketTunnelTests {
         try await StreamProbe.run(serverSession!, streams: 8, length: 100_000, mode: .echo)
         await client.stop()
         serving.cancel()
+        await listener.stop()
+    }
+
+    @Test("streams opened by the server right after the upgrade arrive intact", .serialized, arguments: 0..<5)
+    func openOnConnect(round: Int) async throws {
+        let results = Locked<[String]>([])
+        let listener = try await RunningListener.start(openOnConnect: 16, openResults: results)
+        let client = try await RunningClient.dial("ws://127.0.0.1:\(listener.port)/api/tokilake/connect")
+        let serving = Task { await StreamProbe.serve(client.session) }
+        try await StreamProbe.run(client.session, streams: 16, length: 40_000, mode: .echo)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while results.value.isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(results.value == ["ok"], "client session: \(client.session.diagnostics)")
+        serving.cancel()
+        await client.stop()
         await listener.stop()
     }
 
@@ -186,9 +217,9 @@ struct WebSocketTunnelTests {
 
 @Suite("interop with the Go reference (xtaci/smux + gorilla/websocket)", .serialized)
 struct GoInteropTests {
-    static func goServer(version: UInt8, open: Int = 0, bytes: Int = 0) async throws -> (ChildProcess, Int) {
+    static func goServer(version: UInt8, open: Int = 0, bytes: Int = 0, openMode: String = "echo") async throws -> (ChildProcess, Int) {
         var args = ["server", "--listen", "127.0.0.1:0", "--smux-version", "\(version)"]
-        if open > 0 { args += ["--open", "\(open)", "--bytes", "\(bytes)"] }
+        if open > 0 { args += ["--open", "\(open)", "--bytes", "\(bytes)", "--mode", openMode] }
         let peer = try ChildProcess(try await GoPeer.path(), args, name: "gopeer server")
         let line = try await peer.waitForLine(prefix: "LISTEN ")
         guard let port = line.split(separator: ":").last.flatMap({ Int($0) }) else { throw ChildProcessError("bad line \(line)") }
@@ -240,16 +271,20 @@ struct GoInteropTests {
     /// Kept well under the 4 MiB session budgets: echo handlers on both ends at once can deadlock
     /// smux v1 when more than a budget is in flight each way (a property of v1 itself, seen with
     /// Go on both ends too; see Tests/Interop/README.md).
-    @Test("both sides open streams at once (Go server opens 16 toward Swift)")
+    @Test("both sides open streams at once (Go client opens 16, Swift server opens 16)")
     func bothOpen() async throws {
-        let (peer, port) = try await Self.goServer(version: 1, open: 16, bytes: 40_000)
-        let client = try await RunningClient.dial("ws://127.0.0.1:\(port)/api/tokilake/connect")
-        let serving = Task { await StreamProbe.serve(client.session) }
-        try await StreamProbe.run(client.session, streams: 16, length: 40_000, mode: .echo)
-        let line = try await peer.waitForLine(prefix: "OPENED-")
-        #expect(line.hasPrefix("OPENED-OK"), "\(line) \(peer.stderr.suffix(2000))")
-        serving.cancel()
-        await client.stop()
-        await peer.stop()
+        let results = Locked<[String]>([])
+        let listener = try await RunningListener.start(openOnConnect: 16, openResults: results)
+        let peer = try ChildProcess(try await GoPeer.path(), [
+            "client", "--url", "ws://127.0.0.1:\(listener.port)/api/tokilake/connect", "--smux-version", "1",
+            "--streams", "16", "--bytes", "40000", "--mode", "echo", "--accept", "--expect-accepted", "16",
+        ], name: "gopeer client")
+        let status = try await peer.waitForExit(timeout: .seconds(120))
+        #expect(status == 0, "gopeer: \(peer.stdoutLines) \(peer.stderr.suffix(2000))")
+        #expect(peer.stdoutLines.contains { $0.hasPrefix("RESULT ok") && $0.contains("accepted=16") })
+        let deadline = ContinuousClock.now + .seconds(30)
+        while results.value.isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(results.value == ["ok"])
+        await listener.stop()
     }
 }

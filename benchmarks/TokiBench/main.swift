@@ -137,6 +137,7 @@ func runTunnel(_ args: Arguments) async throws {
 let usage = """
     usage: toki-bench tunnel --streams N --bytes B [--lz4] [--version 1|2] [--mode sink|echo] [--timeout S]
            toki-bench chat-replay --file PATH [--streams 8] [--lz4] [--framing lines|raw] [--gap-ms 1] [--version 1|2]
+           toki-bench http --url URL [--token T] [--concurrency C] [--duration S] [--warmup W] [--stream] [--body JSON] [--threads N] [--nio-executor]
     """
 
 let argv = CommandLine.arguments
@@ -150,6 +151,8 @@ do {
         try await runTunnel(Arguments(argv.dropFirst(2), flags: ["lz4"]))
     case "chat-replay":
         try await ChatReplay.run(Arguments(argv.dropFirst(2), flags: ["lz4"]))
+    case "http":
+        try await HTTPLoad.run(Arguments(argv.dropFirst(2), flags: ["stream", "nio-executor"]))
     default:
         throw UsageError(description: "unknown command '\(argv[1])'")
     }
