@@ -80,6 +80,8 @@ let package = Package(
         .executableTarget(name: "toki", dependencies: [
             "TokiMux", "TokiTunnel", "TokiStore", "TokiHub", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

@@ -20,7 +20,7 @@ public final class Hub: Sendable {
     let tokens: TokenCache
     let usage: UsageRecorder
     let draining = Locked(false)
-    let slowClients: SlowClientGuard
+    let deadlines = DeadlineSweeper()
 
     public init(configuration: HubConfiguration, store: HubStore, logger: Logger) {
         self.configuration = configuration
@@ -28,7 +28,6 @@ public final class Hub: Sendable {
         self.logger = logger
         self.tokens = TokenCache(store: store, ttl: configuration.tokenCacheTTL)
         self.usage = UsageRecorder(store: store, logger: logger)
-        self.slowClients = SlowClientGuard(timeout: configuration.slowClientTimeout)
     }
 
     // MARK: Routes
@@ -175,17 +174,17 @@ public final class Hub: Sendable {
             do {
                 let call = try await TunnelCall.start(on: worker.session, request: tunnelRequest)
                 let expired = Locked(false)
-                let timer = Task { [configuration] in
-                    try await Task.sleep(for: configuration.responseTimeout)
+                let timer = deadlines.makeID()
+                deadlines.arm(timer, after: configuration.responseTimeout) {
                     expired.withLock { $0 = true }
                     call.close()
                 }
                 let head: TunnelHead
                 do {
                     head = try await call.readHead()
-                    timer.cancel()
+                    deadlines.disarm(timer)
                 } catch {
-                    timer.cancel()
+                    deadlines.disarm(timer)
                     call.close()
                     if expired.value {
                         worker.cancel(requestID: tunnelID)
@@ -195,7 +194,7 @@ public final class Hub: Sendable {
                     }
                     throw error
                 }
-                context.logger.info("forwarded", metadata: ["model": "\(routed.model)", "worker": "\(worker.namespace)", "status": "\(head.status)"])
+                context.logger.debug("forwarded", metadata: ["model": "\(routed.model)", "worker": "\(worker.namespace)", "status": "\(head.status)"])
                 return respond(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
                                requestID: context.requestID, started: started, logger: context.logger)
             } catch let failure as UpstreamFailure {
@@ -229,12 +228,13 @@ public final class Hub: Sendable {
         let isSSE = head.headers.contains { $0.key.lowercased() == "content-type" && $0.value.lowercased().contains("text/event-stream") }
         let status = head.status
         let usage = self.usage
-        let slowClients = self.slowClients
+        let deadlines = self.deadlines
+        let slowClientTimeout = configuration.slowClientTimeout
         let body = ResponseBody { writer in
             var sniffer = UsageSniffer()
-            let guardID = slowClients.makeID()
+            let guardID = deadlines.makeID()
             defer {
-                slowClients.writeFinished(guardID)
+                deadlines.disarm(guardID)
                 worker.end(requestID: tunnelID)
                 call.close()
             }
@@ -246,15 +246,15 @@ public final class Hub: Sendable {
             do {
                 if let first = head.firstChunk {
                     sniffer.observe(first)
-                    slowClients.writeStarted(guardID, cutOff: cutOff)
+                    deadlines.arm(guardID, after: slowClientTimeout, action: cutOff)
                     try await writer.write(first)
-                    slowClients.writeFinished(guardID)
+                    deadlines.disarm(guardID)
                 }
                 while let chunk = try await call.nextChunk() {
                     sniffer.observe(chunk)
-                    slowClients.writeStarted(guardID, cutOff: cutOff)
+                    deadlines.arm(guardID, after: slowClientTimeout, action: cutOff)
                     try await writer.write(chunk)
-                    slowClients.writeFinished(guardID)
+                    deadlines.disarm(guardID)
                 }
                 try await writer.finish(nil)
                 usage.record(requestID: requestID, user: user, model: model, namespace: worker.namespace, status: status, started: started, sniffer: sniffer)
@@ -345,7 +345,7 @@ public final class Hub: Sendable {
         )
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            tasks.addTask { await self.slowClients.run() }
+            tasks.addTask { await self.deadlines.run() }
             tasks.addTask {
                 var draining = false
                 for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {

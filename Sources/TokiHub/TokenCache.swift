@@ -38,84 +38,86 @@ final class TokenCache: Sendable {
     func forgetAll() { entries.withLock { $0.removeAll() } }
 }
 
-/// Writes usage rows off the request path, in batches.
+/// Writes usage rows off the request path: records collect in memory and are written as one
+/// transaction every quarter second (one SQLite transaction per request would cost more than the
+/// request itself).
 final class UsageRecorder: Service, Sendable {
     let store: HubStore
     let logger: Logger
-    private let stream: AsyncStream<UsageRecord>
-    private let continuation: AsyncStream<UsageRecord>.Continuation
+    private let pending = Locked<[UsageRecord]>([])
+    static let maxPending = 100_000
 
     init(store: HubStore, logger: Logger) {
         self.store = store
         self.logger = logger
-        (stream, continuation) = AsyncStream<UsageRecord>.makeStream(bufferingPolicy: .bufferingNewest(100_000))
     }
 
     func record(requestID: String, user: AuthenticatedToken, model: String, namespace: String?, status: Int,
                 started: ContinuousClock.Instant, sniffer: UsageSniffer?) {
         let elapsed = ContinuousClock.now - started
         let usage = sniffer?.usage
-        continuation.yield(UsageRecord(
+        let row = UsageRecord(
             requestID: requestID, userID: user.userID, tokenID: user.tokenID, model: model, namespace: namespace,
             statusCode: status, promptTokens: usage?.prompt, completionTokens: usage?.completion,
             durationMS: Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
-        ))
+        )
+        let dropped = pending.withLock { rows -> Bool in
+            guard rows.count < Self.maxPending else { return true }
+            rows.append(row)
+            return false
+        }
+        if dropped { logger.error("usage log backlog full; a row was dropped", metadata: ["request_id": "\(requestID)"]) }
     }
 
     func run() async throws {
-        var batch: [UsageRecord] = []
-        // Ends when the service group shuts down; whatever is queued is written first.
-        await withGracefulShutdownHandler {
-            for await record in stream {
-                batch.append(record)
-                if batch.count >= 256 { await flush(&batch) }
-                // Opportunistic: write what has accumulated without waiting for more.
-                await flush(&batch)
+        // Until shutdown: write what accumulated every 250 ms; then write the rest.
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                await self.flush()
             }
-        } onGracefulShutdown: {
-            self.continuation.finish()
         }
-        await flush(&batch)
+        await flush()
     }
 
-    private func flush(_ batch: inout [UsageRecord]) async {
-        guard !batch.isEmpty else { return }
-        do { try await store.recordUsage(batch) } catch {
-            logger.error("could not record usage", metadata: ["error": "\(error)", "rows": "\(batch.count)"])
+    private func flush() async {
+        let rows = pending.withLock { rows -> [UsageRecord] in
+            defer { rows.removeAll(keepingCapacity: true) }
+            return rows
         }
-        batch.removeAll(keepingCapacity: true)
+        guard !rows.isEmpty else { return }
+        do { try await store.recordUsage(rows) } catch {
+            logger.error("could not record usage", metadata: ["error": "\(error)", "rows": "\(rows.count)"])
+        }
     }
 }
 
-/// Watches writes to clients: a write that has not completed within the timeout means the client
-/// stopped reading; its request is then cancelled on the worker and its stream closed, which
-/// returns the stream's buffered bytes to the session budget. One task for the whole hub.
-final class SlowClientGuard: Sendable {
-    let timeout: Duration
-    private let pending = Locked<[UInt64: (since: ContinuousClock.Instant, cutOff: @Sendable () -> Void)]>([:])
+/// Deadlines for many requests with one task: a write to a client that stalls (the client stopped
+/// reading: its unread bytes would otherwise fill the worker session's shared receive budget), or
+/// a worker that does not answer in time. Armed and disarmed under a lock; checked every 250 ms.
+final class DeadlineSweeper: Sendable {
+    private let armed = Locked<[UInt64: (due: ContinuousClock.Instant, action: @Sendable () -> Void)]>([:])
     private let counter = Locked<UInt64>(0)
-
-    init(timeout: Duration) { self.timeout = timeout }
 
     func makeID() -> UInt64 { counter.withLock { $0 += 1; return $0 } }
 
-    func writeStarted(_ id: UInt64, cutOff: @escaping @Sendable () -> Void) {
-        pending.withLock { $0[id] = (.now, cutOff) }
+    func arm(_ id: UInt64, after delay: Duration, action: @escaping @Sendable () -> Void) {
+        armed.withLock { $0[id] = (.now + delay, action) }
     }
 
-    func writeFinished(_ id: UInt64) {
-        pending.withLock { _ = $0.removeValue(forKey: id) }
+    func disarm(_ id: UInt64) {
+        armed.withLock { _ = $0.removeValue(forKey: id) }
     }
 
     func run() async {
         while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(1))
+            try? await Task.sleep(for: .milliseconds(250))
             let now = ContinuousClock.now
-            let expired = pending.withLock { pending -> [@Sendable () -> Void] in
-                let ids = pending.filter { now - $0.value.since > timeout }.map(\.key)
-                return ids.compactMap { pending.removeValue(forKey: $0)?.cutOff }
+            let due = armed.withLock { armed -> [@Sendable () -> Void] in
+                let ids = armed.filter { $0.value.due <= now }.map(\.key)
+                return ids.compactMap { armed.removeValue(forKey: $0)?.action }
             }
-            for cutOff in expired { cutOff() }
+            for action in due { action() }
         }
     }
 }

@@ -233,7 +233,7 @@ public final class MuxSession: Sendable {
                     // A small payload sliced out of a large message would pin the whole message
                     // in memory while it waits to be read: copy those (under a quarter of their
                     // message), keep the rest zero-copy. Pinning is then at most 4x the budget.
-                    if frame.command == .psh, frame.payload.readableBytes * 2 < messageBytes {
+                    if frame.command == .psh, frame.payload.readableBytes * 4 < messageBytes {
                         frame.payload = ByteBuffer(bytes: frame.payload.readableBytesView)
                     }
                     frames.append(frame)

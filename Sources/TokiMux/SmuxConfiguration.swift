@@ -22,7 +22,7 @@ public struct SmuxConfiguration: Sendable, Equatable {
     /// Largest batch of frames handed to the transport as one message: two full frames. Small
     /// enough that a received frame is at least a quarter of its message (so it is kept as a
     /// slice, not copied), large enough to batch many small frames (SSE events) for LZ4.
-    public var maxBatchSize: Int = 256 * 1024
+    public var maxBatchSize: Int = 2 * (8 + 32768)
     /// Version 2: window assumed before the peer's first UPD (fixed in Go).
     public var initialPeerWindow: UInt32 = 262_144
 

@@ -1,6 +1,5 @@
 import ArgumentParser
 
-@main
 struct Toki: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "toki",
