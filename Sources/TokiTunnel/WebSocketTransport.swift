@@ -167,8 +167,12 @@ public final class ClientTunnel: Sendable {
                         upgraders: [upgrader],
                         notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(.refused) }
                     )
+                    // Bytes that arrive in the same read as the 101 response are the first tunnel
+                    // bytes (a hub may open streams at once): NIO drops them by default.
+                    var pipelineConfiguration = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: configuration)
+                    pipelineConfiguration.leftOverBytesStrategy = .forwardBytes
                     return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
-                        configuration: .init(upgradeConfiguration: configuration)
+                        configuration: pipelineConfiguration
                     )
                 }
             }

@@ -268,6 +268,24 @@ struct GoInteropTests {
         await listener.stop()
     }
 
+    @Test("the Go server opens streams the moment the tunnel is up; the Swift client gets every byte", arguments: ["sink", "echo"])
+    func goServerOpensAtOnce(mode: String) async throws {
+        let (peer, port) = try await Self.goServer(version: 1, open: 16, bytes: 40_000, openMode: mode)
+        let client = try await RunningClient.dial("ws://127.0.0.1:\(port)/api/tokilake/connect")
+        let serving = Task { await StreamProbe.serve(client.session) }
+        let line: String
+        do {
+            line = try await peer.waitForLine(prefix: "OPENED-", timeout: .seconds(60))
+        } catch {
+            Issue.record("Go never finished its streams; Swift session: \(client.session.diagnostics)")
+            throw error
+        }
+        #expect(line.hasPrefix("OPENED-OK"), "\(line) \(peer.stderr.suffix(2000))")
+        serving.cancel()
+        await client.stop()
+        await peer.stop()
+    }
+
     /// Kept well under the 4 MiB session budgets: echo handlers on both ends at once can deadlock
     /// smux v1 when more than a budget is in flight each way (a property of v1 itself, seen with
     /// Go on both ends too; see Tests/Interop/README.md).
