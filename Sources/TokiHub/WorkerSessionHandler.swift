@@ -31,7 +31,10 @@ struct WorkerSessionHandler: Sendable {
         logger[metadataKey: "user"] = "\(user.userName)"
         let control: MuxStream
         do {
-            control = try await withTimeout(configuration.registerTimeout) { try await session.accept() }
+            guard let accepted = try await withTimeLimit(configuration.registerTimeout, { try await session.accept() }) else {
+                throw TimeoutError()
+            }
+            control = accepted
         } catch {
             logger.info("worker closed: no control stream", metadata: ["error": "\(error)"])
             return
@@ -228,18 +231,4 @@ struct WorkerSessionHandler: Sendable {
 
 struct TimeoutError: Error, CustomStringConvertible {
     var description: String { "timed out" }
-}
-
-/// Runs `body`; throws `TimeoutError` after `limit`.
-func withTimeout<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else { throw TimeoutError() }
-        return value
-    }
 }

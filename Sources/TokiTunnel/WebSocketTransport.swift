@@ -176,8 +176,8 @@ public final class ClientTunnel: Sendable {
                     )
                 }
             }
-        let upgrade = try await withDeadline(options.connectTimeout, what: "WebSocket upgrade with \(target.url)") {
-            try await negotiated.get()
+        guard let upgrade = try await withTimeLimit(options.connectTimeout, { try await negotiated.get() }) else {
+            throw TunnelDialError.timeout("WebSocket upgrade with \(target.url)")
         }
         switch upgrade {
         case .refused:
@@ -257,21 +257,5 @@ final class ClientTunnelOutbound: MuxOutbound {
     func write(_ batch: ByteBuffer) async throws {
         let message = compressing ? messages.withLock { $0.message(for: batch) } : batch
         try await writer.write(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: message))
-    }
-}
-
-/// Runs `body`, failing with `TunnelDialError.timeout` if it takes longer than `limit`.
-func withDeadline<T: Sendable>(_ limit: Duration, what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw TunnelDialError.timeout(what)
-        }
-        return value
     }
 }

@@ -95,24 +95,6 @@ final class ChangeSignal: Sendable {
     }
 }
 
-/// Runs `body` with a time limit: its result, or nil if `limit` passed first. Then `onTimeout`
-/// runs (use it to close what the body waits on: a cancelled mux wait may not wake up when the
-/// cancellation lands just as it starts), and the body is cancelled and awaited.
-func withTimeLimit<T: Sendable>(_ limit: Duration, onTimeout: @escaping @Sendable () -> Void = {},
-                                _ body: @escaping @Sendable () async throws -> T) async throws -> T? {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try? await Task.sleep(for: limit)
-            return nil
-        }
-        defer { group.cancelAll() }
-        let first = try await group.next() ?? nil
-        if first == nil { onTimeout() }
-        return first
-    }
-}
-
 /// Sleeps for `duration` unless `event` is set first or the task is cancelled.
 func sleep(for duration: Duration, unlessSet event: AsyncEvent) async {
     await withTaskGroup(of: Void.self) { group in
