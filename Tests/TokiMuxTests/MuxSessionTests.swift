@@ -131,11 +131,19 @@ struct MuxSessionTests {
             let total = 8 * 1024 * 1024
             let writer = Task { try await stream.write(pattern(total, seed: 3)) }
             let accepted = try await server.accept()
-            // Let the writer run into back-pressure.
-            for _ in 0..<50 { await Task.yield(); try await Task.sleep(for: .milliseconds(2)) }
-            let unread = server.state.withLock { $0.machine.unreadBytes }
+            // Wait (no timing assumption) until the budget is used up: reading has paused.
+            let deadline = ContinuousClock.now + .seconds(30)
+            var unread = 0
+            while ContinuousClock.now < deadline {
+                unread = server.state.withLock { $0.machine.unreadBytes }
+                if unread >= c.maxReceiveBuffer { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(unread >= c.maxReceiveBuffer, "the sender never filled the budget")
+            // Give it time to overrun if it were going to: it must stay within one batch of the budget.
+            try await Task.sleep(for: .milliseconds(100))
+            unread = server.state.withLock { $0.machine.unreadBytes }
             #expect(unread <= c.maxReceiveBuffer + c.maxBatchSize)
-            #expect(unread > 0)
             // Now read it all: every byte arrives, in order.
             var received = 0
             var expected = pattern(total, seed: 3)
