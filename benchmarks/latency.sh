@@ -193,12 +193,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 END=$(date +%s)
 
-CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-MEM="$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY="$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -qv '^??' && echo ' (with uncommitted changes)' || true)"
-SWIFTV="$(swift --version 2>/dev/null | head -1)"
-LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
+source "$ROOT/benchmarks/machine.sh"
 
 mkdir -p "$(dirname "$OUT")"
 [[ -f "$OUT" ]] || : >"$OUT"

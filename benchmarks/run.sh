@@ -79,11 +79,7 @@ for rep in $(seq 1 "$RUNS"); do
 done
 END=$(date +%s)
 
-CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-MEM="$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY="$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -qv '^??' && echo ' (with uncommitted changes)' || true)"
-SWIFTV="$(swift --version 2>/dev/null | head -1)"
+source "$ROOT/benchmarks/machine.sh"
 GOV="$(go version 2>/dev/null || echo unknown)"
 
 mkdir -p "$(dirname "$OUT")"
