@@ -12,6 +12,7 @@ import TokiTunnel
 /// in the registry while it is registered.
 struct WorkerSessionHandler: Sendable {
     let session: MuxSession
+    let link: WorkerLink
     let user: AuthenticatedToken
     let remote: String
     let store: HubStore
@@ -205,7 +206,7 @@ struct WorkerSessionHandler: Sendable {
         let connection = WorkerConnection(
             sessionID: registry.nextSessionID(), namespace: namespace, userID: user.userID, workerID: claim.workerID,
             nodeName: nodeName, groups: groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
-            session: session, control: writer, logger: logger
+            session: session, control: writer, link: link, logger: logger
         )
         guard registry.claim(connection) else {
             throw Fatal(code: Code.registerFailed, message: "namespace already connected")
