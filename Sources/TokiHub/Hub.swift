@@ -244,7 +244,10 @@ public final class Hub: Sendable {
     func adminCreateToken(_ request: Request, context: HubRequestContext) async throws -> Response {
         let caller = try await authenticate(request)
         guard caller.isAdmin else { throw OpenAIError.adminRequired }
-        let body = try await request.body.collect(upTo: 64 * 1024)
+        let body: ByteBuffer
+        do { body = try await request.body.collect(upTo: 64 * 1024) } catch is NIOTooManyBytesError {
+            throw OpenAIError.bodyTooLarge(limit: 64 * 1024)
+        }
         let input: CreateTokenRequest
         do { input = try JSONDecoder().decode(CreateTokenRequest.self, from: Data(body.readableBytesView)) } catch {
             throw OpenAIError.malformedJSON("expected {\"user\": \"name\", \"name\": \"label\"}")
