@@ -105,7 +105,7 @@ public final class Hub: Sendable {
         let tunnelOutbound = ServerTunnelOutbound(outbound, lz4: lz4, limits: configuration.tunnelLimits)
         let link = WorkerLink(activity: activity, ping: { try await tunnelOutbound.ping() })
         let handler = WorkerSessionHandler(session: session, link: link, user: user, remote: remote, store: store, registry: registry,
-                                           configuration: configuration, logger: logger)
+                                           deadlines: deadlines, configuration: configuration, logger: logger)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {

@@ -17,6 +17,7 @@ struct WorkerSessionHandler: Sendable {
     let remote: String
     let store: HubStore
     let registry: WorkerRegistry
+    let deadlines: DeadlineSweeper
     let configuration: HubConfiguration
     let logger: Logger
 
@@ -75,22 +76,19 @@ struct WorkerSessionHandler: Sendable {
 
     private func controlLoop(control: MuxStream, writer: ControlWriter, logger: inout Logger, connection: inout WorkerConnection?) async throws {
         var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxControlLineLength)
-        let lastActivity = Locked(ContinuousClock.now)
-        let registered = Locked(false)
-        let watchdogLogger = logger
         // Tokilake's read deadline: 30 s before registration, 45 s after; any message resets it.
-        let watchdog = Task { [configuration, session] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
-                let limit = registered.withLock { $0 } ? configuration.heartbeatTimeout : configuration.registerTimeout
-                if ContinuousClock.now - lastActivity.withLock({ $0 }) > limit {
-                    watchdogLogger.info("worker silent past its deadline; closing", metadata: ["limit": "\(limit)"])
-                    session.close()
-                    return
-                }
+        // One entry in the hub's shared sweeper, not a timer task per session: idle sessions cost nothing.
+        let watchdog = deadlines.makeID()
+        let watchdogLogger = logger
+        let session = self.session
+        func rearm(_ limit: Duration) {
+            deadlines.arm(watchdog, after: limit) {
+                watchdogLogger.info("worker silent past its deadline; closing", metadata: ["limit": "\(limit)"])
+                session.close()
             }
         }
-        defer { watchdog.cancel() }
+        rearm(configuration.registerTimeout)
+        defer { deadlines.disarm(watchdog) }
 
         while true {
             let line: ByteBuffer
@@ -101,7 +99,6 @@ struct WorkerSessionHandler: Sendable {
                 try framer.append(chunk)
                 continue
             }
-            lastActivity.withLock { $0 = .now }
             let message: ControlMessage
             do {
                 message = try ControlMessage.decode(line: line)
@@ -115,7 +112,7 @@ struct WorkerSessionHandler: Sendable {
                 writer.send(.error(requestID: message.requestID, code: fatal.code, message: fatal.message))
                 throw ReportedFatal(code: fatal.code, message: fatal.message)
             }
-            registered.withLock { $0 = connection != nil }
+            rearm(connection != nil ? configuration.heartbeatTimeout : configuration.registerTimeout)
         }
     }
 
