@@ -108,27 +108,24 @@ start_hub() {
     HUB_PORT="$(wait_line "$WORK/$name.out" '^LISTEN ' 30 | sed 's/.*://')"
 }
 
-start_hub hub-swift
-SWIFT_PORT="$HUB_PORT"
-SWIFT_TOKEN="$TOKEN"
-"$TOKI" worker --hub "http://127.0.0.1:$SWIFT_PORT" --token "$SWIFT_TOKEN" --backend "http://127.0.0.1:$STUB_PORT" \
-    --namespace bench-swift >"$WORK/worker-swift.out" 2>"$WORK/worker-swift.err" &
-PIDS+=($!)
-SWIFT_HUB_PID=$HUB_PID
-SWIFT_WORKER_PID=$!
-wait_model "$SWIFT_PORT" "$SWIFT_TOKEN"
+# start_toki_pair NAME BINARY: a hub and a `toki worker` of BINARY; sets HUB_PORT, TOKEN, HUB_PID, WORKER_PID.
+start_toki_pair() {
+    local name="$1" bin="$2"
+    start_hub "hub-$name" "$bin"
+    "$bin" worker --hub "http://127.0.0.1:$HUB_PORT" --token "$TOKEN" --backend "http://127.0.0.1:$STUB_PORT" \
+        --namespace "bench-$name" >"$WORK/worker-$name.out" 2>"$WORK/worker-$name.err" &
+    PIDS+=($!)
+    WORKER_PID=$!
+    wait_model "$HUB_PORT" "$TOKEN"
+}
+
+start_toki_pair swift "$TOKI"
+SWIFT_PORT="$HUB_PORT"; SWIFT_TOKEN="$TOKEN"; SWIFT_HUB_PID=$HUB_PID; SWIFT_WORKER_PID=$WORKER_PID
 
 CONTENDERS="direct swift"
 if [[ -n "${BASELINE:-}" ]]; then
-    start_hub hub-before "$BASELINE"
-    BEFORE_PORT="$HUB_PORT"
-    BEFORE_TOKEN="$TOKEN"
-    "$BASELINE" worker --hub "http://127.0.0.1:$BEFORE_PORT" --token "$BEFORE_TOKEN" --backend "http://127.0.0.1:$STUB_PORT" \
-        --namespace bench-before >"$WORK/worker-before.out" 2>"$WORK/worker-before.err" &
-    PIDS+=($!)
-    BEFORE_HUB_PID=$HUB_PID
-    BEFORE_WORKER_PID=$!
-    wait_model "$BEFORE_PORT" "$BEFORE_TOKEN"
+    start_toki_pair before "$BASELINE"
+    BEFORE_PORT="$HUB_PORT"; BEFORE_TOKEN="$TOKEN"; BEFORE_HUB_PID=$HUB_PID; BEFORE_WORKER_PID=$WORKER_PID
     CONTENDERS="direct swift before"
 fi
 if [[ "$WITH_GO" == 1 ]]; then

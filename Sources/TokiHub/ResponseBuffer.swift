@@ -42,6 +42,14 @@ final class ResponseBuffer: Sendable {
         var reader: UnsafeContinuation<Event, Never>?
         var pusher: UnsafeContinuation<Void, Never>?
 
+        /// Hands the reader its next event if it waits and one is there.
+        mutating func wakeReader() {
+            if let reader, let event = nextEvent() {
+                self.reader = nil
+                reader.resume(returning: event)
+            }
+        }
+
         /// The event for the reader now, if any.
         mutating func nextEvent() -> Event? {
             if let chunk = chunks.popFirst() {
@@ -75,10 +83,7 @@ final class ResponseBuffer: Sendable {
             guard !state.closed else { return (.closed, false) }
             state.chunks.append(chunk)
             state.bytes += chunk.readableBytes
-            if let reader = state.reader, let event = state.nextEvent() {
-                state.reader = nil
-                reader.resume(returning: event)
-            }
+            state.wakeReader()
             guard state.bytes > limit else { return (.accepted, false) }
             return overflow == .cut ? (.overflow, false) : (.accepted, true)
         }
@@ -99,10 +104,7 @@ final class ResponseBuffer: Sendable {
         state.withLock { state in
             guard state.ending == nil else { return }
             state.ending = event
-            if let reader = state.reader, let event = state.nextEvent() {
-                state.reader = nil
-                reader.resume(returning: event)
-            }
+            state.wakeReader()
         }
     }
 
@@ -110,10 +112,7 @@ final class ResponseBuffer: Sendable {
     func tick() {
         state.withLock { state in
             state.ticked = true
-            if let reader = state.reader, let event = state.nextEvent() {
-                state.reader = nil
-                reader.resume(returning: event)
-            }
+            state.wakeReader()
         }
     }
 
