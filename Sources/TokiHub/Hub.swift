@@ -164,7 +164,7 @@ public final class Hub: Sendable {
             : try BodyInspector.inspectJSON(body)
         guard user.allows(model: routed.model) else { throw OpenAIError.unknownModel(routed.model) }
 
-        let candidates = registry.candidates(model: routed.model, group: user.group)
+        let candidates = registry.candidates(model: routed.model, group: user.group, limit: configuration.maxAttempts)
         guard !candidates.isEmpty else {
             // Known (a worker served it before) but nobody online: 503; otherwise 404.
             let known = (try? await store.listWorkers()).map { $0.contains { $0.models.contains(routed.model) } } ?? false
@@ -177,7 +177,7 @@ public final class Hub: Sendable {
         let started = ContinuousClock.now
         var lastFailure: UpstreamFailure?
         var timedOut = false
-        for worker in candidates.prefix(configuration.maxAttempts) {
+        for worker in candidates {
             let tunnelID = "\(worker.namespace):relay:\(context.requestID)"
             guard worker.begin(requestID: tunnelID, onWorkerLost: {}) else { continue }
             let tunnelRequest = TunnelRequest(requestID: tunnelID, routeKind: route, path: request.uri.path, model: routed.model,

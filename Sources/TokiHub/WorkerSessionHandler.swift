@@ -144,9 +144,8 @@ struct WorkerSessionHandler: Sendable {
             let models = Self.normalizeModels(payload.models ?? [])
             guard !models.isEmpty else { throw Fatal(code: Code.modelsSyncFailed, message: "at least one model is required") }
             let groups = try authorizeGroups(payload.group, fallback: current.groups)
+            registry.update(current, models: Set(models), groups: groups)
             current.state.withLock { state in
-                state.models = Set(models)
-                state.groups = groups
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
                 state.lastSeen = .now
             }
@@ -158,14 +157,12 @@ struct WorkerSessionHandler: Sendable {
             guard let current = connection else { throw Fatal(code: Code.notRegistered, message: "register first") }
             guard let payload = message.heartbeat else { throw Fatal(code: Code.heartbeatPayloadMissing, message: "heartbeat payload is required") }
             let models = payload.currentModels.map(Self.normalizeModels) ?? []
-            let changed = current.state.withLock { state -> Bool in
+            current.state.withLock { state in
                 state.lastSeen = .now
                 if let node = payload.nodeName, !node.isEmpty { state.nodeName = node }
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
-                guard !models.isEmpty, Set(models) != state.models else { return false }
-                state.models = Set(models)
-                return true
             }
+            let changed = !models.isEmpty && registry.update(current, models: Set(models))
             try? await store.touchNamespace(current.namespace, models: changed ? models : nil)
             writer.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
