@@ -16,6 +16,7 @@ struct WorkerSessionHandler: Sendable {
     let user: AuthenticatedToken
     let remote: String
     let store: HubStore
+    let presence: PresenceRecorder
     let registry: WorkerRegistry
     let deadlines: DeadlineSweeper
     let configuration: HubConfiguration
@@ -62,7 +63,7 @@ struct WorkerSessionHandler: Sendable {
         if let connection {
             registry.release(connection)
             connection.markClosed()
-            try? await store.markOffline(namespace: connection.namespace)
+            presence.departed(connection.namespace)
             logger.info("worker offline", metadata: ["namespace": "\(connection.namespace)"])
         }
         // Give the error line a moment to reach the worker before the session goes.
@@ -149,7 +150,7 @@ struct WorkerSessionHandler: Sendable {
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
                 state.lastSeen = .now
             }
-            try? await store.touchNamespace(current.namespace, models: models)
+            presence.seen(current.namespace, models: models)
             writer.send(.ack(requestID: message.requestID, message: Ack.modelsSyncOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
             logger.info("worker models synced", metadata: ["models": "\(models)"])
@@ -163,7 +164,7 @@ struct WorkerSessionHandler: Sendable {
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
             }
             let changed = !models.isEmpty && registry.update(current, models: Set(models))
-            try? await store.touchNamespace(current.namespace, models: changed ? models : nil)
+            presence.seen(current.namespace, models: changed ? models : nil)
             writer.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
         case TunnelProtocol.MessageType.ack:
