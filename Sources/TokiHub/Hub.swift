@@ -186,7 +186,8 @@ public final class Hub: Sendable {
                                               headers: headers, isStream: routed.stream, body: body)
             do {
                 let sentAt = NIODeadline.now()
-                let call = try await TunnelCall.start(on: worker.session, request: tunnelRequest)
+                let call = try TunnelCall.open(on: worker.session, requestID: tunnelID)
+                // Armed before the request is written: sending waits while the worker does not read.
                 let expired = Locked(false)
                 let timer = deadlines.makeID()
                 deadlines.arm(timer, after: configuration.responseTimeout) {
@@ -200,6 +201,7 @@ public final class Hub: Sendable {
                 }
                 let head: TunnelHead
                 do {
+                    try await call.send(tunnelRequest)
                     head = try await call.readHead()
                     deadlines.disarm(timer)
                     deadlines.disarm(probe)

@@ -25,9 +25,9 @@ struct ForwardedCall: Sendable {
 ///
 /// - A pump task takes chunks off the mux stream into a `ResponseBuffer` (the client's to hold,
 ///   bounded), so a slow client never stalls the worker's other streams.
-/// - A client that accepts nothing for `slowClientTimeout` while a write is pending is cut off.
-///   Writes complete as the client makes progress (the socket's unsent-data low-water mark keeps
-///   the kernel from queueing megabytes ahead of it), so a steady slow reader is never cut.
+/// - A client that acknowledges no bytes for `slowClientTimeout` while a write is pending is cut
+///   off (`SlowClientWatch`); a steady slow reader never is. The socket's unsent-data low-water
+///   mark keeps the kernel from queueing megabytes for a client that does not read.
 /// - After the head, a worker silent for `idleTimeout` fails the response; while an SSE response is
 ///   idle, a comment line every `keepAliveInterval` keeps proxies from cutting the client.
 /// - A failure after the head ends the response visibly: an SSE `error` event (and no `[DONE]`),
@@ -102,7 +102,9 @@ struct ResponseStreamer: Sendable {
             buffer.close()
             forwarded.client.close(promise: nil)
         }
-        let writeGuard = deadlines.makeID()
+        let watch = SlowClientWatch(deadlines: deadlines, timeout: slowClientTimeout, client: forwarded.client) { [slowClientTimeout] in
+            cutOff("it accepted no bytes for \(slowClientTimeout)")
+        }
         let ticker = deadlines.makeID()
         let tickPeriod = min(idleTimeout, keepAliveInterval)
         let deadlines = self.deadlines
@@ -116,7 +118,7 @@ struct ResponseStreamer: Sendable {
                 }
             }
             defer {
-                deadlines.disarm(writeGuard)
+                watch.stop()
                 deadlines.disarm(ticker)
                 buffer.close()
                 forwarded.call.close()
@@ -132,17 +134,17 @@ struct ResponseStreamer: Sendable {
                         lastFromWorker = .now
                         sniffer.observe(chunk)
                         tail.observe(chunk)
-                        deadlines.arm(writeGuard, after: slowClientTimeout) { cutOff("it accepted nothing for \(slowClientTimeout)") }
+                        watch.willWrite()
                         try await writer.write(chunk)
-                        deadlines.disarm(writeGuard)
+                        watch.didWrite()
                         lastWrite = .now
                     case .tick:
                         let now = ContinuousClock.now
                         if now - lastFromWorker >= idleTimeout { throw UpstreamFailure.idle(idleTimeout) }
                         if isSSE, tail.atBoundary, now - lastWrite >= keepAliveInterval {
-                            deadlines.arm(writeGuard, after: slowClientTimeout) { cutOff("it accepted nothing for \(slowClientTimeout)") }
+                            watch.willWrite()
                             try await writer.write(Self.keepAliveComment)
-                            deadlines.disarm(writeGuard)
+                            watch.didWrite()
                             lastWrite = .now
                         }
                         deadlines.arm(ticker, after: tickPeriod) { buffer.tick() }

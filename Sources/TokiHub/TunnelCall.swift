@@ -64,15 +64,21 @@ final class TunnelCall: @unchecked Sendable {
         self.requestID = requestID
     }
 
-    static func start(on session: MuxSession, request: TunnelRequest) async throws -> TunnelCall {
-        let stream: MuxStream
+    /// Opens the data stream. The request goes out with `send`, so deadlines can be armed in
+    /// between: a worker that never reads its request must not hold the caller in `send`.
+    static func open(on session: MuxSession, requestID: String) throws -> TunnelCall {
         do {
-            stream = try session.openStream()
-            try await stream.write(request.encodedLine())
+            return TunnelCall(stream: try session.openStream(), requestID: requestID)
         } catch {
             throw UpstreamFailure.transport("\(error)")
         }
-        return TunnelCall(stream: stream, requestID: request.requestID)
+    }
+
+    /// Writes the request line (waits while the worker does not take it: back-pressure).
+    func send(_ request: TunnelRequest) async throws {
+        do { try await stream.write(request.encodedLine()) } catch {
+            throw UpstreamFailure.transport("\(error)")
+        }
     }
 
     /// Reads the next response line, or nil when the stream ended.
