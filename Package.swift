@@ -106,6 +106,10 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "TokiHubTests", dependencies: [
+            "TokiHub", "TokiTunnel",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .testTarget(name: "TokiStoreTests", dependencies: [
             "TokiStore",
             .product(name: "Logging", package: "swift-log"),

@@ -18,7 +18,9 @@
 # contenders: direct (the stub), swift (hub A + toki worker), go (hub B + Go worker).
 # Environment: ROUNDS (default 5), DURATION seconds per measurement (default 3), WARMUP (1),
 #              OUT (docs/benchmarks.md), SKIP_BUILD=1, GO=0, HUB_LOG_LEVEL (default: the hub's
-#              default, info), KEEP=1 keeps the work directory (logs).
+#              default, info), KEEP=1 keeps the work directory (logs),
+#              BASELINE=/path/to/an/older/toki (adds contender "before": hub + worker from that
+#              binary, for before/after rows in one run), BASELINE_LABEL (e.g. its commit).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,28 +97,37 @@ PIDS+=($!)
 STUB_PID=$!
 STUB_PORT="$(wait_line "$WORK/stub.out" '^LISTEN ' 20 | awk '{print $2}')"
 
-# start_hub NAME: starts a hub on a free port, sets HUB_PORT and TOKEN.
+# start_hub NAME [BINARY]: starts a hub on a free port, sets HUB_PORT and TOKEN.
 start_hub() {
-    local name="$1"
+    local name="$1" bin="${2:-$TOKI}"
     mkdir -p "$WORK/$name"
-    TOKEN="$("$TOKI" token create --data-dir "$WORK/$name" --user bench 2>>"$WORK/$name.err")"
-    "$TOKI" hub --listen 127.0.0.1:0 --data-dir "$WORK/$name" "${HUB_ARGS[@]}" >"$WORK/$name.out" 2>>"$WORK/$name.err" &
+    TOKEN="$("$bin" token create --data-dir "$WORK/$name" --user bench 2>>"$WORK/$name.err")"
+    "$bin" hub --listen 127.0.0.1:0 --data-dir "$WORK/$name" "${HUB_ARGS[@]}" >"$WORK/$name.out" 2>>"$WORK/$name.err" &
     PIDS+=($!)
     HUB_PID=$!
     HUB_PORT="$(wait_line "$WORK/$name.out" '^LISTEN ' 30 | sed 's/.*://')"
 }
 
-start_hub hub-swift
-SWIFT_PORT="$HUB_PORT"
-SWIFT_TOKEN="$TOKEN"
-"$TOKI" worker --hub "http://127.0.0.1:$SWIFT_PORT" --token "$SWIFT_TOKEN" --backend "http://127.0.0.1:$STUB_PORT" \
-    --namespace bench-swift >"$WORK/worker-swift.out" 2>"$WORK/worker-swift.err" &
-PIDS+=($!)
-SWIFT_HUB_PID=$HUB_PID
-SWIFT_WORKER_PID=$!
-wait_model "$SWIFT_PORT" "$SWIFT_TOKEN"
+# start_toki_pair NAME BINARY: a hub and a `toki worker` of BINARY; sets HUB_PORT, TOKEN, HUB_PID, WORKER_PID.
+start_toki_pair() {
+    local name="$1" bin="$2"
+    start_hub "hub-$name" "$bin"
+    "$bin" worker --hub "http://127.0.0.1:$HUB_PORT" --token "$TOKEN" --backend "http://127.0.0.1:$STUB_PORT" \
+        --namespace "bench-$name" >"$WORK/worker-$name.out" 2>"$WORK/worker-$name.err" &
+    PIDS+=($!)
+    WORKER_PID=$!
+    wait_model "$HUB_PORT" "$TOKEN"
+}
+
+start_toki_pair swift "$TOKI"
+SWIFT_PORT="$HUB_PORT"; SWIFT_TOKEN="$TOKEN"; SWIFT_HUB_PID=$HUB_PID; SWIFT_WORKER_PID=$WORKER_PID
 
 CONTENDERS="direct swift"
+if [[ -n "${BASELINE:-}" ]]; then
+    start_toki_pair before "$BASELINE"
+    BEFORE_PORT="$HUB_PORT"; BEFORE_TOKEN="$TOKEN"; BEFORE_HUB_PID=$HUB_PID; BEFORE_WORKER_PID=$WORKER_PID
+    CONTENDERS="direct swift before"
+fi
 if [[ "$WITH_GO" == 1 ]]; then
     start_hub hub-go
     GO_PORT="$HUB_PORT"
@@ -127,7 +138,7 @@ if [[ "$WITH_GO" == 1 ]]; then
     PIDS+=($!)
     GO_HUB_PID=$HUB_PID
     GO_WORKER_PID=$!
-    if wait_model "$GO_PORT" "$GO_TOKEN"; then CONTENDERS="direct swift go"; fi
+    if wait_model "$GO_PORT" "$GO_TOKEN"; then CONTENDERS="$CONTENDERS go"; fi
 fi
 echo "== stub :$STUB_PORT, hub+toki worker :$SWIFT_PORT${GO_PORT:+, hub+Go worker :$GO_PORT}; contenders: $CONTENDERS" >&2
 
@@ -155,6 +166,7 @@ measure() {
         direct) url="http://127.0.0.1:$STUB_PORT/v1/chat/completions"; token="" ;;
         swift) url="http://127.0.0.1:$SWIFT_PORT/v1/chat/completions"; token="$SWIFT_TOKEN"; hub_pid="$SWIFT_HUB_PID"; worker_pid="$SWIFT_WORKER_PID" ;;
         go) url="http://127.0.0.1:$GO_PORT/v1/chat/completions"; token="$GO_TOKEN"; hub_pid="$GO_HUB_PID"; worker_pid="$GO_WORKER_PID" ;;
+        before) url="http://127.0.0.1:$BEFORE_PORT/v1/chat/completions"; token="$BEFORE_TOKEN"; hub_pid="$BEFORE_HUB_PID"; worker_pid="$BEFORE_WORKER_PID" ;;
     esac
     args=(http --url "$url" --concurrency "$conc" --duration "$DURATION" --warmup "$WARMUP")
     [[ -n "$token" ]] && args+=(--token "$token")
@@ -210,7 +222,8 @@ for line in open(results):
     kv = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", rest)}
     R[(case, who)][int(rnd)] = kv
 who_all = "$CONTENDERS".split()
-label = {"direct": "direct (stub)", "swift": "hub + toki worker", "go": "hub + Go worker"}
+label = {"direct": "direct (stub)", "swift": "hub + toki worker", "go": "hub + Go worker",
+         "before": "hub + toki worker, baseline ${BASELINE_LABEL:-before}"}
 
 def med(case, who, key):
     xs = [kv[key] for kv in R[(case, who)].values() if key in kv]
@@ -309,6 +322,14 @@ for w in [w for w in who_all if w != "direct"]:
              f"({ok(a99, lambda v: v <= 1000)}), requests/s at concurrency 16 {'–' if r is None else f'{r:.2f}×'} of direct "
              f"({ok(r, lambda v: v >= 0.5)}); streamed TTFB added p50 {ms(t50)} ({ok(t50, lambda v: v <= 250)}), "
              f"p99 {ms(t99)} ({ok(t99, lambda v: v <= 1000)}).")
+if "before" in who_all:
+    L.append("")
+    L.append("Before/after (this commit vs the baseline, both through hub + toki worker, same run):\n")
+    for c, key, what in (("plain-c1", "p50_us", "p50 latency"), ("plain-c1", "p99_us", "p99 latency"),
+                         ("plain-c16", "rps", "requests/s at concurrency 16"), ("stream-c1", "ttfb_p50_us", "streamed TTFB p50")):
+        a, b = med(c, "swift", key), med(c, "before", key)
+        if a is not None and b:
+            L.append(f"- {what}: {a / b:.2f}× the baseline's ({a:,.0f} vs {b:,.0f})")
 L.append("")
 L.append("Reproduce:\n")
 L.append("\`\`\`\nbenchmarks/latency.sh                      # builds, starts stub/hubs/workers, ~3-4 min\n"

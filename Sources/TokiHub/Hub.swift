@@ -21,6 +21,7 @@ public final class Hub: Sendable {
     let usage: UsageRecorder
     let draining = Locked(false)
     let deadlines = DeadlineSweeper()
+    let streamer: ResponseStreamer
 
     public init(configuration: HubConfiguration, store: HubStore, logger: Logger) {
         self.configuration = configuration
@@ -28,6 +29,9 @@ public final class Hub: Sendable {
         self.logger = logger
         self.tokens = TokenCache(store: store, ttl: configuration.tokenCacheTTL)
         self.usage = UsageRecorder(store: store, logger: logger)
+        self.streamer = ResponseStreamer(usage: usage, deadlines: deadlines, slowClientTimeout: configuration.slowClientTimeout,
+                                         idleTimeout: configuration.streamIdleTimeout, keepAliveInterval: configuration.sseKeepAliveInterval,
+                                         bufferLimit: configuration.responseBufferBytes)
     }
 
     // MARK: Routes
@@ -72,34 +76,41 @@ public final class Hub: Sendable {
                 else { return .dontUpgrade }
                 return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: self.configuration.allowLZ4))
             } onUpgrade: { inbound, outbound, context in
-                context.requestContext.optimizeTunnelPipeline()
+                let activity = LinkActivity()
+                context.requestContext.optimizeTunnelPipeline(activity: activity)
                 let request = context.request
                 guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
                       let user = try? await self.tokens.authenticate(token)
                 else { return }
-                let lz4 = TunnelEndpoint.negotiatesLZ4(request.headers, allowLZ4: self.configuration.allowLZ4)
+                let features = TunnelEndpoint.negotiated(request.headers, allowLZ4: self.configuration.allowLZ4)
                 let remote = request.headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
-                await self.serveWorker(inbound: inbound, outbound: outbound, user: user, lz4: lz4, remote: remote)
+                await self.serveWorker(inbound: inbound, outbound: outbound, user: user, features: features, activity: activity, remote: remote)
             }
         }
         return router
     }
 
-    func serveWorker(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, user: AuthenticatedToken, lz4: Bool, remote: String) async {
+    func serveWorker(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, user: AuthenticatedToken, features: TunnelFeatures, activity: LinkActivity,
+                     remote: String) async {
         let session: MuxSession
+        let lz4 = features.lz4
         do {
-            session = try MuxSession(role: .server, configuration: .tokilake, logger: logger)
+            var mux = SmuxConfiguration.tokilake
+            mux.version = features.smuxVersion
+            session = try MuxSession(role: .server, configuration: mux, logger: logger)
         } catch {
             logger.error("cannot start tunnel session", metadata: ["error": "\(error)"])
             return
         }
-        let handler = WorkerSessionHandler(session: session, user: user, remote: remote, store: store, registry: registry,
-                                           configuration: configuration, logger: logger)
+        let tunnelOutbound = ServerTunnelOutbound(outbound, lz4: lz4, limits: configuration.tunnelLimits)
+        let link = WorkerLink(activity: activity, ping: { try await tunnelOutbound.ping() })
+        let handler = WorkerSessionHandler(session: session, link: link, user: user, remote: remote, store: store, registry: registry,
+                                           deadlines: deadlines, configuration: configuration, logger: logger)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
                     try await session.run(inbound: ServerTunnelInbound(inbound, lz4: lz4, limits: self.configuration.tunnelLimits),
-                                          outbound: ServerTunnelOutbound(outbound, lz4: lz4, limits: self.configuration.tunnelLimits))
+                                          outbound: tunnelOutbound)
                 } catch {
                     self.logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
                 }
@@ -172,6 +183,7 @@ public final class Hub: Sendable {
             let tunnelRequest = TunnelRequest(requestID: tunnelID, routeKind: route, path: request.uri.path, model: routed.model,
                                               headers: headers, isStream: routed.stream, body: body)
             do {
+                let sentAt = NIODeadline.now()
                 let call = try await TunnelCall.start(on: worker.session, request: tunnelRequest)
                 let expired = Locked(false)
                 let timer = deadlines.makeID()
@@ -179,12 +191,19 @@ public final class Hub: Sendable {
                     expired.withLock { $0 = true }
                     call.close()
                 }
+                // A worker silent while we wait may be frozen: probe it (see `probeIfSilent`).
+                let probe = deadlines.makeID()
+                deadlines.arm(probe, after: configuration.workerProbeAfter) { [deadlines, configuration] in
+                    worker.probeIfSilent(since: sentAt, timeout: configuration.workerProbeTimeout, deadlines: deadlines)
+                }
                 let head: TunnelHead
                 do {
                     head = try await call.readHead()
                     deadlines.disarm(timer)
+                    deadlines.disarm(probe)
                 } catch {
                     deadlines.disarm(timer)
+                    deadlines.disarm(probe)
                     call.close()
                     if expired.value {
                         worker.cancel(requestID: tunnelID)
@@ -195,8 +214,8 @@ public final class Hub: Sendable {
                     throw error
                 }
                 context.logger.debug("forwarded", metadata: ["model": "\(routed.model)", "worker": "\(worker.namespace)", "status": "\(head.status)"])
-                return respond(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
-                               requestID: context.requestID, started: started, logger: context.logger)
+                return streamer.response(for: ForwardedCall(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
+                                                            requestID: context.requestID, started: started, client: context.channel, logger: context.logger))
             } catch let failure as UpstreamFailure {
                 worker.end(requestID: tunnelID)
                 context.logger.warning("worker failed before responding; trying the next", metadata: ["worker": "\(worker.namespace)", "error": "\(failure)"])
@@ -215,70 +234,6 @@ public final class Hub: Sendable {
         throw OpenAIError.upstream("All workers failed: \(failure)", code: failure.code)
     }
 
-    /// Streams the worker's response to the client as it arrives. A failure after the head ends
-    /// the response visibly: an SSE `error` event (and no `[DONE]`), or an aborted connection.
-    func respond(head: TunnelHead, call: TunnelCall, worker: WorkerConnection, tunnelID: String, user: AuthenticatedToken,
-                 model: String, requestID: String, started: ContinuousClock.Instant, logger: Logger) -> Response {
-        var fields = HTTPFields()
-        for (name, value) in head.headers {
-            guard let fieldName = HTTPField.Name(name), !Self.hopByHop.contains(fieldName) else { continue }
-            fields.append(HTTPField(name: fieldName, value: value))
-        }
-        fields[.xRequestID] = requestID
-        let isSSE = head.headers.contains { $0.key.lowercased() == "content-type" && $0.value.lowercased().contains("text/event-stream") }
-        let status = head.status
-        let usage = self.usage
-        let deadlines = self.deadlines
-        let slowClientTimeout = configuration.slowClientTimeout
-        let body = ResponseBody { writer in
-            var sniffer = UsageSniffer()
-            let guardID = deadlines.makeID()
-            defer {
-                deadlines.disarm(guardID)
-                worker.end(requestID: tunnelID)
-                call.close()
-            }
-            let cutOff: @Sendable () -> Void = {
-                logger.warning("client stopped reading; cancelling its request", metadata: ["worker": "\(worker.namespace)"])
-                worker.cancel(requestID: tunnelID)
-                call.close()
-            }
-            do {
-                if let first = head.firstChunk {
-                    sniffer.observe(first)
-                    deadlines.arm(guardID, after: slowClientTimeout, action: cutOff)
-                    try await writer.write(first)
-                    deadlines.disarm(guardID)
-                }
-                while let chunk = try await call.nextChunk() {
-                    sniffer.observe(chunk)
-                    deadlines.arm(guardID, after: slowClientTimeout, action: cutOff)
-                    try await writer.write(chunk)
-                    deadlines.disarm(guardID)
-                }
-                try await writer.finish(nil)
-                usage.record(requestID: requestID, user: user, model: model, namespace: worker.namespace, status: status, started: started, sniffer: sniffer)
-            } catch let failure as UpstreamFailure {
-                logger.warning("worker failed mid-response", metadata: ["worker": "\(worker.namespace)", "error": "\(failure)"])
-                usage.record(requestID: requestID, user: user, model: model, namespace: worker.namespace, status: 502, started: started, sniffer: sniffer)
-                guard isSSE else { throw failure }  // abort: a chunked body without its end is visibly broken
-                var event = ByteBuffer(string: "event: error\ndata: ")
-                event.writeImmutableBuffer(OpenAIError.upstream("The worker failed mid-stream: \(failure)", code: failure.code).json)
-                event.writeString("\n\n")
-                try await writer.write(event)
-                try await writer.finish(nil)
-            } catch {
-                // The client went away (or we were cancelled): tell the worker to stop.
-                worker.cancel(requestID: tunnelID)
-                logger.info("client went away; cancelled on the worker", metadata: ["worker": "\(worker.namespace)"])
-                throw error
-            }
-        }
-        return Response(status: HTTPResponse.Status(code: status), headers: fields, body: body)
-    }
-
-    static let hopByHop: Set<HTTPField.Name> = [.contentLength, .transferEncoding, .connection, HTTPField.Name("Keep-Alive")!, .upgrade, .proxyAuthenticate, .te, HTTPField.Name("Trailer")!, .xRequestID]
-
     // MARK: Admin
 
     struct CreateTokenRequest: Decodable {
@@ -289,7 +244,10 @@ public final class Hub: Sendable {
     func adminCreateToken(_ request: Request, context: HubRequestContext) async throws -> Response {
         let caller = try await authenticate(request)
         guard caller.isAdmin else { throw OpenAIError.adminRequired }
-        let body = try await request.body.collect(upTo: 64 * 1024)
+        let body: ByteBuffer
+        do { body = try await request.body.collect(upTo: 64 * 1024) } catch is NIOTooManyBytesError {
+            throw OpenAIError.bodyTooLarge(limit: 64 * 1024)
+        }
         let input: CreateTokenRequest
         do { input = try JSONDecoder().decode(CreateTokenRequest.self, from: Data(body.readableBytesView)) } catch {
             throw OpenAIError.malformedJSON("expected {\"user\": \"name\", \"name\": \"label\"}")

@@ -14,13 +14,25 @@ public struct HubConfiguration: Sendable {
     public var heartbeatTimeout: Duration = .seconds(45)
     /// How long a worker may take to send the response head (504 after).
     public var responseTimeout: Duration = .seconds(300)
+    /// A request that waited this long for its head while its worker sent nothing at all makes
+    /// the hub ping the worker; no pong within `workerProbeTimeout` and the worker is treated as
+    /// dead (its pending requests are retried elsewhere): a frozen worker costs no more than a dead one.
+    public var workerProbeAfter: Duration = .seconds(2)
+    public var workerProbeTimeout: Duration = .seconds(5)
     /// WebSocket ping period on worker links: a silently dead link is closed within two periods,
     /// so a reconnecting worker is not locked out of its namespace for long.
     public var pingInterval: Duration = .seconds(15)
-    /// A client that accepts nothing for this long while its response is pending is cut off, so
-    /// its unread bytes cannot fill the worker session's shared receive budget (which would stall
-    /// every other request on that worker, as a Go Tokilake hub does).
+    /// A client that accepts no bytes for this long while a write to it is pending is cut off
+    /// (progress is judged, not elapsed time: a steady slow reader is never cut).
     public var slowClientTimeout: Duration = .seconds(10)
+    /// Response bytes the hub holds for one client beyond what its socket took. On smux v1 links
+    /// (original workers) a client over it is cut off; on v2 links the stream's window holds the rest.
+    public var responseBufferBytes = 4 * 1024 * 1024
+    /// After the head, a worker silent this long fails the response (504-like `worker_timeout`).
+    /// Long, for slow reasoning models; SSE keep-alives stop proxies cutting the client meanwhile.
+    public var streamIdleTimeout: Duration = .seconds(300)
+    /// While an SSE response is idle, a comment line is sent this often.
+    public var sseKeepAliveInterval: Duration = .seconds(15)
     /// Whether workers that offer `toki-lz4` get it.
     public var allowLZ4 = true
     /// Workers tried for one request before giving up (only before the first response byte).

@@ -12,9 +12,13 @@ import TokiTunnel
 public struct HubRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var requestID = ""
+    /// The client's connection: its socket is tuned for streaming, and it is closed when the
+    /// client is cut off (a blocked write would otherwise hold the response forever).
+    public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        channel = source.channel
     }
 }
 

@@ -12,6 +12,8 @@ enum UpstreamFailure: Error, CustomStringConvertible, Sendable {
     case transport(String)
     /// A response line was not valid.
     case malformed(String)
+    /// The worker sent nothing for this long after the head.
+    case idle(Duration)
 
     var description: String {
         switch self {
@@ -19,6 +21,7 @@ enum UpstreamFailure: Error, CustomStringConvertible, Sendable {
         case .truncated: "the worker's response ended without eof (truncated)"
         case .transport(let why): "tunnel failed: \(why)"
         case .malformed(let why): "malformed response from worker: \(why)"
+        case .idle(let limit): "the worker sent nothing for \(limit.components.seconds) s"
         }
     }
 
@@ -29,17 +32,19 @@ enum UpstreamFailure: Error, CustomStringConvertible, Sendable {
         case .truncated: "truncated_response"
         case .transport: "worker_disconnected"
         case .malformed: "malformed_worker_response"
+        case .idle: "worker_timeout"
         }
     }
 }
 
-/// The response head a worker sent.
+/// The response head a worker sent, checked (`ResponseHead.validate`).
 struct TunnelHead: Sendable {
-    var status: Int
-    var headers: [String: String]
+    var head: ResponseHead
     /// Body bytes and/or eof carried on the head line itself (allowed by the Go hub).
     var firstChunk: ByteBuffer?
     var eof: Bool
+
+    var status: Int { head.status }
 }
 
 /// One request over one hub-opened data stream: writes the TunnelRequest line, then reads the
@@ -51,7 +56,7 @@ struct TunnelHead: Sendable {
 final class TunnelCall: @unchecked Sendable {
     let stream: MuxStream
     let requestID: String
-    private var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxDataLineLength)
+    private var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxResponseLineLength)
     private var finished = false
 
     init(stream: MuxStream, requestID: String) {
@@ -104,9 +109,13 @@ final class TunnelCall: @unchecked Sendable {
             finished = true
             throw UpstreamFailure.worker(code: error.code, message: error.message)
         }
-        let status = response.statusCode ?? 0
+        let head: ResponseHead
+        do { head = try ResponseHead.validate(statusCode: response.statusCode, headers: response.headers) } catch {
+            finished = true
+            throw UpstreamFailure.malformed("\(error)")
+        }
         if response.eof == true { finished = true }
-        return TunnelHead(status: status == 0 ? 502 : status, headers: response.headers ?? [:], firstChunk: response.bodyChunk, eof: response.eof == true)
+        return TunnelHead(head: head, firstChunk: response.bodyChunk, eof: response.eof == true)
     }
 
     /// The next body chunk; nil after `eof`. Throws if the worker reported an error or the

@@ -5,6 +5,12 @@ import Synchronization
 import TokiMux
 import TokiTunnel
 
+/// A worker's tunnel link as liveness probes see it.
+struct WorkerLink: Sendable {
+    let activity: LinkActivity
+    let ping: @Sendable () async throws -> Void
+}
+
 /// A registered worker: its tunnel session, identity, models and in-flight requests.
 public final class WorkerConnection: Sendable {
     public let sessionID: UInt64
@@ -13,6 +19,7 @@ public final class WorkerConnection: Sendable {
     public let workerID: Int64
     let session: MuxSession
     let control: ControlWriter
+    let link: WorkerLink
     let logger: Logger
     let state: Mutex<State>
 
@@ -26,16 +33,20 @@ public final class WorkerConnection: Sendable {
         var requests: [String: @Sendable () -> Void] = [:]
         var lastSeen = ContinuousClock.now
         var closed = false
+        /// A liveness probe is out: the worker was silent while a request waited.
+        var probing = false
     }
 
     init(sessionID: UInt64, namespace: String, userID: Int64, workerID: Int64, nodeName: String, groups: Set<String>,
-         models: Set<String>, hardwareInfo: [String: JSONValue]?, session: MuxSession, control: ControlWriter, logger: Logger) {
+         models: Set<String>, hardwareInfo: [String: JSONValue]?, session: MuxSession, control: ControlWriter, link: WorkerLink,
+         logger: Logger) {
         self.sessionID = sessionID
         self.namespace = namespace
         self.userID = userID
         self.workerID = workerID
         self.session = session
         self.control = control
+        self.link = link
         self.logger = logger
         self.state = Mutex(State(models: models, groups: groups, nodeName: nodeName, hardwareInfo: hardwareInfo))
     }
@@ -69,6 +80,35 @@ public final class WorkerConnection: Sendable {
             reason: TunnelProtocol.cancelReasonClientDisconnected
         )
         control.send(message)
+    }
+
+    /// Whether a liveness probe is out (routing prefers other workers meanwhile).
+    var isSuspect: Bool { state.withLock { $0.probing } }
+
+    /// A request has waited for its head since `since`. If nothing at all came from the worker
+    /// since then and it is not busy taking data from us, it is asked for a pong; if none comes
+    /// within `timeout` the worker is frozen (process stopped, TCP still up) and its session is
+    /// closed: its pending requests fail at once and are retried elsewhere, as if it had died.
+    func probeIfSilent(since: NIODeadline, timeout: Duration, deadlines: DeadlineSweeper) {
+        guard link.activity.silent(since: since), !session.isSending else { return }
+        let start = state.withLock { state -> Bool in
+            guard !state.probing, !state.closed else { return false }
+            state.probing = true
+            return true
+        }
+        guard start else { return }
+        let sent = NIODeadline.now()
+        let (link, session, logger, namespace) = (self.link, self.session, self.logger, self.namespace)
+        deadlines.arm(deadlines.makeID(), after: timeout) {
+            if link.activity.silent(since: sent) {
+                logger.warning("worker answers nothing, not even a ping: closing its tunnel", metadata: [
+                    "namespace": "\(namespace)", "timeout": "\(timeout)",
+                ])
+                session.close()
+            }
+            self.state.withLock { $0.probing = false }
+        }
+        Task { try? await link.ping() }
     }
 
     /// Marks the worker gone and fails every in-flight request at once.
@@ -152,12 +192,13 @@ public final class WorkerRegistry: Sendable {
     }
 
     /// Online workers serving `model` for a caller in `group`, best first: fewest in-flight
-    /// requests, ties broken at random (every worker has weight 1, as in Tokilake).
+    /// requests, ties broken at random (every worker has weight 1, as in Tokilake); workers under
+    /// a liveness probe last.
     func candidates(model: String, group: String) -> [WorkerConnection] {
         let all = state.withLock { state in
             state.byNamespace.values.filter { $0.state.withLock { $0.models.contains(model) && $0.groups.contains(group) && !$0.closed } }
         }
-        return all.map { ($0, $0.inFlight, UInt64.random(in: 0...UInt64.max)) }
+        return all.map { ($0, ($0.isSuspect ? 1 << 32 : 0) + $0.inFlight, UInt64.random(in: 0...UInt64.max)) }
             .sorted { ($0.1, $0.2) < ($1.1, $1.2) }
             .map(\.0)
     }

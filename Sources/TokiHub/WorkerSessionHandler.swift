@@ -12,10 +12,12 @@ import TokiTunnel
 /// in the registry while it is registered.
 struct WorkerSessionHandler: Sendable {
     let session: MuxSession
+    let link: WorkerLink
     let user: AuthenticatedToken
     let remote: String
     let store: HubStore
     let registry: WorkerRegistry
+    let deadlines: DeadlineSweeper
     let configuration: HubConfiguration
     let logger: Logger
 
@@ -74,22 +76,19 @@ struct WorkerSessionHandler: Sendable {
 
     private func controlLoop(control: MuxStream, writer: ControlWriter, logger: inout Logger, connection: inout WorkerConnection?) async throws {
         var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxControlLineLength)
-        let lastActivity = Locked(ContinuousClock.now)
-        let registered = Locked(false)
-        let watchdogLogger = logger
         // Tokilake's read deadline: 30 s before registration, 45 s after; any message resets it.
-        let watchdog = Task { [configuration, session] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
-                let limit = registered.withLock { $0 } ? configuration.heartbeatTimeout : configuration.registerTimeout
-                if ContinuousClock.now - lastActivity.withLock({ $0 }) > limit {
-                    watchdogLogger.info("worker silent past its deadline; closing", metadata: ["limit": "\(limit)"])
-                    session.close()
-                    return
-                }
+        // One entry in the hub's shared sweeper, not a timer task per session: idle sessions cost nothing.
+        let watchdog = deadlines.makeID()
+        let watchdogLogger = logger
+        let session = self.session
+        func rearm(_ limit: Duration) {
+            deadlines.arm(watchdog, after: limit) {
+                watchdogLogger.info("worker silent past its deadline; closing", metadata: ["limit": "\(limit)"])
+                session.close()
             }
         }
-        defer { watchdog.cancel() }
+        rearm(configuration.registerTimeout)
+        defer { deadlines.disarm(watchdog) }
 
         while true {
             let line: ByteBuffer
@@ -100,7 +99,6 @@ struct WorkerSessionHandler: Sendable {
                 try framer.append(chunk)
                 continue
             }
-            lastActivity.withLock { $0 = .now }
             let message: ControlMessage
             do {
                 message = try ControlMessage.decode(line: line)
@@ -114,7 +112,7 @@ struct WorkerSessionHandler: Sendable {
                 writer.send(.error(requestID: message.requestID, code: fatal.code, message: fatal.message))
                 throw ReportedFatal(code: fatal.code, message: fatal.message)
             }
-            registered.withLock { $0 = connection != nil }
+            rearm(connection != nil ? configuration.heartbeatTimeout : configuration.registerTimeout)
         }
     }
 
@@ -205,7 +203,7 @@ struct WorkerSessionHandler: Sendable {
         let connection = WorkerConnection(
             sessionID: registry.nextSessionID(), namespace: namespace, userID: user.userID, workerID: claim.workerID,
             nodeName: nodeName, groups: groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
-            session: session, control: writer, logger: logger
+            session: session, control: writer, link: link, logger: logger
         )
         guard registry.claim(connection) else {
             throw Fatal(code: Code.registerFailed, message: "namespace already connected")

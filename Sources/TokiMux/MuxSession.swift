@@ -170,6 +170,11 @@ public final class MuxSession: Sendable {
         }
     }
 
+    /// Whether frames are queued or being handed to the transport (the peer is taking data).
+    public var isSending: Bool {
+        state.withLock { $0.writing || $0.machine.hasOutbound }
+    }
+
     /// Why the session ended, or nil while it runs.
     public var closedError: MuxError? { state.withLock { $0.closedError } }
 

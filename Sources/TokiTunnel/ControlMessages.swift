@@ -89,9 +89,17 @@ public enum TunnelProtocol {
     public static let defaultReconnectDelaySeconds = 5
     /// Maximum raw bytes per `body_chunk` frame the Go worker emits (`tunnelChunkSize`).
     public static let tunnelChunkSize = 32 * 1024
-    /// Line-length caps recommended by spec §5.5.
+    /// Line-length caps (spec §5.5 recommends capping; Go has none).
     public static let maxControlLineLength = 1 << 20
-    public static let maxDataLineLength = 16 << 20
+    /// The largest request body any toki hub forwards (its `--max-body-mib` cannot exceed it).
+    /// The request line carries it base64-encoded, so the worker's line limit is derived from it:
+    /// whatever a hub accepts, a toki worker accepts too.
+    public static let maxRequestBodyBytes = 64 << 20
+    /// Hub → worker request line: the base64 body plus headers and the other fields.
+    public static let maxRequestLineLength = (maxRequestBodyBytes + 2) / 3 * 4 + (1 << 20)
+    /// Worker → hub response lines: a body chunk is one backend read (Go: at most 32 KiB raw),
+    /// so a few MiB is generous; it bounds what a hostile worker makes the hub buffer per stream.
+    public static let maxResponseLineLength = 4 << 20
     /// WebSocket subprotocol / QUIC ALPN.
     public static let subprotocol = "tokilake.v1"
 

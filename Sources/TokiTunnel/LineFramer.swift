@@ -31,7 +31,7 @@ public struct NDJSONLineFramer: Sendable {
     private var scanned: Int = 0
 
     /// - Parameter maxLineLength: e.g. `TunnelProtocol.maxControlLineLength` (1 MiB) for control
-    ///   streams, `TunnelProtocol.maxDataLineLength` (16 MiB) for data streams.
+    ///   streams, `TunnelProtocol.maxRequestLineLength` / `maxResponseLineLength` for data streams.
     public init(maxLineLength: Int) {
         precondition(maxLineLength > 0)
         self.maxLineLength = maxLineLength

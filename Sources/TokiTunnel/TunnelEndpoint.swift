@@ -19,9 +19,10 @@ public struct TunnelRequestContext: RequestContext, WebSocketRequestContext {
         channel = source.channel
     }
 
-    /// Called first thing in a tunnel's `onUpgrade`: unmask inbound frames 8 bytes at a time.
-    public func optimizeTunnelPipeline() {
-        FastUnmaskingHandler.install(on: channel)
+    /// Called first thing in a tunnel's `onUpgrade`: unmask inbound frames 8 bytes at a time,
+    /// and record inbound activity in `activity` if given.
+    public func optimizeTunnelPipeline(activity: LinkActivity? = nil) {
+        FastUnmaskingHandler.install(on: channel, activity: activity)
     }
 }
 
@@ -48,19 +49,23 @@ public enum TunnelEndpoint {
         return nil
     }
 
-    /// Whether this connection speaks LZ4: derived from the request alone, so the upgrade
-    /// response and the connection handler always agree.
-    public static func negotiatesLZ4(_ headers: HTTPFields, allowLZ4: Bool) -> Bool {
-        TunnelSubprotocol.select(offered: TunnelSubprotocol.parseOffer(headers[.secWebSocketProtocol]), allowLZ4: allowLZ4) == TunnelSubprotocol.lz4
+    /// What this connection speaks: derived from the request alone, so the upgrade response and
+    /// the connection handler always agree.
+    public static func negotiated(_ headers: HTTPFields, allowLZ4: Bool, allowSmux2: Bool = true) -> TunnelFeatures {
+        TunnelSubprotocol.features(of: selectedSubprotocol(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2))
     }
 
     /// Headers of the 101 response: the selected subprotocol, if the client offered one.
-    public static func upgradeHeaders(_ headers: HTTPFields, allowLZ4: Bool) -> HTTPFields {
+    public static func upgradeHeaders(_ headers: HTTPFields, allowLZ4: Bool, allowSmux2: Bool = true) -> HTTPFields {
         var fields = HTTPFields()
-        if let selected = TunnelSubprotocol.select(offered: TunnelSubprotocol.parseOffer(headers[.secWebSocketProtocol]), allowLZ4: allowLZ4) {
+        if let selected = selectedSubprotocol(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2) {
             fields[.secWebSocketProtocol] = selected
         }
         return fields
+    }
+
+    static func selectedSubprotocol(_ headers: HTTPFields, allowLZ4: Bool, allowSmux2: Bool) -> String? {
+        TunnelSubprotocol.select(offered: TunnelSubprotocol.parseOffer(headers[.secWebSocketProtocol]), allowLZ4: allowLZ4, allowSmux2: allowSmux2)
     }
 
     /// WebSocket settings for the tunnel: frames up to the message limit, and pings so a
@@ -116,12 +121,16 @@ public struct TunnelListener: Sendable {
                 return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: allowLZ4))
             } onUpgrade: { inbound, outbound, context in
                 context.requestContext.optimizeTunnelPipeline()
-                let lz4 = TunnelEndpoint.negotiatesLZ4(context.request.headers, allowLZ4: allowLZ4)
-                let session = try MuxSession(role: .server, configuration: mux, logger: logger)
-                async let handled: Void = onSession(session, lz4)
+                let features = TunnelEndpoint.negotiated(context.request.headers, allowLZ4: allowLZ4)
+                // A listener configured for v2 (tests and benchmarks against Go peers set it
+                // out of band) stays v2; otherwise the negotiation decides.
+                var configuration = mux
+                configuration.version = max(mux.version, features.smuxVersion)
+                let session = try MuxSession(role: .server, configuration: configuration, logger: logger)
+                async let handled: Void = onSession(session, features.lz4)
                 do {
-                    try await session.run(inbound: ServerTunnelInbound(inbound, lz4: lz4, limits: limits),
-                                          outbound: ServerTunnelOutbound(outbound, lz4: lz4, limits: limits))
+                    try await session.run(inbound: ServerTunnelInbound(inbound, lz4: features.lz4, limits: limits),
+                                          outbound: ServerTunnelOutbound(outbound, lz4: features.lz4, limits: limits))
                 } catch {
                     logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
                 }

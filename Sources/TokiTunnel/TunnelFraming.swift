@@ -7,13 +7,43 @@ import TokiMux
 /// The client offers `Sec-WebSocket-Protocol: tokilake.v1` (what the Go Tokiame sends) and, if it
 /// wants compression, `toki-lz4` after it. A server that agrees selects `toki-lz4`; the Go
 /// Tokilake hub only knows `tokilake.v1` and selects that, so both sides fall back to plain bytes.
+/// What a tunnel speaks beyond the original protocol, agreed at the upgrade.
+public struct TunnelFeatures: Sendable, Equatable {
+    /// Each direction is one LZ4 stream (docs/protocol.md).
+    public var lz4: Bool
+    /// smux version: 2 gives every stream its own window, so one stalled stream (a slow client,
+    /// a slow backend) cannot hold up the others through the session-wide budget of v1.
+    public var smuxVersion: UInt8
+
+    public init(lz4: Bool = false, smuxVersion: UInt8 = 1) {
+        self.lz4 = lz4
+        self.smuxVersion = smuxVersion
+    }
+
+    /// The original protocol: smux v1, no compression.
+    public static let original = TunnelFeatures()
+}
+
+/// WebSocket subprotocols: the client offers what it supports, the server selects one, and the
+/// selected name alone decides the tunnel's features. A peer that offers nothing (original Go
+/// workers) or selects nothing (the original Go hub) gets the original protocol.
 public enum TunnelSubprotocol {
     public static let tokilake = "tokilake.v1"
+    /// smux v1 + LZ4.
     public static let lz4 = LZ4Link.extensionName
+    /// smux v2, uncompressed.
+    public static let smux2 = "toki-smux2"
+    /// smux v2 + LZ4.
+    public static let smux2LZ4 = "toki-smux2-lz4"
 
-    /// The value a client sends in `Sec-WebSocket-Protocol`.
-    public static func offer(lz4: Bool) -> String {
-        lz4 ? "\(tokilake), \(self.lz4)" : tokilake
+    /// The value a client sends in `Sec-WebSocket-Protocol`, most wanted first.
+    public static func offer(lz4: Bool, smux2: Bool = false) -> String {
+        var names: [String] = []
+        if lz4, smux2 { names.append(smux2LZ4) }
+        if lz4 { names.append(self.lz4) }
+        if smux2 { names.append(self.smux2) }
+        names.append(tokilake)
+        return names.joined(separator: ", ")
     }
 
     /// The subprotocols a client offered, in order.
@@ -22,11 +52,26 @@ public enum TunnelSubprotocol {
         return header.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
-    /// The server's choice: `toki-lz4` when offered and allowed, else `tokilake.v1` if offered,
-    /// else nil (a client that asks for no subprotocol still gets the tunnel, like gorilla allows).
-    public static func select(offered: [String], allowLZ4: Bool) -> String? {
-        if allowLZ4, offered.contains(lz4) { return lz4 }
-        return offered.contains(tokilake) ? tokilake : nil
+    /// The server's choice, by its own preference (v2 with LZ4, LZ4, v2, original), among what
+    /// was offered and is allowed; nil if the client offered none of ours (it still gets the
+    /// tunnel, as gorilla allows).
+    public static func select(offered: [String], allowLZ4: Bool, allowSmux2: Bool = true) -> String? {
+        var preference: [String] = []
+        if allowLZ4, allowSmux2 { preference.append(smux2LZ4) }
+        if allowLZ4 { preference.append(lz4) }
+        if allowSmux2 { preference.append(smux2) }
+        preference.append(tokilake)
+        return preference.first { offered.contains($0) }
+    }
+
+    /// The features a selected subprotocol stands for.
+    public static func features(of selected: String?) -> TunnelFeatures {
+        switch selected?.trimmingCharacters(in: .whitespaces) {
+        case smux2LZ4: TunnelFeatures(lz4: true, smuxVersion: 2)
+        case lz4: TunnelFeatures(lz4: true, smuxVersion: 1)
+        case smux2: TunnelFeatures(lz4: false, smuxVersion: 2)
+        default: .original
+        }
     }
 }
 

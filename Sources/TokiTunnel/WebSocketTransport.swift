@@ -63,6 +63,12 @@ public final class ServerTunnelOutbound: MuxOutbound {
         let message = compressing ? messages.withLock { $0.message(for: batch) } : batch
         try await writer.write(.binary(message))
     }
+
+    /// Sends a ping; a live peer answers with a pong (any peer: gorilla and toki answer in their
+    /// read loops). Hummingbird ignores pongs whose data is not its own ping's.
+    public func ping() async throws {
+        try await writer.write(.custom(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(string: "toki-probe"))))
+    }
 }
 
 // MARK: Client side (the worker dials out; SwiftNIO directly, so the upgrade response is visible)
@@ -87,6 +93,9 @@ public struct TunnelDialOptions: Sendable {
     /// Extra request headers, e.g. `Authorization: Bearer …`.
     public var headers: [(String, String)] = []
     public var offerLZ4 = false
+    /// Offer smux v2 (per-stream windows). The caller must then run a session of the version
+    /// `ClientTunnel.features` says was agreed.
+    public var offerSmux2 = false
     /// For wss://; nil means the system trust roots with full verification.
     public var tls: TLSConfiguration?
     public var connectTimeout: Duration = .seconds(10)
@@ -116,14 +125,17 @@ public struct TunnelDialOptions: Sendable {
 /// A dialled tunnel: a WebSocket whose binary messages carry the mux byte stream.
 public final class ClientTunnel: Sendable {
     let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
-    /// Whether the hub selected `toki-lz4`.
-    public let lz4: Bool
+    /// What the hub agreed to (LZ4, smux version).
+    public let features: TunnelFeatures
     public let url: String
     let limits: TunnelLimits
 
-    init(channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, lz4: Bool, url: String, limits: TunnelLimits) {
+    /// Whether the link is LZ4-compressed.
+    public var lz4: Bool { features.lz4 }
+
+    init(channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, features: TunnelFeatures, url: String, limits: TunnelLimits) {
         self.channel = channel
-        self.lz4 = lz4
+        self.features = features
         self.url = url
         self.limits = limits
     }
@@ -140,7 +152,7 @@ public final class ClientTunnel: Sendable {
             ? NIOSSLContext(configuration: options.tls ?? .makeClientConfiguration()) : nil
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: target.port == (target.secure ? 443 : 80) ? target.host : "\(target.host):\(target.port)")
-        headers.add(name: "Sec-WebSocket-Protocol", value: TunnelSubprotocol.offer(lz4: options.offerLZ4))
+        headers.add(name: "Sec-WebSocket-Protocol", value: TunnelSubprotocol.offer(lz4: options.offerLZ4, smux2: options.offerSmux2))
         headers.add(name: "Content-Length", value: "0")
         for (name, value) in options.headers { headers.add(name: name, value: value) }
         let requestHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: target.target, headers: headers)
@@ -183,9 +195,12 @@ public final class ClientTunnel: Sendable {
         case .refused:
             throw TunnelDialError.upgradeRefused(url: target.url)
         case .websocket(let channel, let selected):
-            let lz4 = options.offerLZ4 && selected?.trimmingCharacters(in: .whitespaces) == TunnelSubprotocol.lz4
-            logger.debug("tunnel connected", metadata: ["url": "\(target.url)", "lz4": "\(lz4)"])
-            return ClientTunnel(channel: channel, lz4: lz4, url: target.url, limits: options.limits)
+            // Only what was offered counts: a server cannot force a feature on us.
+            var features = TunnelSubprotocol.features(of: selected)
+            features.lz4 = features.lz4 && options.offerLZ4
+            if !options.offerSmux2 { features.smuxVersion = 1 }
+            logger.debug("tunnel connected", metadata: ["url": "\(target.url)", "lz4": "\(features.lz4)", "smux": "\(features.smuxVersion)"])
+            return ClientTunnel(channel: channel, features: features, url: target.url, limits: options.limits)
         }
     }
 

@@ -205,7 +205,7 @@ struct RequestRelay: Sendable {
             stream.close()
             registry.release(token)
         }
-        let reader = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxDataLineLength)
+        let reader = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxRequestLineLength)
         let request: TunnelRequest
         do {
             guard let line = try await withTimeLimit(requestLineTimeout, onTimeout: { stream.close() }, { try await reader.nextLine() }) else {

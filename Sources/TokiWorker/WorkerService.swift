@@ -180,18 +180,21 @@ public final class WorkerService: Service, Sendable {
         var dial = TunnelDialOptions(url: url)
         dial.headers = [("Authorization", "Bearer \(options.config.token)")]
         dial.offerLZ4 = options.offerLZ4
+        dial.offerSmux2 = true  // per-stream windows with toki hubs; original hubs select nothing (v1)
         dial.tls = options.effectiveTLS
         dial.connectTimeout = options.dialTimeout
         let tunnel: ClientTunnel
         let session: MuxSession
         do {
             tunnel = try await ClientTunnel.connect(dial, logger: logger)
-            session = try MuxSession(role: .client, configuration: .tokilake, logger: logger)
+            var mux = SmuxConfiguration.tokilake
+            mux.version = tunnel.features.smuxVersion
+            session = try MuxSession(role: .client, configuration: mux, logger: logger)
         } catch {
             return ConnectionOutcome(reason: "dial \(url): \(error)")
         }
         updateStatus { $0.connected = true }
-        logger.debug("tunnel connected", metadata: ["url": "\(tunnel.url)", "lz4": "\(tunnel.lz4)"])
+        logger.debug("tunnel connected", metadata: ["url": "\(tunnel.url)", "lz4": "\(tunnel.lz4)", "smux": "\(tunnel.features.smuxVersion)"])
         return await withTaskGroup(of: ConnectionOutcome?.self) { group in
             group.addTask {
                 do { try await tunnel.run(session) } catch {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TokiHub
 import TokiStore
+import TokiTunnel
 
 /// `toki hub`: the gateway on embedded SQLite.
 struct HubCommand: AsyncParsableCommand {
@@ -34,8 +35,17 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds between WebSocket pings on worker links (dead links are dropped within two).")
     var pingInterval = 15
 
-    @Option(name: .long, help: "Seconds a client may go without reading its response before the request is cancelled.")
+    @Option(name: .long, help: "Seconds a client may accept no bytes of its response before the request is cancelled (a slow but steady reader is never cut).")
     var slowClientTimeout = 10
+
+    @Option(name: .long, help: "MiB of response the hub holds for one client beyond what its socket took (on links to original v1 workers a client over it is cut off).")
+    var responseBufferMib = 4
+
+    @Option(name: .long, help: "Seconds a worker may stay silent after the response head before the response fails (worker_timeout).")
+    var streamIdleTimeout = 300
+
+    @Option(name: .long, help: "Seconds between SSE keep-alive comments while a stream is idle.")
+    var sseKeepalive = 15
 
     @Flag(name: .long, help: "Refuse LZ4 compression even when a worker offers it.")
     var noLz4 = false
@@ -45,8 +55,14 @@ struct HubCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try HostPort(listen)
-        guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0 else {
+        guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
+              responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0
+        else {
             throw ValidationError("sizes and timeouts must be positive")
+        }
+        // Every toki worker accepts a request line carrying this much body; a larger one would fail there.
+        guard maxBodyMib <= TunnelProtocol.maxRequestBodyBytes >> 20 else {
+            throw ValidationError("--max-body-mib can be at most \(TunnelProtocol.maxRequestBodyBytes >> 20) (the largest body the tunnel protocol carries)")
         }
     }
 
@@ -63,6 +79,9 @@ struct HubCommand: AsyncParsableCommand {
         configuration.pingInterval = .seconds(pingInterval)
         configuration.allowLZ4 = !noLz4
         configuration.slowClientTimeout = .seconds(slowClientTimeout)
+        configuration.responseBufferBytes = responseBufferMib * 1024 * 1024
+        configuration.streamIdleTimeout = .seconds(streamIdleTimeout)
+        configuration.sseKeepAliveInterval = .seconds(sseKeepalive)
         let store = try HubStore(dataDirectory: configuration.dataDirectory, logger: logger)
         if let adminToken = try await store.ensureAdmin() {
             FileHandle.standardOutput.write(Data("""

@@ -308,7 +308,20 @@ private func value(_ s: String) throws -> JSONValue { try JSONValue(jsonBytes: A
         }
         // Limits are parameters (control vs data).
         #expect(NDJSONLineFramer(maxLineLength: TunnelProtocol.maxControlLineLength).maxLineLength == 1 << 20)
-        #expect(NDJSONLineFramer(maxLineLength: TunnelProtocol.maxDataLineLength).maxLineLength == 16 << 20)
+        #expect(NDJSONLineFramer(maxLineLength: TunnelProtocol.maxResponseLineLength).maxLineLength == 4 << 20)
+    }
+
+    /// Whatever body a hub forwards, the worker's request-line limit admits (base64 + fields).
+    @Test func requestLineLimitAdmitsTheLargestBody() throws {
+        let body = ByteBuffer(repeating: 0xFF, count: TunnelProtocol.maxRequestBodyBytes)
+        let headers = (0..<64).reduce(into: [String: String]()) { $0["X-Header-\($1)"] = String(repeating: "v", count: 1000) }
+        let line = TunnelRequest(requestID: String(repeating: "r", count: 200), routeKind: .chatCompletions, path: "/v1/chat/completions",
+                                 model: String(repeating: "m", count: 256), headers: headers, isStream: true, body: body).encodedLine()
+        #expect(line.readableBytes <= TunnelProtocol.maxRequestLineLength)
+        var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxRequestLineLength)
+        try framer.append(line)
+        let decoded = try TunnelRequest.decode(line: try #require(try framer.nextLine()))
+        #expect(decoded.body?.readableBytes == TunnelProtocol.maxRequestBodyBytes)
     }
 
     @Test func finishReturnsTail() throws {

@@ -86,7 +86,7 @@ final class DataExchange: Sendable {
 
     init(stream: MuxStream) {
         self.stream = stream
-        self.reader = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxDataLineLength)
+        self.reader = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxResponseLineLength)
     }
 
     /// The next response line, or nil at end of stream.

@@ -1,0 +1,241 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+import TokiStore
+import TokiTunnel
+
+/// One forwarded request whose head has arrived: what the streamer needs to finish it.
+struct ForwardedCall: Sendable {
+    var head: TunnelHead
+    var call: TunnelCall
+    var worker: WorkerConnection
+    var tunnelID: String
+    var user: AuthenticatedToken
+    var model: String
+    var requestID: String
+    var started: ContinuousClock.Instant
+    var client: any Channel
+    var logger: Logger
+}
+
+/// Turns a worker's response into the client's, as it arrives.
+///
+/// - A pump task takes chunks off the mux stream into a `ResponseBuffer` (the client's to hold,
+///   bounded), so a slow client never stalls the worker's other streams.
+/// - A client that accepts nothing for `slowClientTimeout` while a write is pending is cut off.
+///   Writes complete as the client makes progress (the socket's unsent-data low-water mark keeps
+///   the kernel from queueing megabytes ahead of it), so a steady slow reader is never cut.
+/// - After the head, a worker silent for `idleTimeout` fails the response; while an SSE response is
+///   idle, a comment line every `keepAliveInterval` keeps proxies from cutting the client.
+/// - A failure after the head ends the response visibly: an SSE `error` event (and no `[DONE]`),
+///   or an aborted body.
+struct ResponseStreamer: Sendable {
+    let usage: UsageRecorder
+    let deadlines: DeadlineSweeper
+    let slowClientTimeout: Duration
+    let idleTimeout: Duration
+    let keepAliveInterval: Duration
+    let bufferLimit: Int
+
+    /// Unsent bytes the kernel may hold for a streamed response before the socket stops being
+    /// writable (TCP_NOTSENT_LOWAT).
+    static let unsentLowWater: CInt = 64 * 1024
+    static let keepAliveComment = ByteBuffer(string: ": keep-alive\n\n")
+
+    func response(for forwarded: ForwardedCall) -> Response {
+        var fields = HTTPFields()
+        for header in forwarded.head.head.headers {
+            guard let name = HTTPField.Name(header.name) else { continue }
+            fields.append(HTTPField(name: name, value: header.value))
+        }
+        fields[.xRequestID] = forwarded.requestID
+        let status = HTTPResponse.Status(code: forwarded.head.status)
+        if forwarded.head.head.droppedHeaders > 0 {
+            forwarded.logger.info("dropped worker headers that cannot be forwarded", metadata: [
+                "worker": "\(forwarded.worker.namespace)", "count": "\(forwarded.head.head.droppedHeaders)",
+            ])
+        }
+        guard forwarded.head.head.allowsBody else {
+            // 204/304: a body would be read by the client as the answer to its next request.
+            finish(forwarded, status: forwarded.head.status, sniffer: nil, complete: forwarded.head.eof)
+            return Response(status: status, headers: fields, body: ResponseBody())
+        }
+        let streamer = self
+        return Response(status: status, headers: fields, body: ResponseBody { writer in
+            try await streamer.stream(forwarded, to: &writer)
+        })
+    }
+
+    /// Ends the call: the worker is told to stop unless it finished, the slot is freed, usage recorded.
+    private func finish(_ forwarded: ForwardedCall, status: Int, sniffer: UsageSniffer?, complete: Bool) {
+        if !complete { forwarded.worker.cancel(requestID: forwarded.tunnelID) }
+        forwarded.call.close()
+        forwarded.worker.end(requestID: forwarded.tunnelID)
+        usage.record(requestID: forwarded.requestID, user: forwarded.user, model: forwarded.model, namespace: forwarded.worker.namespace,
+                     status: status, started: forwarded.started, sniffer: sniffer)
+    }
+
+    private func stream(_ forwarded: ForwardedCall, to writer: inout any ResponseBodyWriter) async throws {
+        let logger = forwarded.logger
+        let worker = forwarded.worker
+        let isSSE = forwarded.head.head.isEventStream
+        var sniffer = UsageSniffer()
+        // The whole answer came on the head line: nothing to wait for.
+        if forwarded.head.eof {
+            if let first = forwarded.head.firstChunk, first.readableBytes > 0 {
+                sniffer.observe(first)
+                try await writer.write(first)
+            }
+            try await writer.finish(nil)
+            finish(forwarded, status: forwarded.head.status, sniffer: sniffer, complete: true)
+            return
+        }
+        Self.limitUnsentBytes(on: forwarded.client)
+        let buffer = ResponseBuffer(limit: bufferLimit, overflow: worker.session.configuration.version >= 2 ? .wait : .cut)
+        let cutOff: @Sendable (String) -> Void = { why in
+            // The blocked write fails once the connection is closed; `finish` then cancels on the worker.
+            logger.warning("cutting off a client", metadata: ["worker": "\(worker.namespace)", "reason": "\(why)"])
+            forwarded.call.close()
+            buffer.close()
+            forwarded.client.close(promise: nil)
+        }
+        let writeGuard = deadlines.makeID()
+        let ticker = deadlines.makeID()
+        let tickPeriod = min(idleTimeout, keepAliveInterval)
+        let deadlines = self.deadlines
+        var outcome: Result<Void, any Error> = .success(())
+        var complete = false
+        var failedStatus: Int?
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await Self.pump(forwarded.call, first: forwarded.head.firstChunk, into: buffer) {
+                    cutOff("it holds more than \(buffer.limit) bytes of unread response")
+                }
+            }
+            defer {
+                deadlines.disarm(writeGuard)
+                deadlines.disarm(ticker)
+                buffer.close()
+                forwarded.call.close()
+            }
+            deadlines.arm(ticker, after: tickPeriod) { buffer.tick() }
+            var lastFromWorker = ContinuousClock.now
+            var lastWrite = lastFromWorker
+            var tail = EventBoundary()
+            do {
+                loop: while true {
+                    switch await buffer.next() {
+                    case .chunk(let chunk):
+                        lastFromWorker = .now
+                        sniffer.observe(chunk)
+                        tail.observe(chunk)
+                        deadlines.arm(writeGuard, after: slowClientTimeout) { cutOff("it accepted nothing for \(slowClientTimeout)") }
+                        try await writer.write(chunk)
+                        deadlines.disarm(writeGuard)
+                        lastWrite = .now
+                    case .tick:
+                        let now = ContinuousClock.now
+                        if now - lastFromWorker >= idleTimeout { throw UpstreamFailure.idle(idleTimeout) }
+                        if isSSE, tail.atBoundary, now - lastWrite >= keepAliveInterval {
+                            deadlines.arm(writeGuard, after: slowClientTimeout) { cutOff("it accepted nothing for \(slowClientTimeout)") }
+                            try await writer.write(Self.keepAliveComment)
+                            deadlines.disarm(writeGuard)
+                            lastWrite = .now
+                        }
+                        deadlines.arm(ticker, after: tickPeriod) { buffer.tick() }
+                    case .end:
+                        try await writer.finish(nil)
+                        complete = true
+                        break loop
+                    case .failed(let error):
+                        throw error
+                    case .cancelled:
+                        throw CancellationError()
+                    }
+                }
+            } catch let failure as UpstreamFailure {
+                logger.warning("worker failed mid-response", metadata: ["worker": "\(worker.namespace)", "error": "\(failure)"])
+                failedStatus = 502
+                if isSSE {
+                    // End the stream visibly: an error event, then the end (no `[DONE]`).
+                    var event = ByteBuffer(string: "event: error\ndata: ")
+                    event.writeImmutableBuffer(OpenAIError.upstream("The worker failed mid-stream: \(failure)", code: failure.code).json)
+                    event.writeString("\n\n")
+                    do {
+                        try await writer.write(event)
+                        try await writer.finish(nil)
+                    } catch {
+                        outcome = .failure(error)
+                    }
+                } else {
+                    outcome = .failure(failure)  // abort: a chunked body without its end is visibly broken
+                }
+            } catch {
+                // The client went away, was cut off, or we were cancelled.
+                logger.info("client went away; cancelled on the worker", metadata: ["worker": "\(worker.namespace)"])
+                outcome = .failure(error)
+            }
+        }
+        finish(forwarded, status: failedStatus ?? (complete ? forwarded.head.status : 499), sniffer: sniffer, complete: complete)
+        try outcome.get()
+    }
+
+    /// Moves the worker's chunks into the client's buffer until the end, a failure, or the
+    /// writer side closing. `overflowed` runs when a `.cut` buffer goes over its limit.
+    static func pump(_ call: TunnelCall, first: ByteBuffer?, into buffer: ResponseBuffer, overflowed: @Sendable () -> Void) async {
+        func push(_ chunk: ByteBuffer) async -> Bool {
+            switch await buffer.push(chunk) {
+            case .accepted: return true
+            case .overflow:
+                overflowed()
+                return false
+            case .closed: return false
+            }
+        }
+        do {
+            if let first, first.readableBytes > 0 {
+                guard await push(first) else { return }
+            }
+            while let chunk = try await call.nextChunk() {
+                guard await push(chunk) else { return }
+            }
+            buffer.finish(.end)
+        } catch {
+            buffer.finish(.failed(error))
+        }
+    }
+
+    /// Keeps at most `unsentLowWater` unsent bytes in the kernel for this client, so writes
+    /// complete as the client reads instead of after megabytes drained (Linux otherwise signals
+    /// writability only when half its send queue is free).
+    static func limitUnsentBytes(on channel: any Channel) {
+        #if os(Linux)
+        let option = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: CInt(TCP_NOTSENT_LOWAT)))
+        channel.setOption(option, value: SocketOptionValue(unsentLowWater)).whenFailure { _ in }
+        #endif
+    }
+}
+
+/// Whether the bytes written so far end an SSE event (a blank line), so a comment can go in
+/// between. Carriage returns are skipped: `\r\n\r\n` ends an event as `\n\n` does.
+struct EventBoundary {
+    private var last: (UInt8, UInt8) = (0x0A, 0x0A)
+
+    var atBoundary: Bool { last == (0x0A, 0x0A) }
+
+    mutating func observe(_ chunk: ByteBuffer) {
+        var newest: UInt8?
+        for byte in chunk.readableBytesView.reversed() where byte != 0x0D {
+            guard let later = newest else {
+                newest = byte
+                continue
+            }
+            last = (byte, later)
+            return
+        }
+        if let newest { last = (last.1, newest) }
+    }
+}
