@@ -274,13 +274,13 @@ struct HostileWorkerTests {
     @Test("a client reading steadily at ~100 KB/s gets its whole stream even with --slow-client-timeout 1", arguments: SlowSource.allCases)
     func steadySlowReader(source: SlowSource) async throws {
         let arguments = ["--slow-client-timeout", "1"]
-        let port: Int
+        let hub: HubProcess
         let token: String
         let stop: @Sendable () async -> Void
         switch source {
         case .goTokiame:
             let d = try await Deployment.start(.goTokiame, hubArguments: arguments)
-            (port, token, stop) = (d.hub.port, d.token, { await d.stop() })
+            (hub, token, stop) = (d.hub, d.token, { await d.stop() })
         case .largeChunks:
             let bed = try await HostileBed.start(hubArguments: arguments)
             let events = String(repeating: "data: " + String(repeating: "x", count: 1018) + "\n\n", count: 256)
@@ -290,17 +290,17 @@ struct HostileWorkerTests {
                 try await call.chunk("data: [DONE]\n\n")
                 try await call.eof()
             }
-            (port, token, stop) = (bed.hub.port, bed.token, { await worker.stop(); await bed.stop() })
+            (hub, token, stop) = (bed.hub, bed.token, { await worker.stop(); await bed.stop() })
         }
         defer { Task { await stop() } }
-        let reader = try RawConnection(port: port, receiveBuffer: 8192)
+        let reader = try RawConnection(port: hub.port, receiveBuffer: 8192)
         try await reader.send(RawConnection.request("POST", "/v1/chat/completions", token: token,
                                                     body: #"{"model":"stub-model","stream":true,"stub_chunks":128,"stub_chunk_bytes":8192}"#))
         // ≈ 1 MiB at 10 KB per 100 ms.
         try await reader.read(until: { RawResponse.parse($0[...])?.complete ?? false }, timeout: .seconds(180), chunk: 10_000, pause: .milliseconds(100))
         let response = try #require(RawResponse.parse(reader.received[...], connectionEnded: reader.ended != nil))
         #expect(response.status == 200)
-        #expect(response.complete, "the slow reader's response ended early (connection \(reader.ended ?? "open")) after \(response.body.count) bytes")
+        #expect(response.complete, "the slow reader's response ended early (connection \(reader.ended ?? "open")) after \(response.body.count) bytes, although its longest wait for data was \(reader.longestWait); hub log: \(hub.process.stderr.suffix(600))")
         #expect(response.body.count > 1 << 20, "\(response.body.count) bytes")
         #expect(response.bodyText.hasSuffix("data: [DONE]\n\n"), "ends with: \(response.bodyText.suffix(200))")
     }

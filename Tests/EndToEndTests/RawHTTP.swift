@@ -17,6 +17,10 @@ final class RawConnection: @unchecked Sendable {
     private(set) var received: [UInt8] = []
     /// Set once the peer closed (FIN) or reset the connection.
     private(set) var ended: String?
+    /// The longest wait between two reads that returned bytes, while reading (for diagnostics:
+    /// how long the client had nothing to read).
+    private(set) var longestWait: Duration = .zero
+    private var lastBytes: ContinuousClock.Instant?
 
     /// `receiveBuffer` (SO_RCVBUF) is set before connecting, so the advertised window is small
     /// from the first byte on.
@@ -72,6 +76,9 @@ final class RawConnection: @unchecked Sendable {
         let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, max, 0) }
         if n > 0 {
             received.append(contentsOf: buffer[..<n])
+            let now = ContinuousClock.now
+            if let lastBytes, now - lastBytes > longestWait { longestWait = now - lastBytes }
+            lastBytes = now
             return n
         }
         if n == 0 {
