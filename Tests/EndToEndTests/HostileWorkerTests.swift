@@ -229,8 +229,13 @@ struct HostileWorkerTests {
         let stalled = try RawConnection(port: d.hub.port, receiveBuffer: 4096)
         try await stalled.send(RawConnection.request("POST", "/v1/chat/completions", token: d.token,
                                                      body: #"{"model":"stub-model","stream":true,"stub_chunks":3200,"stub_chunk_bytes":8192}"#))
-        // Causal: the backend has produced more than the session's whole 4 MiB receive budget.
-        try await poll("the backend to stream 5 MiB to the unread client", timeout: .seconds(60)) { try await d.backend.streamedBytes() >= 5 << 20 }
+        // Causal: the backend has produced more than the session's whole 4 MiB receive budget,
+        // or the hub already cut that response off (the backend saw it cancelled).
+        try await poll("the backend to stream 5 MiB to the unread client", timeout: .seconds(60)) {
+            let streamed = try await d.backend.streamedBytes()
+            let cancelled = try await d.backend.cancelledCount()
+            return streamed >= 5 << 20 || cancelled > 0
+        }
 
         // Twenty other requests to the same worker, all at once, while the client stays unread.
         let outcomes = await withTaskGroup(of: String?.self) { group in
@@ -361,6 +366,62 @@ struct HostileWorkerTests {
 
         let tooLarge = try await d.post("/v1/embeddings", body(33 << 20))
         expectOpenAIError(tooLarge, status: 413, code: "request_too_large")
+    }
+
+    // MARK: What the hub tells a worker
+
+    @Test("a worker that never answers: 504 worker_timeout for the client, cancel_request and FIN for the worker")
+    func noHead() async throws {
+        let bed = try await HostileBed.start(hubArguments: ["--response-timeout", "1"])
+        defer { Task { await bed.stop() } }
+        let evil = try await bed.worker { _ in }  // reads the request, answers nothing
+        defer { Task { await evil.stop() } }
+        let r = try await bed.post(model: "evil-model")
+        expectOpenAIError(r, status: 504, code: "worker_timeout")
+        let call = try await evil.waitForCalls(1)[0]
+        try await evil.waitForCancel(of: call.id)
+        try await call.waitForHubClose()
+        try await bed.expectHealthy()
+    }
+
+    @Test("a client that leaves mid-stream: the worker gets cancel_request and the stream's FIN")
+    func clientLeaves() async throws {
+        let bed = try await HostileBed.start()
+        defer { Task { await bed.stop() } }
+        let evil = try await bed.worker { call in
+            try await call.head(200, headers: ["Content-Type": "text/event-stream"])
+            // Keeps streaming until the hub closes the stream (a write then fails or is dropped).
+            for i in 0..<600 where !call.hubClosed.value {
+                try await call.chunk("data: {\"n\":\(i)}\n\n")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        defer { Task { await evil.stop() } }
+        let partial = try await HTTP.stream(bed.hub.url + "/v1/chat/completions", token: bed.token,
+                                            body: #"{"model":"evil-model","stream":true}"#, stopAfter: 2)
+        #expect(partial.chunks.count == 2)
+        let call = try await evil.waitForCalls(1)[0]
+        try await evil.waitForCancel(of: call.id)
+        try await call.waitForHubClose()
+    }
+
+    @Test("a worker opening thousands of streams of its own cannot stall the hub or its session")
+    func streamFlood() async throws {
+        let bed = try await HostileBed.start()
+        defer { Task { await bed.stop() } }
+        let evil = try await bed.worker(script: HostileWorker.polite("evil"))
+        defer { Task { await evil.stop() } }
+        // More than the 1024-stream accept backlog; a hub that left them unaccepted would stop
+        // reading this session.
+        var flood: [MuxStream] = []
+        for _ in 0..<3000 { flood.append(try evil.session.openStream()) }
+        try await flood.last!.write(ByteBuffer(string: "hello?\n"))
+        for i in 0..<3 {
+            let r = try await bed.post(model: "evil-model")
+            #expect(r.status == 200 && r.body.contains(#""served_by":"evil""#), "request \(i) after the flood: \(r.status) \(r.body)")
+        }
+        try await bed.expectHealthy()
+        withExtendedLifetime(flood) {}
     }
 
     // MARK: Already refused today (kept that way)
