@@ -19,6 +19,7 @@ public final class Hub: Sendable {
     let logger: Logger
     let tokens: TokenCache
     let usage: UsageRecorder
+    let presence: PresenceRecorder
     let draining = Locked(false)
     let deadlines = DeadlineSweeper()
     let streamer: ResponseStreamer
@@ -29,6 +30,7 @@ public final class Hub: Sendable {
         self.logger = logger
         self.tokens = TokenCache(store: store, ttl: configuration.tokenCacheTTL)
         self.usage = UsageRecorder(store: store, logger: logger)
+        self.presence = PresenceRecorder(store: store, logger: logger)
         self.streamer = ResponseStreamer(usage: usage, deadlines: deadlines, slowClientTimeout: configuration.slowClientTimeout,
                                          idleTimeout: configuration.streamIdleTimeout, keepAliveInterval: configuration.sseKeepAliveInterval,
                                          bufferLimit: configuration.responseBufferBytes)
@@ -104,8 +106,8 @@ public final class Hub: Sendable {
         }
         let tunnelOutbound = ServerTunnelOutbound(outbound, lz4: lz4, limits: configuration.tunnelLimits)
         let link = WorkerLink(activity: activity, ping: { try await tunnelOutbound.ping() })
-        let handler = WorkerSessionHandler(session: session, link: link, user: user, remote: remote, store: store, registry: registry,
-                                           deadlines: deadlines, configuration: configuration, logger: logger)
+        let handler = WorkerSessionHandler(session: session, link: link, user: user, remote: remote, store: store, presence: presence,
+                                           registry: registry, deadlines: deadlines, configuration: configuration, logger: logger)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
@@ -164,7 +166,7 @@ public final class Hub: Sendable {
             : try BodyInspector.inspectJSON(body)
         guard user.allows(model: routed.model) else { throw OpenAIError.unknownModel(routed.model) }
 
-        let candidates = registry.candidates(model: routed.model, group: user.group)
+        let candidates = registry.candidates(model: routed.model, group: user.group, limit: configuration.maxAttempts)
         guard !candidates.isEmpty else {
             // Known (a worker served it before) but nobody online: 503; otherwise 404.
             let known = (try? await store.listWorkers()).map { $0.contains { $0.models.contains(routed.model) } } ?? false
@@ -177,7 +179,7 @@ public final class Hub: Sendable {
         let started = ContinuousClock.now
         var lastFailure: UpstreamFailure?
         var timedOut = false
-        for worker in candidates.prefix(configuration.maxAttempts) {
+        for worker in candidates {
             let tunnelID = "\(worker.namespace):relay:\(context.requestID)"
             guard worker.begin(requestID: tunnelID, onWorkerLost: {}) else { continue }
             let tunnelRequest = TunnelRequest(requestID: tunnelID, routeKind: route, path: request.uri.path, model: routed.model,
@@ -299,7 +301,7 @@ public final class Hub: Sendable {
             logger: logger
         )
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: app), .init(service: usage)], logger: logger)
+            configuration: .init(services: [.init(service: app), .init(service: usage), .init(service: presence)], logger: logger)
         )
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }

@@ -146,11 +146,43 @@ final class ControlWriter: Sendable {
     }
 }
 
-/// All live workers, indexed by namespace and by model.
+/// All live workers, indexed by namespace and by (group, model), so routing a request costs
+/// O(1) in the size of the fleet: the index is maintained on register, model/group changes and
+/// departure; choosing reads one route's array (a copy-on-write snapshot) outside the lock.
 public final class WorkerRegistry: Sendable {
+    struct RouteKey: Hashable, Sendable {
+        var group: String
+        var model: String
+    }
+
     struct State: Sendable {
         var byNamespace: [String: WorkerConnection] = [:]
+        var byRoute: [RouteKey: [WorkerConnection]] = [:]
+        /// Per group: model → number of workers serving it (for `/v1/models`).
+        var modelsByGroup: [String: [String: Int]] = [:]
         var nextSessionID: UInt64 = 0
+
+        mutating func index(_ connection: WorkerConnection, models: Set<String>, groups: Set<String>) {
+            for group in groups {
+                for model in models {
+                    byRoute[RouteKey(group: group, model: model), default: []].append(connection)
+                    modelsByGroup[group, default: [:]][model, default: 0] += 1
+                }
+            }
+        }
+
+        mutating func unindex(_ connection: WorkerConnection, models: Set<String>, groups: Set<String>) {
+            for group in groups {
+                for model in models {
+                    let key = RouteKey(group: group, model: model)
+                    byRoute[key]?.removeAll { $0 === connection }
+                    if byRoute[key]?.isEmpty == true { byRoute[key] = nil }
+                    modelsByGroup[group]?[model, default: 1] -= 1
+                    if modelsByGroup[group]?[model] == 0 { modelsByGroup[group]?[model] = nil }
+                    if modelsByGroup[group]?.isEmpty == true { modelsByGroup[group] = nil }
+                }
+            }
+        }
     }
 
     let state = Mutex(State())
@@ -164,16 +196,15 @@ public final class WorkerRegistry: Sendable {
         }
     }
 
-    /// The live connection holding `namespace`, if any.
-    func connection(namespace: String) -> WorkerConnection? {
-        state.withLock { $0.byNamespace[namespace] }
-    }
-
-    /// Claims the namespace for this connection; false if another live session holds it.
+    /// Claims the namespace for this connection and makes it routable; false if another live
+    /// session holds the namespace.
     func claim(_ connection: WorkerConnection) -> Bool {
         state.withLock { state in
             if let existing = state.byNamespace[connection.namespace], existing !== connection { return false }
+            guard state.byNamespace[connection.namespace] == nil else { return true }
             state.byNamespace[connection.namespace] = connection
+            let (models, groups) = connection.state.withLock { ($0.models, $0.groups) }
+            state.index(connection, models: models, groups: groups)
             return true
         }
     }
@@ -181,9 +212,30 @@ public final class WorkerRegistry: Sendable {
     /// Removes the connection (only if it still holds its namespace).
     func release(_ connection: WorkerConnection) {
         state.withLock { state in
-            if state.byNamespace[connection.namespace] === connection {
-                state.byNamespace[connection.namespace] = nil
+            guard state.byNamespace[connection.namespace] === connection else { return }
+            state.byNamespace[connection.namespace] = nil
+            let (models, groups) = connection.state.withLock { ($0.models, $0.groups) }
+            state.unindex(connection, models: models, groups: groups)
+        }
+    }
+
+    /// Changes what a connection serves (models_sync, heartbeat); re-indexes it if registered.
+    /// Returns whether anything changed.
+    @discardableResult
+    func update(_ connection: WorkerConnection, models: Set<String>? = nil, groups: Set<String>? = nil) -> Bool {
+        state.withLock { state in
+            let (old, new) = connection.state.withLock { conn -> ((Set<String>, Set<String>), (Set<String>, Set<String>)) in
+                let old = (conn.models, conn.groups)
+                if let models { conn.models = models }
+                if let groups { conn.groups = groups }
+                return (old, (conn.models, conn.groups))
             }
+            guard old != new else { return false }
+            if state.byNamespace[connection.namespace] === connection {
+                state.unindex(connection, models: old.0, groups: old.1)
+                state.index(connection, models: new.0, groups: new.1)
+            }
+            return true
         }
     }
 
@@ -191,30 +243,53 @@ public final class WorkerRegistry: Sendable {
         state.withLock { Array($0.byNamespace.values) }
     }
 
-    /// Online workers serving `model` for a caller in `group`, best first: fewest in-flight
-    /// requests, ties broken at random (every worker has weight 1, as in Tokilake); workers under
-    /// a liveness probe last.
-    func candidates(model: String, group: String) -> [WorkerConnection] {
-        let all = state.withLock { state in
-            state.byNamespace.values.filter { $0.state.withLock { $0.models.contains(model) && $0.groups.contains(group) && !$0.closed } }
+    /// Online workers serving `model` for a caller in `group`, at most `limit`, best first: the
+    /// first is the better of two random picks by (liveness probe out, in-flight requests) — the
+    /// "power of two choices", one RNG draw — and the rest follow in random order for retries.
+    func candidates(model: String, group: String, limit: Int = 3) -> [WorkerConnection] {
+        let route = state.withLock { $0.byRoute[RouteKey(group: group, model: model)] } ?? []
+        guard limit > 0, !route.isEmpty else { return [] }
+        func load(_ worker: WorkerConnection) -> Int {
+            worker.state.withLock { ($0.probing ? 1 << 32 : 0) + $0.inFlight + ($0.closed ? 1 << 40 : 0) }
         }
-        return all.map { ($0, ($0.isSuspect ? 1 << 32 : 0) + $0.inFlight, UInt64.random(in: 0...UInt64.max)) }
-            .sorted { ($0.1, $0.2) < ($1.1, $1.2) }
-            .map(\.0)
+        if route.count == 1 { return route }
+        if route.count <= limit {
+            // Few enough to rank all: by load, ties at random.
+            return route.map { ($0, load($0), FastRandom.next()) }.sorted { ($0.1, $0.2) < ($1.1, $1.2) }.map(\.0)
+        }
+        let draw = FastRandom.next()
+        let n = UInt64(route.count)
+        let i = Int(draw % n)
+        var j = Int((draw >> 32) % (n - 1))
+        if j >= i { j += 1 }
+        let (first, second) = load(route[i]) <= load(route[j]) ? (route[i], route[j]) : (route[j], route[i])
+        var picked = [first, second]
+        // Further fallbacks walk from a random offset, skipping the two already chosen.
+        var k = Int((draw >> 16) % n)
+        while picked.count < limit {
+            let candidate = route[k]
+            if candidate !== first && candidate !== second { picked.append(candidate) }
+            k = (k + 1) % route.count
+        }
+        return picked
     }
 
     /// Models reachable from `group`, sorted.
     func models(group: String) -> [String] {
-        let sets = state.withLock { state in
-            state.byNamespace.values.compactMap { connection in
-                connection.state.withLock { $0.groups.contains(group) ? $0.models : nil }
-            }
-        }
-        return Array(sets.reduce(into: Set<String>()) { $0.formUnion($1) }).sorted()
+        state.withLock { $0.modelsByGroup[group].map { Array($0.keys) } ?? [] }.sorted()
     }
+}
 
-    /// Whether any live worker (in any group) serves the model.
-    func isServed(_ model: String) -> Bool {
-        state.withLock { $0.byNamespace.values.contains { $0.state.withLock { $0.models.contains(model) } } }
+/// A cheap random number source for routing: SplitMix64 over an atomic counter (no system call
+/// per draw, unlike `SystemRandomNumberGenerator` on Linux). Not for anything secret.
+enum FastRandom {
+    private static let counter = Atomic<UInt64>(UInt64(UInt(bitPattern: ObjectIdentifier(Box.self).hashValue)) ^ 0x9E37_79B9_7F4A_7C15)
+    private final class Box {}
+
+    static func next() -> UInt64 {
+        var z = counter.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -16,6 +16,7 @@ struct WorkerSessionHandler: Sendable {
     let user: AuthenticatedToken
     let remote: String
     let store: HubStore
+    let presence: PresenceRecorder
     let registry: WorkerRegistry
     let deadlines: DeadlineSweeper
     let configuration: HubConfiguration
@@ -62,7 +63,7 @@ struct WorkerSessionHandler: Sendable {
         if let connection {
             registry.release(connection)
             connection.markClosed()
-            try? await store.markOffline(namespace: connection.namespace)
+            presence.departed(connection.namespace)
             logger.info("worker offline", metadata: ["namespace": "\(connection.namespace)"])
         }
         // Give the error line a moment to reach the worker before the session goes.
@@ -144,13 +145,12 @@ struct WorkerSessionHandler: Sendable {
             let models = Self.normalizeModels(payload.models ?? [])
             guard !models.isEmpty else { throw Fatal(code: Code.modelsSyncFailed, message: "at least one model is required") }
             let groups = try authorizeGroups(payload.group, fallback: current.groups)
+            registry.update(current, models: Set(models), groups: groups)
             current.state.withLock { state in
-                state.models = Set(models)
-                state.groups = groups
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
                 state.lastSeen = .now
             }
-            try? await store.touchNamespace(current.namespace, models: models)
+            presence.seen(current.namespace, models: models)
             writer.send(.ack(requestID: message.requestID, message: Ack.modelsSyncOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
             logger.info("worker models synced", metadata: ["models": "\(models)"])
@@ -158,15 +158,13 @@ struct WorkerSessionHandler: Sendable {
             guard let current = connection else { throw Fatal(code: Code.notRegistered, message: "register first") }
             guard let payload = message.heartbeat else { throw Fatal(code: Code.heartbeatPayloadMissing, message: "heartbeat payload is required") }
             let models = payload.currentModels.map(Self.normalizeModels) ?? []
-            let changed = current.state.withLock { state -> Bool in
+            current.state.withLock { state in
                 state.lastSeen = .now
                 if let node = payload.nodeName, !node.isEmpty { state.nodeName = node }
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
-                guard !models.isEmpty, Set(models) != state.models else { return false }
-                state.models = Set(models)
-                return true
             }
-            try? await store.touchNamespace(current.namespace, models: changed ? models : nil)
+            let changed = !models.isEmpty && registry.update(current, models: Set(models))
+            presence.seen(current.namespace, models: changed ? models : nil)
             writer.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
         case TunnelProtocol.MessageType.ack:

@@ -81,6 +81,35 @@ extension HubStore {
         }
     }
 
+    /// Many presence changes in one write transaction: `.online` marks a namespace online and
+    /// seen at `now` (replacing its models where given), `.offline` marks it offline. Unknown or
+    /// invalid namespaces are skipped.
+    public func recordPresence(_ updates: [String: WorkerPresence], now: Date = Date()) async throws {
+        guard !updates.isEmpty else { return }
+        try await run {
+            try await db.write { db in
+                for (namespace, presence) in updates {
+                    guard let ns = try? Validate.namespace(namespace) else { continue }
+                    switch presence {
+                    case .online(let models?):
+                        guard let valid = try? Validate.models(models) else { continue }
+                        try db.execute(
+                            sql: "UPDATE workers SET status = 'online', last_seen_at = ?, models = ? WHERE namespace = ?",
+                            arguments: [now, JSONColumn.encode(valid), ns])
+                    case .online(nil):
+                        try db.execute(
+                            sql: "UPDATE workers SET status = 'online', last_seen_at = ? WHERE namespace = ?",
+                            arguments: [now, ns])
+                    case .offline:
+                        try db.execute(
+                            sql: "UPDATE workers SET status = 'offline', last_seen_at = ? WHERE namespace = ? AND status = 'online'",
+                            arguments: [now, ns])
+                    }
+                }
+            }
+        }
+    }
+
     /// Marks one namespace offline (its session ended). Unknown namespaces are ignored.
     public func markOffline(namespace: String, now: Date = Date()) async throws {
         let ns = String(Substring(namespace).trimmingWhitespace())

@@ -112,3 +112,10 @@ public struct UsageRecord: Sendable, Equatable {
         self.createdAt = createdAt
     }
 }
+
+/// A worker's presence as the hub reports it in batches (`HubStore.recordPresence`).
+public enum WorkerPresence: Sendable, Equatable {
+    /// Seen now; the models replace the stored list when given.
+    case online(models: [String]?)
+    case offline
+}

@@ -82,6 +82,29 @@ import Testing
         }
     }
 
+    /// The hub batches heartbeats and departures into one transaction.
+    @Test func presenceIsRecordedInBatches() async throws {
+        try await withTempDataDir { dir in
+            let store = try HubStore(dataDirectory: dir, logger: quietLogger)
+            let u = try await store.createUser(name: "alice")
+            for ns in ["n1", "n2", "n3"] { _ = try await store.claimNamespace(namespace: ns, userID: u.id, models: ["m"]) }
+            let t = Date().addingTimeInterval(5)
+            try await store.recordPresence([
+                "n1": .online(models: ["b", "a"]), "n2": .online(models: nil), "n3": .offline,
+                "unknown": .online(models: nil), "  ": .offline,
+            ], now: t)
+            let n1 = try #require(try await store.worker(namespace: "n1"))
+            #expect(n1.models == ["a", "b"])
+            #expect(n1.status == .online)
+            #expect(abs(n1.lastSeenAt.timeIntervalSince(t)) < 0.01)
+            let n2 = try #require(try await store.worker(namespace: "n2"))
+            #expect(n2.models == ["m"])
+            #expect(abs(n2.lastSeenAt.timeIntervalSince(t)) < 0.01)
+            #expect(try await store.worker(namespace: "n3")?.status == .offline)
+            try store.close()
+        }
+    }
+
     @Test func concurrentClaimsHaveOneWinner() async throws {
         let store = try HubStore.inMemory(logger: quietLogger)
         var users: [Int64] = []
