@@ -88,16 +88,21 @@ final class HostileWorker: Sendable {
         { call in try await call.head(200, chunk: #"{"served_by":"\#(namespace)"}"#, eof: true) }
     }
 
-    /// Dials the hub and opens the control stream; nothing registered yet.
-    static func dial(_ hub: HubProcess, token: String, namespace: String, offerLZ4: Bool = false,
-                     script: @escaping HostileScript = { _ in }) async throws -> HostileWorker {
+    /// Dials the hub and opens the control stream; nothing registered yet. `smux2`: offer smux
+    /// v2 (as toki workers do; the Go Tokiame speaks v1). `acceptStreams: false`: never accept
+    /// the hub's request streams, so their bytes pile up unread in the session.
+    static func dial(_ hub: HubProcess, token: String, namespace: String, offerLZ4: Bool = false, smux2: Bool = false,
+                     acceptStreams: Bool = true, script: @escaping HostileScript = { _ in }) async throws -> HostileWorker {
         var options = TunnelDialOptions(url: hub.tunnelURL)
         options.headers = [("Authorization", "Bearer \(token)")]
         options.offerLZ4 = offerLZ4
+        options.offerSmux2 = smux2
         var logger = Logger(label: "hostile-worker")
         logger.logLevel = .critical
         let tunnel = try await ClientTunnel.connect(options, logger: logger)
-        let session = try MuxSession(role: .client, configuration: .tokilake, logger: logger)
+        var configuration = SmuxConfiguration.tokilake
+        configuration.version = UInt8(tunnel.features.smuxVersion)
+        let session = try MuxSession(role: .client, configuration: configuration, logger: logger)
         let control = try session.openStream()
         let worker = HostileWorker(namespace: namespace, session: session, control: control, lz4: tunnel.lz4, script: script)
         worker.spawn {
@@ -115,15 +120,16 @@ final class HostileWorker: Sendable {
             session.close()  // the streams' waiters fail at once instead of hanging
         }
         worker.spawn { await worker.readControl() }
-        worker.spawn { await worker.acceptRequests() }
+        if acceptStreams { worker.spawn { await worker.acceptRequests() } }
         try await poll("the tunnel to start", timeout: .seconds(10)) { worker.link.value != nil || worker.ended.value != nil }
         return worker
     }
 
     /// Dials, registers `models` and starts heartbeats: a worker the hub routes to.
     static func connect(_ hub: HubProcess, token: String, namespace: String, models: [String], offerLZ4: Bool = false,
-                        script: @escaping HostileScript) async throws -> HostileWorker {
-        let worker = try await dial(hub, token: token, namespace: namespace, offerLZ4: offerLZ4, script: script)
+                        smux2: Bool = false, acceptStreams: Bool = true, script: @escaping HostileScript) async throws -> HostileWorker {
+        let worker = try await dial(hub, token: token, namespace: namespace, offerLZ4: offerLZ4, smux2: smux2,
+                                    acceptStreams: acceptStreams, script: script)
         let reply = try await worker.register(models: models)
         guard reply.type == .ack else { throw ChildProcessError("register refused: \(reply)") }
         worker.spawn {

@@ -405,6 +405,27 @@ struct HostileWorkerTests {
         try await call.waitForHubClose()
     }
 
+    @Test("a worker that never reads a large request: the client gets 502/504, never a hang (smux v1 and v2)", arguments: [1, 2])
+    func unreadRequest(smux: Int) async throws {
+        let bed = try await HostileBed.start(hubArguments: ["--response-timeout", "3"])
+        defer { Task { await bed.stop() } }
+        let evil = try await HostileWorker.connect(bed.hub, token: bed.token, namespace: "evil", models: ["evil-model"], smux2: smux == 2,
+                                                   acceptStreams: false, script: { _ in })
+        defer { Task { await evil.stop() } }
+        #expect(evil.session.configuration.version == UInt8(smux), "the hub did not agree to smux v\(smux)")
+        // 20 MiB, 27 MiB in base64: more than the worker's window (v2) or its session budget,
+        // the TCP buffers and the hub's outbound queue together (v1).
+        let body = #"{"model":"evil-model","pad":""# + String(repeating: "x", count: 20 << 20) + #""}"#
+        do {
+            let r = try await HTTP.post(bed.hub.url + "/v1/chat/completions", token: bed.token, body: body, timeout: .seconds(90))
+            #expect(r.status == 502 || r.status == 504, "\(r.status) \(r.body.prefix(300))")
+            #expect(r.errorCode != nil, "not an OpenAI error: \(r.body.prefix(300))")
+        } catch {
+            Issue.record("no answer within 90 s while the worker did not read the request (--response-timeout 3): \(error)")
+        }
+        try await bed.expectHealthy()
+    }
+
     @Test("a worker opening thousands of streams of its own cannot stall the hub or its session")
     func streamFlood() async throws {
         let bed = try await HostileBed.start()
