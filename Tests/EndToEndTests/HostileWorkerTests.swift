@@ -217,6 +217,27 @@ struct HostileWorkerTests {
         try await bed.expectHealthy()
     }
 
+    @Test("oversized worker headers are dropped, the response still arrives")
+    func oversizedHeaders() async throws {
+        let bed = try await HostileBed.start()
+        defer { Task { await bed.stop() } }
+        var headers = ["Content-Type": "application/json", "X-Huge": String(repeating: "h", count: 16 << 10),
+                       "X-" + String(repeating: "n", count: 1000): "long-name"]
+        for i in 0..<2000 { headers["X-Many-\(i)"] = "value-\(i)" }  // ≈ 40 KB of headers, 2000 of them
+        let all = headers
+        let evil = try await bed.worker { call in
+            try await call.head(200, headers: all, chunk: #"{"ok":true}"#, eof: true)
+        }
+        defer { Task { await evil.stop() } }
+        let r = try await bed.post(model: "evil-model")
+        #expect(r.status == 200 && r.body == #"{"ok":true}"#, "\(r.status) \(r.body.prefix(300))")
+        #expect(r.headers.first(name: "X-Huge") == nil, "a 16 KiB header value was passed on")
+        #expect(!r.headers.contains { $0.value == "long-name" }, "a 1000-byte header name was passed on")
+        let many = r.headers.filter { $0.name.lowercased().hasPrefix("x-many-") }.count
+        #expect(many <= 100, "\(many) worker headers were passed on")
+        try await bed.expectHealthy()
+    }
+
     // MARK: (d) one unread client must not freeze the worker's other streams
 
     @Test("a client that never reads cannot stall its worker's other requests (smux v1), and its own response is cut")
@@ -561,13 +582,14 @@ struct HostileWorkerTests {
     }
 
     enum BrokenAnswer: String, CaseIterable, CustomStringConvertible {
-        case notJSON, lineOver16MiB, finWithoutEOF
+        case notJSON, badBase64, lineOver16MiB, finWithoutEOF
         var description: String { rawValue }
         var code: String { self == .finWithoutEOF ? "truncated_response" : "malformed_worker_response" }
 
         func send(on call: HostileCall) async throws {
             switch self {
             case .notJSON: try await call.write("{\"request_id\":\"\(call.id)\",\"body_chunk\":\n")
+            case .badBase64: try await call.write("{\"request_id\":\"\(call.id)\",\"body_chunk\":\"!!not*base64\"}\n")
             case .lineOver16MiB: try await call.write(ByteBuffer(repeating: UInt8(ascii: "a"), count: (16 << 20) + 4096))
             case .finWithoutEOF: call.finish()
             }
