@@ -2,10 +2,10 @@
 // (benchmarks/latency.sh).
 //
 //   toki-bench http --url URL [--token T] [--concurrency C] [--duration S] [--warmup W]
-//                   [--stream] [--body JSON] [--threads N] [--timeout S] [--nio-executor]
+//                   [--stream] [--body JSON] [--get] [--threads N] [--timeout S] [--nio-executor]
 //
 // C loops, each on its own keep-alive HTTP/1.1 connection (AsyncHTTPClient pool, soft limit C),
-// POST the body back to back for W seconds of warm-up (not recorded) and then S seconds
+// POST the body (or GET, with --get) back to back for W seconds of warm-up (not recorded) and then S seconds
 // (recorded). A request's latency runs from just before `execute` to the last body byte
 // (ContinuousClock); with --stream also the time to the first non-empty body chunk (TTFB).
 // A request counts as an error if it throws, its status is not 200, or (with --stream) the body
@@ -51,6 +51,7 @@ enum HTTPLoad {
     static func run(_ args: Arguments) async throws {
         guard let url = args.values["url"] else { throw UsageError(description: "--url is required") }
         let token = args.values["token"]
+        let get = args.flags.contains("get")  // e.g. /v1/models
         let concurrency = try args.int("concurrency", default: 1)
         let duration = try args.double("duration", default: 5)
         let warmup = try args.double("warmup", default: 1)
@@ -104,9 +105,13 @@ enum HTTPLoad {
                 if start >= deadline { break }
                 let record = start >= measureFrom
                 var request = HTTPClientRequest(url: url)
-                request.method = .POST
                 request.headers = requestHeaders
-                request.body = .bytes(body)
+                if get {
+                    request.method = .GET
+                } else {
+                    request.method = .POST
+                    request.body = .bytes(body)
+                }
                 var firstByte: ContinuousClock.Instant?
                 do {
                     let response = try await client.execute(request, timeout: .seconds(Int64(requestTimeout)))

@@ -6,6 +6,9 @@
 //       the same RESULT line as `gopeer bench-pair`:
 //       RESULT ok streams=N bytes=B seconds=S mbps=X [lz4=true|false]
 //
+//   toki-bench fleet --hub WS-URL --token T --workers N
+//       N simulated original-style workers in one process (scale benchmark); see Fleet.swift.
+//
 //   toki-bench chat-replay --file traffic-chat.jsonl [--streams 8] [--lz4] [--framing lines|raw]
 //                          [--gap-ms 1] [--version 1|2]
 //       Replays the recorded responses worker→hub; see ChatReplay.swift.
@@ -137,7 +140,8 @@ func runTunnel(_ args: Arguments) async throws {
 let usage = """
     usage: toki-bench tunnel --streams N --bytes B [--lz4] [--version 1|2] [--mode sink|echo] [--timeout S]
            toki-bench chat-replay --file PATH [--streams 8] [--lz4] [--framing lines|raw] [--gap-ms 1] [--version 1|2]
-           toki-bench http --url URL [--token T] [--concurrency C] [--duration S] [--warmup W] [--stream] [--body JSON] [--threads N] [--nio-executor]
+           toki-bench fleet --hub WS-URL --token T --workers N [--model M] [--heartbeat 15] [--dial-concurrency 64]
+           toki-bench http --url URL [--token T] [--concurrency C] [--duration S] [--warmup W] [--stream] [--body JSON] [--get] [--threads N] [--nio-executor]
     """
 
 let argv = CommandLine.arguments
@@ -152,7 +156,9 @@ do {
     case "chat-replay":
         try await ChatReplay.run(Arguments(argv.dropFirst(2), flags: ["lz4"]))
     case "http":
-        try await HTTPLoad.run(Arguments(argv.dropFirst(2), flags: ["stream", "nio-executor"]))
+        try await HTTPLoad.run(Arguments(argv.dropFirst(2), flags: ["stream", "nio-executor", "get"]))
+    case "fleet":
+        try await Fleet.run(Arguments(argv.dropFirst(2), flags: []))
     default:
         throw UsageError(description: "unknown command '\(argv[1])'")
     }
