@@ -438,11 +438,12 @@ struct HostileWorkerTests {
         // the TCP buffers and the hub's outbound queue together (v1).
         let body = #"{"model":"evil-model","pad":""# + String(repeating: "x", count: 20 << 20) + #""}"#
         do {
-            let r = try await HTTP.post(bed.hub.url + "/v1/chat/completions", token: bed.token, body: body, timeout: .seconds(90))
+            let r = try await HTTP.post(bed.hub.url + "/v1/chat/completions", token: bed.token, body: body, timeout: .seconds(60))
             #expect(r.status == 502 || r.status == 504, "\(r.status) \(r.body.prefix(300))")
             #expect(r.errorCode != nil, "not an OpenAI error: \(r.body.prefix(300))")
         } catch {
-            Issue.record("no answer within 90 s while the worker did not read the request (--response-timeout 3): \(error)")
+            let inFlight = try? await bed.hub.workers()["evil"]
+            Issue.record("no answer within 60 s while the worker did not read the request (--response-timeout 3): \(error); the worker's session \(evil.ended.value ?? "is still up"), in flight on it: \(inFlight.map(String.init) ?? "?")")
         }
         try await bed.expectHealthy()
     }
