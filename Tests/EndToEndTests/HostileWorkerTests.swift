@@ -240,23 +240,20 @@ struct HostileWorkerTests {
 
     // MARK: (d) one unread client must not freeze the worker's other streams
 
-    @Test("a client that never reads cannot stall its worker's other requests (smux v1), and its own response is cut")
-    func unreadClientDoesNotFreezeWorker() async throws {
+    @Test("a client that never reads cannot stall its worker's other requests; on smux v1 its own response is cut, on v2 it waits",
+          arguments: [WorkerKind.goTokiame, .toki])
+    func unreadClientDoesNotFreezeWorker(kind: WorkerKind) async throws {
         // 600 s: no timer can be what frees the worker's session during this test.
-        let d = try await Deployment.start(.goTokiame, hubArguments: ["--slow-client-timeout", "600"])
+        let d = try await Deployment.start(kind, hubArguments: ["--slow-client-timeout", "600"])
         defer { Task { await d.stop() } }
-        // ≈ 26 MB of SSE toward a client that reads nothing, through a Go Tokiame (smux v1: no
-        // per-stream windows, one receive budget for the whole session).
+        // ≈ 26 MB of SSE toward a client that reads nothing. The Go Tokiame speaks smux v1 (no
+        // per-stream windows, one receive budget for the whole session); toki workers speak v2.
         let stalled = try RawConnection(port: d.hub.port, receiveBuffer: 4096)
         try await stalled.send(RawConnection.request("POST", "/v1/chat/completions", token: d.token,
                                                      body: #"{"model":"stub-model","stream":true,"stub_chunks":3200,"stub_chunk_bytes":8192}"#))
-        // Causal: the backend has produced more than the session's whole 4 MiB receive budget,
-        // or the hub already cut that response off (the backend saw it cancelled).
-        try await poll("the backend to stream 5 MiB to the unread client", timeout: .seconds(60)) {
-            let streamed = try await d.backend.streamedBytes()
-            let cancelled = try await d.backend.cancelledCount()
-            return streamed >= 5 << 20 || cancelled > 0
-        }
+        // Causal: the backend has produced more than a whole 4 MiB session budget (the hub takes
+        // at least its 4 MiB per-client buffer before it cuts (v1) or stops reading (v2)).
+        try await poll("the backend to stream 4 MiB to the unread client", timeout: .seconds(60)) { try await d.backend.streamedBytes() > 4 << 20 }
 
         // Twenty other requests to the same worker, all at once, while the client stays unread.
         let outcomes = await withTaskGroup(of: String?.self) { group in
@@ -278,8 +275,19 @@ struct HostileWorkerTests {
         }
         #expect(outcomes.isEmpty, "\(outcomes.count) of 20 requests failed while one client did not read: \(outcomes.prefix(3))")
 
-        // The unread client's response was cut: reading now, its connection ends without a
+        if kind == .toki {
+            // v2: the stream's own window held the worker back; read now, the answer is whole.
+            stalled.setReceiveBuffer(4 << 20)
+            try await stalled.read(until: { _ in stalled.endsWithLastChunk }, timeout: .seconds(120))
+            let response = RawResponse.parse(stalled.received[...], connectionEnded: stalled.ended != nil)
+            #expect(response?.status == 200)
+            #expect(response?.complete == true && response?.bodyText.hasSuffix("data: [DONE]\n\n") == true,
+                    "the unread client's response on a v2 link was cut (connection \(stalled.ended ?? "open"))")
+            return
+        }
+        // v1: the unread client's response was cut: reading now, its connection ends without a
         // complete body (the hub held at most --response-buffer-mib for it).
+        stalled.setReceiveBuffer(4 << 20)
         try await stalled.readToEnd(timeout: .seconds(120))
         let response = RawResponse.parse(stalled.received[...], connectionEnded: true)
         #expect(response?.status == 200)

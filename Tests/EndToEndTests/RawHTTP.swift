@@ -43,6 +43,16 @@ final class RawConnection: @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// A larger receive buffer from now on (e.g. to drain quickly what a test left unread).
+    func setReceiveBuffer(_ size: Int32) {
+        var size = size
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Whether what arrived so far ends with a chunked body's last chunk: a cheap completion
+    /// check for long responses (parsing them whole after every read would be quadratic).
+    var endsWithLastChunk: Bool { received.suffix(7).elementsEqual("\r\n0\r\n\r\n".utf8) }
+
     /// An HTTP/1.1 request (keep-alive: no `Connection` header).
     static func request(_ method: String, _ path: String, token: String? = nil, body: String = "",
                         headers: [(String, String)] = []) -> String {
@@ -101,7 +111,7 @@ final class RawConnection: @unchecked Sendable {
             guard ContinuousClock.now < deadline else {
                 throw ChildProcessError("no complete answer within \(timeout); got \(received.count) bytes: \(String(decoding: received.suffix(300), as: UTF8.self))")
             }
-            try await Task.sleep(for: .milliseconds(10))
+            try await Task.sleep(for: .milliseconds(2))
         }
     }
 
