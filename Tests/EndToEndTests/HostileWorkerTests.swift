@@ -1,3 +1,8 @@
+// A worker's answers are untrusted (any user may attach one): these tests run a real `toki hub`
+// process against `HostileWorker` (scripted, in-process) or real workers, with real HTTP clients
+// (AsyncHTTPClient, or `RawConnection` where the exact bytes on a keep-alive connection matter),
+// and assert what the client, the hub and the other workers see.
+
 import Foundation
 import NIOCore
 import TestSupport
