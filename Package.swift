@@ -122,11 +122,14 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Real toki processes, the stub backend and the Go peer, over loopback.
+        // TokiTunnel/TokiMux: the scripted hostile worker speaks the real wire format.
         .testTarget(name: "EndToEndTests", dependencies: [
-            "TestSupport",
+            "TestSupport", "TokiTunnel", "TokiMux",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
     ]
 )

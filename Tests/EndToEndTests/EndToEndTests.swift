@@ -147,14 +147,7 @@ struct EndToEndTests {
         let second = try await WorkerProcess(kind, hub: d.hub, token: d.token, backend: d.backend, namespace: "gpu-second", models: ["stub-model"])
         defer { Task { await second.stop() } }
         // Both registered: the admin view lists two workers.
-        if let admin = d.hub.adminToken {
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline {
-                let (_, body) = try await HTTP.get(d.hub.url + "/admin/workers", token: admin)
-                if body.contains("gpu-second") { break }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
+        try await d.hub.waitForWorkers(["gpu-\(kind)", "gpu-second"])
         d.worker.kill()
         for i in 0..<10 {
             let r = try await d.post("/v1/chat/completions", #"{"model":"stub-model","n":\#(i)}"#)

@@ -22,6 +22,19 @@ final class StubBackend: Sendable {
     func cancelledCount() async throws -> Int { try await counter("cancelled") }
     /// Streaming responses the backend finished.
     func completedCount() async throws -> Int { try await counter("completed") }
+    /// Streaming responses begun.
+    func streamCount() async throws -> Int { try await counter("streams") }
+    /// Bytes of streamed events written so far, all streams together.
+    func streamedBytes() async throws -> Int { try await counter("streamed_bytes") }
+
+    /// Size of each request body the backend received, oldest first (its last 100 requests).
+    func receivedBodySizes() async throws -> [Int] {
+        let (_, body) = try await HTTP.get("\(url)/stub/requests")
+        guard let dict = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any], let requests = dict["requests"] as? [[String: Any]] else {
+            throw ChildProcessError("unexpected /stub/requests body: \(body.prefix(300))")
+        }
+        return requests.compactMap { $0["body_bytes"] as? Int }
+    }
 
     private func counter(_ name: String) async throws -> Int {
         let (_, body) = try await HTTP.get("\(url)/stub/cancelled")
@@ -39,17 +52,21 @@ final class HubProcess: Sendable {
     let data: TemporaryDirectory
     let process: ChildProcess
     let port: Int
+    let arguments: [String]
     let adminToken: String?
     var url: String { "http://127.0.0.1:\(port)" }
     var tunnelURL: String { "ws://127.0.0.1:\(port)/api/tokilake/connect" }
 
-    init(data: TemporaryDirectory = TemporaryDirectory(), port: Int = 0, arguments: [String] = []) async throws {
+    /// `adminToken`: the one printed by an earlier hub on the same data directory (only the
+    /// first start prints it).
+    init(data: TemporaryDirectory = TemporaryDirectory(), port: Int = 0, arguments: [String] = [], adminToken: String? = nil) async throws {
         self.data = data
+        self.arguments = arguments
         process = try ChildProcess(Products.path("toki"), ["hub", "--listen", "127.0.0.1:\(port)", "--data-dir", data.path] + arguments, name: "toki hub")
         let line = try await process.waitForLine(prefix: "LISTEN ")
         guard let bound = Int(line.split(separator: ":").last ?? "") else { throw ChildProcessError("bad line \(line)") }
         self.port = bound
-        adminToken = process.stdoutLines.first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("sk-toki-") }?.trimmingCharacters(in: .whitespaces)
+        self.adminToken = process.stdoutLines.first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("sk-toki-") }?.trimmingCharacters(in: .whitespaces) ?? adminToken
     }
 
     /// A new user token, through the CLI (as a user would).
@@ -62,10 +79,37 @@ final class HubProcess: Sendable {
         return token
     }
 
-    /// Same port and data directory, new process.
-    func restarted() async throws -> HubProcess {
-        await process.stop()
-        return try await HubProcess(data: data, port: port)
+    /// Same port, data directory and arguments, new process. `sigkill`: no drain, no goodbye.
+    func restarted(sigkill: Bool = false) async throws -> HubProcess {
+        if sigkill {
+            process.kill9()
+            try await process.waitForExit()
+        } else {
+            await process.stop()
+        }
+        return try await HubProcess(data: data, port: port, arguments: arguments, adminToken: adminToken)
+    }
+
+    /// In-flight requests of each registered worker, by namespace (admin view).
+    func workers() async throws -> [String: Int] {
+        guard let adminToken else { throw ChildProcessError("no admin token (hub stdout: \(process.stdoutLines.prefix(5)))") }
+        let (_, body) = try await HTTP.get(url + "/admin/workers", token: adminToken)
+        guard let dict = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any], let rows = dict["workers"] as? [[String: Any]] else {
+            throw ChildProcessError("unexpected /admin/workers body: \(body.prefix(300))")
+        }
+        var out: [String: Int] = [:]
+        for row in rows { if let namespace = row["namespace"] as? String { out[namespace] = row["in_flight"] as? Int ?? 0 } }
+        return out
+    }
+
+    /// Waits until every one of `namespaces` is registered.
+    func waitForWorkers(_ namespaces: [String], timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let registered = try? await workers(), namespaces.allSatisfy({ registered[$0] != nil }) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ChildProcessError("workers \(namespaces) not all registered; hub stderr: \(process.stderr.suffix(2000))")
     }
 
     func stop() async { await process.stop() }
@@ -136,14 +180,15 @@ enum HTTP {
         var errorType: String? { (json?["error"] as? [String: Any])?["type"] as? String }
     }
 
-    static func post(_ url: String, token: String?, body: String, contentType: String = "application/json", headers: [(String, String)] = []) async throws -> Result {
+    static func post(_ url: String, token: String?, body: String, contentType: String = "application/json", headers: [(String, String)] = [],
+                     timeout: TimeAmount = .seconds(60)) async throws -> Result {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         request.headers.add(name: "Content-Type", value: contentType)
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         request.body = .bytes(ByteBuffer(string: body))
-        let response = try await client.execute(request, timeout: .seconds(60))
+        let response = try await client.execute(request, timeout: timeout)
         let collected = try await response.body.collect(upTo: 64 << 20)
         return Result(status: Int(response.status.code), headers: response.headers, body: String(buffer: collected))
     }

@@ -31,8 +31,9 @@
 //                          no terminating chunk)
 //
 // OBSERVATION ROUTES
-//   GET  /stub/cancelled   {"cancelled":n,"completed":m,"streams":k}: n = streaming responses that
-//                          ended because the client closed the connection; m = that completed
+//   GET  /stub/cancelled   {"cancelled":n,"completed":m,"streams":k,"streamed_bytes":b}: n = streaming
+//                          responses that ended because the client closed the connection; m = that
+//                          completed; b = bytes of streamed events written so far (all streams)
 //   GET  /stub/requests    {"requests":[{"method","path","query","headers":{name:value} (incl. Host),
 //                          "body":"<utf8 or empty>","body_bytes":n}]}, oldest first, last --history
 //   POST /stub/models      body {"models":["a","b"]}: replaces the model list
@@ -112,6 +113,7 @@ final class StubState: Sendable {
         var cancelled = 0
         var completed = 0
         var streams = 0
+        var streamedBytes = 0
     }
 
     let values: Mutex<Values>
@@ -195,7 +197,9 @@ func streamResponse(json: [String: Any], state: StubState, chat: Bool) -> Respon
             for i in 0..<chunks {
                 if i == dieAfter { throw StubDied() }  // abrupt: no [DONE], no terminating chunk
                 if delay > 0 { try await Task.sleep(for: .milliseconds(delay)) }
-                try await writer.write(event(delta(i)))
+                let bytes = event(delta(i))
+                try await writer.write(bytes)
+                state.values.withLock { $0.streamedBytes += bytes.readableBytes }
             }
             if let dieAfter, dieAfter >= chunks { throw StubDied() }
             if includeUsage {
@@ -278,8 +282,8 @@ func runStub(arguments: Arguments) async throws {
     }
 
     router.get("/stub/cancelled") { _, _ in
-        let v = state.values.withLock { ($0.cancelled, $0.completed, $0.streams) }
-        return jsonResponse(["cancelled": v.0, "completed": v.1, "streams": v.2])
+        let v = state.values.withLock { ($0.cancelled, $0.completed, $0.streams, $0.streamedBytes) }
+        return jsonResponse(["cancelled": v.0, "completed": v.1, "streams": v.2, "streamed_bytes": v.3])
     }
 
     router.get("/stub/requests") { _, _ in
@@ -301,6 +305,7 @@ func runStub(arguments: Arguments) async throws {
             v.cancelled = 0
             v.completed = 0
             v.streams = 0
+            v.streamedBytes = 0
         }
         return jsonResponse(["ok": true])
     }

@@ -1,6 +1,14 @@
 import Foundation
 import Synchronization
 
+/// Children still running. Killed (by pid) when the test process exits: a test's cleanup that
+/// runs in a fire-and-forget Task may not get to run after the last test, and nothing else would
+/// stop those processes. Removed on exit, so a reused pid is never signalled.
+private let liveChildren = Mutex<Set<Int32>>([])
+private let killChildrenAtExit: Void = {
+    atexit { for pid in liveChildren.withLock({ $0 }) { kill(pid, SIGKILL) } }
+}()
+
 /// A child process started by a test: stdout and stderr collected line by line, stopped by pid.
 public final class ChildProcess: Sendable {
     public let name: String
@@ -40,7 +48,12 @@ public final class ChildProcess: Sendable {
                 if state.stderr.utf8.count > 1 << 20 { state.stderr = String(state.stderr.suffix(1 << 19)) }
             }
         }
-        try process.run()
+        process.terminationHandler = { exited in _ = liveChildren.withLock { $0.remove(exited.processIdentifier) } }
+        _ = killChildrenAtExit
+        try liveChildren.withLock { live in
+            try process.run()
+            live.insert(process.processIdentifier)
+        }
     }
 
     public var pid: Int32 { process.processIdentifier }
