@@ -37,6 +37,18 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds a client may go without reading its response before the request is cancelled.")
     var slowClientTimeout = 10
 
+    @Option(name: .long, help: "Seconds for a request's line and headers to arrive (408 and close after).")
+    var headerTimeout = 10
+
+    @Option(name: .long, help: "Seconds a kept-alive connection may wait for its next request.")
+    var idleTimeout = 60
+
+    @Option(name: .long, help: "Seconds without request-body bytes while the body is being read (408 and close after).")
+    var bodyTimeout = 30
+
+    @Option(name: .long, help: "Most open connections, API clients and workers together (default: the open-file limit minus 256).")
+    var maxConnections: Int?
+
     @Flag(name: .long, help: "Refuse LZ4 compression even when a worker offers it.")
     var noLz4 = false
 
@@ -45,7 +57,8 @@ struct HubCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try HostPort(listen)
-        guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0 else {
+        guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
+              headerTimeout > 0, idleTimeout > 0, bodyTimeout > 0, (maxConnections ?? 1) > 0 else {
             throw ValidationError("sizes and timeouts must be positive")
         }
     }
@@ -63,6 +76,13 @@ struct HubCommand: AsyncParsableCommand {
         configuration.pingInterval = .seconds(pingInterval)
         configuration.allowLZ4 = !noLz4
         configuration.slowClientTimeout = .seconds(slowClientTimeout)
+        configuration.httpLimits.headerTimeout = .seconds(headerTimeout)
+        configuration.httpLimits.idleTimeout = .seconds(idleTimeout)
+        configuration.httpLimits.bodyTimeout = .seconds(bodyTimeout)
+        configuration.httpLimits.maxConnections = maxConnections
+        // Every connection is a descriptor: use all the process may have (the Go hub does too).
+        let descriptors = FileDescriptorLimit.raiseToHard()
+        logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let store = try HubStore(dataDirectory: configuration.dataDirectory, logger: logger)
         if let adminToken = try await store.ensureAdmin() {
             FileHandle.standardOutput.write(Data("""
