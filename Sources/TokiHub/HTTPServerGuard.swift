@@ -167,7 +167,7 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if phase == .closing, case ChannelEvent.inputClosed = event {
+        if phase == .closing, case .inputClosed? = event as? ChannelEvent {
             context.close(promise: nil)  // the peer read our answer and is done: no need to linger
             return
         }

@@ -47,7 +47,7 @@ public struct HTTPServerLimits: Sendable, Equatable {
 /// The process's open-file limit.
 public enum FileDescriptorLimit {
     /// The current soft limit.
-    public static var soft: Int { Int(read().rlim_cur) }
+    public static var soft: Int { Int(clamping: read().rlim_cur) }
 
     /// Raises the soft limit to the hard one (as the Go hub does); returns (soft, hard) after.
     @discardableResult
@@ -55,7 +55,7 @@ public enum FileDescriptorLimit {
         var limit = read()
         if limit.rlim_cur < limit.rlim_max {
             // An unlimited hard limit is refused as a soft one (macOS); ask for a large finite one.
-            limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? 1 << 20 : limit.rlim_max
+            limit.rlim_cur = limit.rlim_max == infinity ? 1 << 20 : limit.rlim_max
             _ = setrlimit(resource, &limit)
         }
         let now = read()
@@ -64,8 +64,10 @@ public enum FileDescriptorLimit {
 
     #if canImport(Glibc)
     private static let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    private static let infinity = rlim_t.max
     #else
     private static let resource = RLIMIT_NOFILE
+    private static let infinity = rlim_t(Int64.max)
     #endif
 
     private static func read() -> rlimit {
@@ -87,11 +89,14 @@ final class ConnectionLimiter: Sendable {
         /// Most connections open since the last trim.
         var peak = 0
         var lastTrim = ContinuousClock.now
+        var trimScheduled = false
     }
     private let state = Mutex(State())
     static let logInterval: Duration = .seconds(10)
-    /// A trim is worth it once this many connections have gone since the peak.
+    /// A trim is worth it once this many connections have gone since the peak...
     static let trimAfterCloses = 1000
+    /// ...and is done once the burst of closes has settled, at most once per `trimInterval`.
+    static let trimDelay: Duration = .seconds(2)
     static let trimInterval: Duration = .seconds(10)
 
     init(limit: Int, logger: Logger) {
@@ -128,16 +133,27 @@ final class ConnectionLimiter: Sendable {
 
     func release() {
         let count = open.wrappingSubtract(1, ordering: .relaxed).newValue
-        let trim = state.withLock { state -> Bool in
-            let now = ContinuousClock.now
-            guard state.peak - count >= Self.trimAfterCloses, now - state.lastTrim >= Self.trimInterval else { return false }
-            state.peak = count
-            state.lastTrim = now
-            return true
+        let wait: Duration? = state.withLock { state in
+            guard !state.trimScheduled, state.peak - count >= Self.trimAfterCloses else { return nil }
+            state.trimScheduled = true
+            return max(Self.trimDelay, state.lastTrim + Self.trimInterval - ContinuousClock.now)
+        }
+        guard let wait else { return }
+        // Off the event loop: trimming a large heap takes a few milliseconds.
+        Task.detached(priority: .background) {
+            try? await Task.sleep(for: wait)
+            self.trim()
+        }
+    }
+
+    private func trim() {
+        state.withLock { state in
+            state.trimScheduled = false
+            state.peak = openConnections
+            state.lastTrim = .now
         }
         #if canImport(Glibc)
-        // Off the event loop: trimming a large heap takes a few milliseconds.
-        if trim { Task.detached(priority: .background) { _ = malloc_trim(0) } }
+        _ = malloc_trim(0)
         #endif
     }
 }
@@ -157,10 +173,10 @@ struct GuardedHTTPChannel<Base: ServerChildChannel>: ServerChildChannel {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         guard limiter.admit() else {
-            // Accepted only to be told why: the slot of a refused connection is freed at once.
-            let answer = HTTPRejection.tooManyConnections.responseBytes(allocator: channel.allocator)
-            channel.writeAndFlush(answer).whenComplete { _ in channel.close(promise: nil) }
-            return channel.eventLoop.makeSucceededFuture(Value(base: nil, channel: channel))
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(RefusingHandler())
+                return Value(base: nil, channel: channel)
+            }
         }
         let limiter = self.limiter
         channel.closeFuture.whenComplete { _ in limiter.release() }
@@ -177,6 +193,20 @@ struct GuardedHTTPChannel<Base: ServerChildChannel>: ServerChildChannel {
         quiet.handler = QuietClosingLogHandler(logger.handler)
         await base.handle(value: baseValue, logger: quiet)
     }
+}
+
+/// A connection over the limit: accepted only to be told why (503), then closed at once, without
+/// lingering, so its descriptor is back before the next one arrives.
+final class RefusingHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        let answer = HTTPRejection.tooManyConnections.responseBytes(allocator: context.channel.allocator)
+        context.writeAndFlush(wrapOutboundOut(answer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // the request is not read
 }
 
 /// Hummingbird logs at error level whenever a connection closes before its first request head
