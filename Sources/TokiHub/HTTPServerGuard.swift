@@ -196,12 +196,8 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func responseHeadWritten(status: HTTPResponseStatus) {
-        guard phase != .closing else { return }
-        if status == .switchingProtocols {
-            upgraded()
-        } else if status.code >= 200 {
-            responseOpen = true
-        }
+        guard phase != .closing, status.code >= 200 else { return }
+        responseOpen = true
     }
 
     func responseEndWritten() {
@@ -261,7 +257,8 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func upgraded() {
+    /// The 101 went out: the connection is a tunnel now.
+    func upgraded() {
         phase = .upgraded
         cancelTimer()
         if let context { context.pipeline.syncOperations.removeHandler(context: context, promise: nil) }
@@ -317,6 +314,9 @@ final class HTTPMessageObserver: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = Any
 
     let connectionGuard: HTTPConnectionGuard
+    /// A 101 was written; both handlers leave once it is flushed (leaving in `write` would drop
+    /// the flush of a `writeAndFlush`, which NIO delivers to the same handler right after).
+    private var switching = false
 
     init(_ connectionGuard: HTTPConnectionGuard) {
         self.connectionGuard = connectionGuard
@@ -337,16 +337,22 @@ final class HTTPMessageObserver: ChannelDuplexHandler, RemovableChannelHandler {
         let part = unwrapOutboundIn(data) as? HTTPServerResponsePart
         context.write(data, promise: promise)
         switch part {
+        case .head(let head) where head.status == .switchingProtocols:
+            switching = true
         case .head(let head):
             connectionGuard.responseHeadWritten(status: head.status)
-            if head.status == .switchingProtocols {
-                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            }
         case .end:
             connectionGuard.responseEndWritten()
         case .body, nil:
             break
         }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        context.flush()
+        guard switching else { return }
+        connectionGuard.upgraded()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -20,7 +20,7 @@ public struct HTTPServerLimits: Sendable, Equatable {
     /// extend it. 408 and close after (a connection that sent nothing is just closed).
     public var headerTimeout: Duration = .seconds(10)
     /// A kept-alive connection with no new request for this long is closed.
-    public var idleTimeout: Duration = .seconds(60)
+    public var idleTimeout: Duration = .seconds(75)
     /// While a request body is being read, this long without a byte gives 408 and close.
     public var bodyTimeout: Duration = .seconds(30)
     /// Request line plus headers, in bytes, and the number of header fields (431 above either).
@@ -152,10 +152,14 @@ final class ConnectionLimiter: Sendable {
             state.peak = openConnections
             state.lastTrim = .now
         }
-        #if canImport(Glibc)
-        _ = malloc_trim(0)
-        #endif
+        _ = Self.mallocTrim?(0)
     }
+
+    /// glibc's `malloc_trim` (not in the Glibc module; absent from other C libraries).
+    private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+    }()
 }
 
 /// Hummingbird's HTTP/1.1 + WebSocket child channel with the hub's guards: the connection limit
@@ -232,11 +236,11 @@ struct QuietClosingLogHandler: LogHandler {
         set { wrapped[metadataKey: key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        var level = level
-        if level == .error, case .string(Self.closedEarly)? = metadata?["error.type"] { level = .debug }
-        guard level >= wrapped.logLevel else { return }
-        wrapped.log(level: level, message: message, metadata: metadata, source: source, file: file, function: function, line: line)
+    func log(event: LogEvent) {
+        var event = event
+        if event.level == .error, case .string(Self.closedEarly)? = event.metadata?["error.type"] { event.level = .debug }
+        guard event.level >= wrapped.logLevel else { return }
+        wrapped.log(event: event)
     }
 }
 

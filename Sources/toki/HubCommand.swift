@@ -38,13 +38,13 @@ struct HubCommand: AsyncParsableCommand {
     var slowClientTimeout = 10
 
     @Option(name: .long, help: "Seconds for a request's line and headers to arrive (408 and close after).")
-    var headerTimeout = 10
+    var headerTimeout = Int(HTTPServerLimits().headerTimeout.components.seconds)
 
     @Option(name: .long, help: "Seconds a kept-alive connection may wait for its next request.")
-    var idleTimeout = 60
+    var idleTimeout = Int(HTTPServerLimits().idleTimeout.components.seconds)
 
     @Option(name: .long, help: "Seconds without request-body bytes while the body is being read (408 and close after).")
-    var bodyTimeout = 30
+    var bodyTimeout = Int(HTTPServerLimits().bodyTimeout.components.seconds)
 
     @Option(name: .long, help: "Most open connections, API clients and workers together (default: the open-file limit minus 256).")
     var maxConnections: Int?

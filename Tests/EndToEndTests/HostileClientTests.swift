@@ -9,17 +9,32 @@ import Testing
 struct HostileClientTests {
     static let smallTimeouts = ["--header-timeout", "2", "--idle-timeout", "2", "--body-timeout", "2"]
 
-    /// Runs `body` against a fresh hub and stops it afterwards, whatever happens.
+    /// Runs `body` against a fresh hub, checks it still serves, and stops it, whatever happens.
     func withHub(_ arguments: [String] = smallTimeouts, _ body: (HubProcess) async throws -> Void) async throws {
         let hub = try await HubProcess(arguments: arguments)
-        do {
+        try await stopping({ await hub.stop() }) {
             try await body(hub)
             try await expectServing(hub)
+        }
+    }
+
+    /// The same with a worker and a stub backend.
+    func withDeployment(_ hubArguments: [String], _ body: (Deployment) async throws -> Void) async throws {
+        let d = try await Deployment.start(.toki, hubArguments: hubArguments)
+        try await stopping({ await d.stop() }) {
+            try await body(d)
+            try await expectServing(d.hub)
+        }
+    }
+
+    func stopping(_ stop: () async -> Void, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
         } catch {
-            await hub.stop()
+            await stop()
             throw error
         }
-        await hub.stop()
+        await stop()
     }
 
     /// A new connection gets `/healthz`.
@@ -122,8 +137,7 @@ struct HostileClientTests {
 
     @Test("at --max-connections extra connections get 503 and a close; open ones, workers and later clients keep working")
     func connectionLimit() async throws {
-        let d = try await Deployment.start(.toki, hubArguments: ["--max-connections", "50", "--header-timeout", "120", "--idle-timeout", "120"])
-        do {
+        try await withDeployment(["--max-connections", "50", "--header-timeout", "120", "--idle-timeout", "120"]) { d in
             var idle: [RawConnection] = []
             for _ in 0..<60 { idle.append(try RawConnection(port: d.hub.port)) }
             // The refused ones are answered and closed at once; wait for at least the 10 over 50.
@@ -162,27 +176,18 @@ struct HostileClientTests {
                 if !served { try await Task.sleep(for: .milliseconds(200)) }
             }
             #expect(served, "a new connection was not served after the idle ones closed")
-        } catch {
-            await d.stop()
-            throw error
         }
-        await d.stop()
     }
 
     @Test("a worker tunnel outlives the HTTP header and idle timeouts")
     func tunnelOutlivesIdleTimeout() async throws {
-        let d = try await Deployment.start(.toki, hubArguments: ["--header-timeout", "1", "--idle-timeout", "1"])
-        do {
+        try await withDeployment(["--header-timeout", "1", "--idle-timeout", "1"]) { d in
             try await Task.sleep(for: .seconds(5))
             let r = try await d.post("/v1/chat/completions", #"{"model":"stub-model"}"#)
             #expect(r.status == 200, "\(r.body)")
             let registrations = d.hub.process.stderr.components(separatedBy: "worker registered").count - 1
             #expect(registrations == 1, "the worker had to reconnect: \(registrations) registrations")
-        } catch {
-            await d.stop()
-            throw error
         }
-        await d.stop()
     }
 
     // MARK: Cases that already passed, kept passing

@@ -8,26 +8,13 @@ import Glibc
 
 /// A client that sends a request and then never reads: its TCP receive window fills up.
 final class StalledClient {
-    let fd: Int32
+    let connection: RawConnection
 
     init(port: Int, path: String, token: String, body: String) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ChildProcessError("socket() failed") }
-        var small: Int32 = 4096
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { close(fd); throw ChildProcessError("connect() failed") }
+        connection = try RawConnection(port: port, receiveBuffer: 4096)
         let request = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        _ = request.withCString { send(connection.fd, $0, strlen($0), 0) }
     }
-
-    deinit { close(fd) }
 }
 
 @Suite("end to end: resilience", .serialized)
