@@ -171,6 +171,19 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)  // the peer read our answer and is done: no need to linger
             return
         }
+        if event is ChannelShouldQuiesceEvent {
+            // Shutting down: a connection between requests has nothing to finish. (Hummingbird
+            // handles the others, but not a connection that has not sent its first request.)
+            switch phase {
+            case .new, .awaitingHead(_, false), .idle:
+                phase = .closing
+                cancelTimer()
+                context.close(promise: nil)
+                return
+            default:
+                break
+            }
+        }
         context.fireUserInboundEventTriggered(event)
     }
 

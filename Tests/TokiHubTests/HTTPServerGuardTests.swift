@@ -194,6 +194,18 @@ struct HTTPServerGuardTests {
         #expect(channel.isActive)
     }
 
+    @Test("on shutdown a connection between requests closes at once; one mid-request is left to finish")
+    func quiesce() throws {
+        let idle = try makeChannel()
+        idle.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(!idle.isActive)
+        let busy = try makeChannel()
+        try send(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        try drainInbound(busy)
+        busy.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(busy.isActive)
+    }
+
     @Test("connection limit: admits up to the limit, refuses beyond, frees slots on release")
     func limiter() {
         let limiter = ConnectionLimiter(limit: 2, logger: .init(label: "test"))
