@@ -56,13 +56,26 @@ struct HTTPServerGuardTests {
         while try channel.readInbound(as: HTTPServerRequestPart.self) != nil {}
     }
 
+    /// One GET answered 200: the connection is between requests afterwards.
+    func serveOneRequest(_ channel: EmbeddedChannel) throws {
+        try send(channel, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try drainInbound(channel)
+        try respond(channel)
+        _ = try written(channel)
+    }
+
+    /// The channel is still open `after` from now, and closed a second later.
+    func expectCloses(_ channel: EmbeddedChannel, after: Int64, sourceLocation: SourceLocation = #_sourceLocation) {
+        channel.embeddedEventLoop.advanceTime(by: .seconds(after - 1))
+        #expect(channel.isActive, sourceLocation: sourceLocation)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(!channel.isActive, sourceLocation: sourceLocation)
+    }
+
     @Test("a connection that sends nothing is closed at the header timeout, without an answer")
     func silentConnection() throws {
         let channel = try makeChannel()
-        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
-        #expect(channel.isActive)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
-        #expect(!channel.isActive)
+        expectCloses(channel, after: 10)
         #expect(try written(channel) == "")
     }
 
@@ -84,29 +97,17 @@ struct HTTPServerGuardTests {
     @Test("a kept-alive connection is closed after the idle timeout, not the header timeout")
     func keepAliveIdle() throws {
         let channel = try makeChannel()
-        try send(channel, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        try drainInbound(channel)
-        try respond(channel)
-        _ = try written(channel)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(59))
-        #expect(channel.isActive)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
-        #expect(!channel.isActive)
+        try serveOneRequest(channel)
+        expectCloses(channel, after: 60)
     }
 
     @Test("the next request's head clock starts at its first byte")
     func secondRequestHeaderTimeout() throws {
         let channel = try makeChannel()
-        try send(channel, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        try drainInbound(channel)
-        try respond(channel)
-        _ = try written(channel)
+        try serveOneRequest(channel)
         channel.embeddedEventLoop.advanceTime(by: .seconds(30))
         try send(channel, "GET /heal")
-        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
-        #expect(channel.isActive)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
-        #expect(!channel.isActive)
+        expectCloses(channel, after: 10)
         #expect(try written(channel).hasPrefix("HTTP/1.1 408 "))
     }
 
@@ -120,10 +121,7 @@ struct HTTPServerGuardTests {
         #expect(channel.isActive)
         try send(channel, "\"x\"")  // progress restarts the clock
         channel.read()
-        channel.embeddedEventLoop.advanceTime(by: .seconds(29))
-        #expect(channel.isActive)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
-        #expect(!channel.isActive)
+        expectCloses(channel, after: 30)
         #expect(try written(channel).hasPrefix("HTTP/1.1 408 Request Timeout\r\n"))
         #expect(throws: HTTPGuardError.self) { try channel.throwIfErrorCaught() }
     }
