@@ -63,6 +63,7 @@ let package = Package(
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -106,10 +107,6 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "TokiHubTests", dependencies: [
-            "TokiHub", "TokiTunnel",
-            .product(name: "NIOCore", package: "swift-nio"),
-        ]),
         .testTarget(name: "TokiStoreTests", dependencies: [
             "TokiStore",
             .product(name: "Logging", package: "swift-log"),
@@ -120,6 +117,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .testTarget(name: "TokiHubTests", dependencies: [
+            "TokiHub", "TokiTunnel", "TokiMux",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         // Real toki processes, the stub backend and the Go peer, over loopback.
         // TokiTunnel/TokiMux: the scripted hostile worker speaks the real wire format.

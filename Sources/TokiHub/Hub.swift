@@ -297,7 +297,7 @@ public final class Hub: Sendable {
         let webSocket = TunnelEndpoint.webSocketConfiguration(limits: configuration.tunnelLimits, pingInterval: configuration.pingInterval)
         let app = Application(
             router: makeRouter(),
-            server: .http1WebSocketUpgrade(webSocketRouter: makeTunnelRouter(), configuration: .init(ws: webSocket)),
+            server: .guardedHTTP1WebSocketUpgrade(webSocketRouter: makeTunnelRouter(), webSocket: webSocket, limits: configuration.httpLimits, logger: logger),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger

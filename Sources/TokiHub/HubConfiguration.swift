@@ -43,6 +43,8 @@ public struct HubConfiguration: Sendable {
     /// Token lookups are cached this long (a revoked token stops working within it).
     public var tokenCacheTTL: Duration = .seconds(10)
     public var tunnelLimits = TunnelLimits()
+    // HTTP server limits: timeouts, header size, connections (HTTPServerLimits.swift).
+    public var httpLimits = HTTPServerLimits()
 
     public init() {}
 }

@@ -47,6 +47,18 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds between SSE keep-alive comments while a stream is idle.")
     var sseKeepalive = 15
 
+    @Option(name: .long, help: "Seconds for a request's line and headers to arrive (408 and close after).")
+    var headerTimeout = Int(HTTPServerLimits().headerTimeout.components.seconds)
+
+    @Option(name: .long, help: "Seconds a kept-alive connection may wait for its next request.")
+    var idleTimeout = Int(HTTPServerLimits().idleTimeout.components.seconds)
+
+    @Option(name: .long, help: "Seconds without request-body bytes while the body is being read (408 and close after).")
+    var bodyTimeout = Int(HTTPServerLimits().bodyTimeout.components.seconds)
+
+    @Option(name: .long, help: "Most open connections, API clients and workers together (default: the open-file limit minus 256).")
+    var maxConnections: Int?
+
     @Flag(name: .long, help: "Refuse LZ4 compression even when a worker offers it.")
     var noLz4 = false
 
@@ -56,7 +68,8 @@ struct HubCommand: AsyncParsableCommand {
     func validate() throws {
         _ = try HostPort(listen)
         guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
-              responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0
+              responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0,
+              headerTimeout > 0, idleTimeout > 0, bodyTimeout > 0, (maxConnections ?? 1) > 0
         else {
             throw ValidationError("sizes and timeouts must be positive")
         }
@@ -82,6 +95,13 @@ struct HubCommand: AsyncParsableCommand {
         configuration.responseBufferBytes = responseBufferMib * 1024 * 1024
         configuration.streamIdleTimeout = .seconds(streamIdleTimeout)
         configuration.sseKeepAliveInterval = .seconds(sseKeepalive)
+        configuration.httpLimits.headerTimeout = .seconds(headerTimeout)
+        configuration.httpLimits.idleTimeout = .seconds(idleTimeout)
+        configuration.httpLimits.bodyTimeout = .seconds(bodyTimeout)
+        configuration.httpLimits.maxConnections = maxConnections
+        // Every connection is a descriptor: use all the process may have (the Go hub does too).
+        let descriptors = FileDescriptorLimit.raiseToHard()
+        logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let store = try HubStore(dataDirectory: configuration.dataDirectory, logger: logger)
         if let adminToken = try await store.ensureAdmin() {
             FileHandle.standardOutput.write(Data("""

@@ -37,11 +37,19 @@ final class RawConnection: @unchecked Sendable {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { close(fd); throw ChildProcessError("connect() to port \(port) failed") }
+        guard connected == 0 else { Glibc.close(fd); throw ChildProcessError("connect() to port \(port) failed") }
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     }
 
-    deinit { close(fd) }
+    private var closed = false
+
+    deinit { close() }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        Glibc.close(fd)
+    }
 
     /// A larger receive buffer from now on (e.g. to drain quickly what a test left unread).
     func setReceiveBuffer(_ size: Int32) {
@@ -121,6 +129,83 @@ final class RawConnection: @unchecked Sendable {
     }
 
     var text: String { String(decoding: received, as: UTF8.self) }
+
+    // MARK: For clients that misbehave on purpose (HostileClientTests)
+
+    /// The hub closed (EOF or reset).
+    var closedByPeer: Bool { ended != nil }
+    /// The status code of the first response received, if any.
+    var status: Int? {
+        let line = text.prefix { $0 != "\r" }
+        guard line.hasPrefix("HTTP/1.1 ") else { return nil }
+        return Int(line.dropFirst(9).prefix(3))
+    }
+    /// The body of the first response (everything after its head).
+    var body: String { text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? "" }
+
+    /// Reads everything available now.
+    func pump() { while readAvailable() > 0 {} }
+
+    /// Sends all of `bytes`, waiting while the socket is full; false once the hub closed.
+    @discardableResult
+    func sendAll(_ bytes: [UInt8], timeout: Duration = .seconds(30)) async -> Bool {
+        var offset = 0
+        let deadline = ContinuousClock.now + timeout
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 {
+                offset += n
+            } else if n < 0, errno == EAGAIN || errno == EWOULDBLOCK, ContinuousClock.now < deadline {
+                pump()
+                try? await Task.sleep(for: .milliseconds(5))
+            } else {
+                return false
+            }
+        }
+        return true
+    }
+
+    @discardableResult
+    func sendAll(_ text: String) async -> Bool { await sendAll(Array(text.utf8)) }
+
+    /// Sends `text` one byte per `interval` until done or the hub closes; true if all went out.
+    func trickle(_ text: String, interval: Duration) async -> Bool {
+        for byte in text.utf8 {
+            pump()
+            guard !closedByPeer, await sendAll([byte]) else { return false }
+            try? await Task.sleep(for: interval)
+        }
+        return true
+    }
+
+    /// Waits until the hub closes the connection; false if it is still open after `timeout`.
+    func waitUntilClosed(timeout: Duration = .seconds(20)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            pump()
+            if closedByPeer { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// Waits until a whole response (head and a `Content-Length` body) has arrived.
+    func waitForResponse(timeout: Duration = .seconds(20)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            pump()
+            let text = self.text
+            if let end = text.range(of: "\r\n\r\n") {
+                let head = text[..<end.lowerBound].lowercased()
+                let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
+                    .flatMap { Int($0.dropFirst(15).trimmingCharacters(in: .whitespaces)) } ?? 0
+                if text.utf8.count - text[..<end.upperBound].utf8.count >= length { return true }
+            }
+            if closedByPeer { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
 }
 
 /// One HTTP/1.1 response parsed out of raw bytes.
