@@ -145,7 +145,7 @@ public struct LZ4LinkEncoder: Sendable {
         if n == 0 {
             // Nothing enters the history; no need to touch (or allocate) the LZ4 state.
             var out = allocator.buffer(capacity: 1)
-            out.writeInteger(startsNewStream ? LZ4Link.flagReset : 0)
+            out.writeInteger(nextMessageResetsStream ? LZ4Link.flagReset : 0)
             startsNewStream = false
             return out
         }

@@ -21,16 +21,26 @@ let limits = [0, 1, 100, 4096, 65536, 65537, 70000, 131072, 300000]
 let allocator = ByteBufferAllocator()
 
 /// Plaintext described by the input: literal bytes, or a run long enough to cross the 64 KiB
-/// history and the 128 KiB window with a short input.
+/// history and the 128 KiB window with a short input. Runs share a per-input budget (`budget`
+/// bytes), so that one input stays fast.
 func plaintext(_ input: inout FuzzInput, max: Int) -> [UInt8] {
     if input.bool() {
         return Array(input.take(input.int(in: 0...min(max, 4096))))
     }
-    let n = input.int(in: 0...min(max, 140_000))
+    let n = min(input.int(in: 0...min(max, 70_000)), budget)
+    budget -= n
     let period = input.int(in: 1...16)
     let seed = input.byte()
-    return (0..<n).map { UInt8(truncatingIfNeeded: Int(seed) &+ ($0 % period) &* 37 &+ $0 >> 12) }
+    var out = [UInt8](repeating: 0, count: n)
+    out.withUnsafeMutableBufferPointer { p in
+        for i in 0..<n { p[i] = UInt8(truncatingIfNeeded: Int(seed) &+ (i % period) &* 37 &+ i >> 12) }
+    }
+    return out
 }
+
+/// Bytes of runs left for the current input.
+nonisolated(unsafe) var budget = 0
+let budgetPerInput = 300_000
 
 // MARK: - Hostile messages against a model
 
@@ -128,11 +138,11 @@ func hostile(_ input: inout FuzzInput, limit: Int) {
         case 0:  // anything
             message = Array(input.take(input.int(in: 0...4096)))
         case 1:  // a stored message, possibly large
-            message = [input.byte() & 0x03 & ~LZ4Link.flagCompressed] + plaintext(&input, max: 140_000)
+            message = [input.byte() & 0x03 & ~LZ4Link.flagCompressed] + plaintext(&input, max: 70_000)
         default:  // a compressed message made against the history, maybe with a wrong size or a damaged byte
             let flags = LZ4Link.flagCompressed | (input.bool() ? LZ4Link.flagReset : 0)
             if flags & LZ4Link.flagReset != 0 { model.history.removeAll() }  // what the block may reference
-            let plain = plaintext(&input, max: 140_000)
+            let plain = plaintext(&input, max: 70_000)
             if plain.isEmpty { continue }
             var block = model.compress(plain, acceleration: Int32(input.int(in: 1...8)))
             var declared = plain.count
@@ -259,6 +269,7 @@ func roundTrip(_ input: inout FuzzInput, limit: Int) {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var input = FuzzInput(data, size)
+    budget = budgetPerInput
     let roundTripMode = input.bool()
     let limit = limits[Int(input.byte()) % limits.count]
     if roundTripMode {

@@ -63,9 +63,9 @@ struct Harness {
     var openedIDs: Set<UInt32> = []
     /// Per id, the most bytes ever read (across re-opened streams): bounds what a UPD reports.
     var maxConsumed: [UInt32: UInt32] = [:]
-    /// Output state of streams closed while frames of theirs may still be queued (the queue is
-    /// FIFO, so these frames come before any of a later stream with the same id).
-    var outbound: [UInt32: StreamModel] = [:]
+    /// Output state of streams closed while frames of theirs may still be queued, oldest first
+    /// (the queue is FIFO, so their frames come before any of a later stream with the same id).
+    var outbound: [UInt32: [StreamModel]] = [:]
     var ended = false
 
     var version: UInt8 { config.version }
@@ -75,8 +75,11 @@ struct Harness {
         check(machine.unreadBytes == unread, "unreadBytes \(machine.unreadBytes) != model \(unread) after \(context())")
         check(machine.openStreamCount == streams.count, "openStreamCount \(machine.openStreamCount) != model \(streams.count) after \(context())")
         check(streams.count <= maxStreams, "\(streams.count) streams open, limit \(maxStreams)")
-        check(machine.queuedDataBytes < config.maxOutboundQueue + SmuxFrame.headerSize + config.maxFrameSize,
-              "outbound queue \(machine.queuedDataBytes) over its limit \(config.maxOutboundQueue)")
+        // A write stops at the limit, with at most one frame over it; a FIN (closeWrite) is queued
+        // whatever the queue holds, so each stream may add one FIN on top.
+        let pendingFINs = streams.values.filter { $0.finQueued && !$0.finEmitted }.count + outbound.values.reduce(0) { $0 + $1.count }
+        check(machine.queuedDataBytes < config.maxOutboundQueue + SmuxFrame.headerSize * (1 + pendingFINs) + config.maxFrameSize,
+              "outbound queue \(machine.queuedDataBytes) over its limit \(config.maxOutboundQueue) (\(pendingFINs) FINs pending)")
     }
 
     /// One transport message from the peer.
@@ -236,9 +239,10 @@ struct Harness {
         machine.close(streamID: id)
         if var stream = streams.removeValue(forKey: id), !stream.finEmitted {
             stream.finQueued = true
-            outbound[id] = stream
+            outbound[id, default: []].append(stream)
         }
         acceptable.removeAll { $0 == id }
+        known.removeAll { $0 == id }  // an application does not use a stream after closing it
         checkTotals("close")
     }
 
@@ -302,7 +306,7 @@ struct Harness {
             check(fields.consumed <= read && fields.consumed > 0, "UPD consumed \(fields.consumed), read \(read)")
         case .psh, .fin:
             let isOpen = outbound[id] == nil
-            guard var stream = outbound[id] ?? streams[id] else {
+            guard var stream = outbound[id]?.first ?? streams[id] else {
                 check(false, "\(frame.command) for stream \(id) the application never wrote to")
                 return
             }
@@ -324,9 +328,10 @@ struct Harness {
             if isOpen {
                 streams[id] = stream
             } else if stream.finEmitted {
-                outbound[id] = nil
+                outbound[id]!.removeFirst()
+                if outbound[id]!.isEmpty { outbound[id] = nil }
             } else {
-                outbound[id] = stream
+                outbound[id]![0] = stream
             }
         }
     }

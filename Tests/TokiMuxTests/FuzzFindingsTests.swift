@@ -4,8 +4,8 @@ import Testing
 @testable import TokiMux
 
 /// Regressions for what the libFuzzer targets (Tests/Fuzz, docs/fuzzing.md) found.
-@Suite("smux fuzz findings")
-struct SmuxFuzzFindingsTests {
+@Suite("fuzz findings (TokiMux)")
+struct FuzzFindingsTests {
     /// FuzzSmuxSession, seed v1-peer-uses-our-parity: a peer opened stream 3 (the client's own
     /// parity) and sent data; the client's next openStream() also returned 3, replacing the
     /// peer's stream: its 50 buffered bytes were lost but still counted against the receive
@@ -28,5 +28,29 @@ struct SmuxFuzzFindingsTests {
         machine.close(streamID: opened)
         #expect(machine.openStreamCount == 1)
         #expect(machine.unreadBytes == 0)
+    }
+
+    /// FuzzLZ4Link: after releaseState(), nextMessageResetsStream said true, the first empty
+    /// batch carried RESET, and the second did not although the property still said true.
+    /// Empty batches now carry RESET exactly when the property says so.
+    @Test("an empty batch carries RESET exactly when nextMessageResetsStream says so")
+    func emptyBatchReset() throws {
+        let allocator = ByteBufferAllocator()
+        var encoder = LZ4LinkEncoder(maxMessageSize: 4096)
+        var decoder = LZ4LinkDecoder(maxDecompressedSize: 4096)
+        for _ in 0..<3 {
+            #expect(encoder.nextMessageResetsStream)
+            let empty = encoder.encode(ByteBuffer(), allocator: allocator)
+            #expect(empty.readableBytesView.elementsEqual([LZ4Link.flagReset]))
+            #expect(try decoder.decode(empty, allocator: allocator).readableBytes == 0)
+        }
+        let data = ByteBuffer(repeating: 65, count: 1000)
+        let first = encoder.encode(data, allocator: allocator)
+        #expect(first.getInteger(at: first.readerIndex, as: UInt8.self)! & LZ4Link.flagReset != 0)
+        #expect(try decoder.decode(first, allocator: allocator) == data)
+        #expect(!encoder.nextMessageResetsStream)
+        let empty = encoder.encode(ByteBuffer(), allocator: allocator)
+        #expect(empty.readableBytesView.elementsEqual([0]))
+        #expect(try decoder.decode(encoder.encode(data, allocator: allocator), allocator: allocator) == data)
     }
 }
