@@ -53,4 +53,24 @@ struct FuzzFindingsTests {
         #expect(empty.readableBytesView.elementsEqual([0]))
         #expect(try decoder.decode(encoder.encode(data, allocator: allocator), allocator: allocator) == data)
     }
+
+    /// FuzzSmuxSession: version 2, maxFrameSize 1, maxBatchSize 12 passed validation, but a
+    /// UPD frame is 16 bytes: once one was queued, takeOutbound wrote nothing, ever.
+    @Test("maxBatchSize must hold a UPD frame")
+    func batchHoldsUPD() throws {
+        var config = SmuxConfiguration()
+        config.version = 2
+        config.maxFrameSize = 1
+        config.maxBatchSize = 12
+        #expect(throws: SmuxConfigurationError.self) { try config.validated() }
+        config.maxBatchSize = 16
+        var machine = try SmuxSessionMachine(role: .server, configuration: config)
+        _ = try machine.receive(SmuxFrame(version: 2, command: .syn, streamID: 3))
+        _ = try machine.receive(SmuxFrame(version: 2, command: .psh, streamID: 3, payload: ByteBuffer(string: "hi")))
+        #expect(machine.accept() == 3)
+        #expect(machine.read(streamID: 3) == .data(ByteBuffer(string: "hi")))  // queues a UPD
+        var batch = ByteBuffer()
+        #expect(machine.takeOutbound(into: &batch) == 1)
+        #expect(batch.readableBytes == 16)
+    }
 }

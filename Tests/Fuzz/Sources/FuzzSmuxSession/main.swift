@@ -347,7 +347,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     config.acceptBacklog = input.int(in: 1...8)
     config.maxFrameSize = input.int(in: 1...65535)
     config.maxReceiveFrameSize = input.int(in: 1...65535)
-    config.maxBatchSize = SmuxFrame.headerSize + config.maxFrameSize + input.int(in: 0...255)
+    config.maxBatchSize = SmuxFrame.headerSize + max(config.maxFrameSize, 8) + input.int(in: 0...255)
     config.maxOutboundQueue = input.int(in: 1...65536)
     config.initialPeerWindow = input.uint32()
     let role: SmuxRole = input.bool() ? .client : .server
