@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "toki", targets: ["toki"]),
         .library(name: "TokiMux", targets: ["TokiMux"]),
         .library(name: "TokiTunnel", targets: ["TokiTunnel"]),
+        .library(name: "TokiHub", targets: ["TokiHub"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),

@@ -65,14 +65,17 @@ struct RequestIDMiddleware: RouterMiddleware {
 }
 
 /// What the hub needs out of a request body: the model and whether it streams.
-struct RoutedBody: Sendable {
-    var model: String
-    var stream: Bool
+/// (Public, like `BodyInspector`, for the fuzz targets in Tests/Fuzz.)
+public struct RoutedBody: Sendable, Equatable {
+    public var model: String
+    public var stream: Bool
 }
 
-enum BodyInspector {
+/// Reads the routing fields out of a client's request body. Public only so that the fuzz
+/// package (Tests/Fuzz) can drive it; the hub is its only other caller.
+public enum BodyInspector {
     /// JSON bodies: a top-level object with a non-empty string `model`.
-    static func inspectJSON(_ body: ByteBuffer) throws -> RoutedBody {
+    public static func inspectJSON(_ body: ByteBuffer) throws -> RoutedBody {
         guard body.readableBytes > 0 else { throw OpenAIError.malformedJSON("the body is empty") }
         let object: Any
         do {
@@ -91,7 +94,7 @@ enum BodyInspector {
     }
 
     /// multipart/form-data bodies: the `model` field.
-    static func inspectMultipart(_ body: ByteBuffer, contentType: String) throws -> RoutedBody {
+    public static func inspectMultipart(_ body: ByteBuffer, contentType: String) throws -> RoutedBody {
         guard let boundary = contentType.split(separator: ";").compactMap({ part -> String? in
             let kv = part.trimmingCharacters(in: .whitespaces)
             guard kv.lowercased().hasPrefix("boundary=") else { return nil }

@@ -131,7 +131,9 @@ public struct LZ4LinkEncoder: Sendable {
     /// the LZ4 stream state (16 KiB) plus the 128 KiB plaintext window.
     public var memoryInUse: Int { state?.memoryInUse ?? 0 }
 
-    /// Whether the next message will start a new stream (carry the RESET flag).
+    /// Whether the next message will start a new stream (carry the RESET flag). A copy of an
+    /// encoder that still shares its state with the original also starts a new stream with its
+    /// next non-empty message, though this says false (see the type's comment).
     public var nextMessageResetsStream: Bool { startsNewStream || state == nil }
 
     /// Compresses `batch` (all its readable bytes) into one complete WebSocket message
@@ -143,7 +145,7 @@ public struct LZ4LinkEncoder: Sendable {
         if n == 0 {
             // Nothing enters the history; no need to touch (or allocate) the LZ4 state.
             var out = allocator.buffer(capacity: 1)
-            out.writeInteger(startsNewStream ? LZ4Link.flagReset : 0)
+            out.writeInteger(nextMessageResetsStream ? LZ4Link.flagReset : 0)
             startsNewStream = false
             return out
         }

@@ -40,7 +40,11 @@ public struct SmuxConfiguration: Sendable, Equatable {
         guard maxStreamBuffer > 0, maxStreamBuffer <= maxReceiveBuffer else { throw fail("maxStreamBuffer must be in 1...maxReceiveBuffer") }
         guard acceptBacklog > 0 else { throw fail("acceptBacklog must be positive") }
         guard maxOutboundQueue > 0 else { throw fail("maxOutboundQueue must be positive") }
-        guard maxBatchSize >= SmuxFrame.headerSize + maxFrameSize else { throw fail("maxBatchSize must hold one full frame") }
+        // One full data frame, and one UPD (8-byte payload) even when maxFrameSize is smaller:
+        // a queued frame that never fits a batch would stop all output.
+        guard maxBatchSize >= SmuxFrame.headerSize + max(maxFrameSize, 8) else {
+            throw fail("maxBatchSize must hold one full frame (and one 16-byte UPD)")
+        }
         if let interval = keepAliveInterval {
             guard interval > .zero else { throw fail("keepAliveInterval must be positive") }
             guard keepAliveTimeout >= interval else { throw fail("keepAliveTimeout must be at least keepAliveInterval") }

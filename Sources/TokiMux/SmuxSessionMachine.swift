@@ -169,11 +169,17 @@ public struct SmuxSessionMachine: Sendable {
     public mutating func openStream() throws -> UInt32 {
         guard !idsExhausted else { throw StreamError.streamIDsExhausted }
         guard streams.count < maxStreams else { throw StreamError.tooManyStreams(limit: maxStreams) }
-        let (id, overflow) = nextStreamID.addingReportingOverflow(2)
-        guard !overflow else {
-            idsExhausted = true
-            throw StreamError.streamIDsExhausted
-        }
+        // Skip ids in use: the peer may open streams of this side's parity (Go does not check),
+        // and taking over such a stream would drop its buffered bytes but not their budget.
+        var id = nextStreamID
+        repeat {
+            let (next, overflow) = id.addingReportingOverflow(2)
+            guard !overflow else {
+                idsExhausted = true
+                throw StreamError.streamIDsExhausted
+            }
+            id = next
+        } while streams[id] != nil
         nextStreamID = id
         streams[id] = Stream(peerWindow: configuration.initialPeerWindow)
         appendControl(SmuxFrame(version: version, command: .syn, streamID: id))

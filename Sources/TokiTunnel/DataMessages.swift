@@ -348,7 +348,9 @@ public struct TunnelResponse: Codable, Sendable, Equatable {
             while i < end {
                 let b = raw[i]
                 if b == UInt8(ascii: "\"") { break }
-                if b == UInt8(ascii: "\\") || b < 0x20 { return nil }
+                // Escapes, control bytes and non-ASCII (which JSONDecoder validates as UTF-8)
+                // take the JSONDecoder path.
+                if b == UInt8(ascii: "\\") || b < 0x20 || b >= 0x80 { return nil }
                 i += 1
             }
             guard i < end else { return nil }
