@@ -38,6 +38,6 @@ let package = Package(
         fuzzTarget("FuzzControlLine", [toki("TokiTunnel")]),
         fuzzTarget("FuzzDataLine", [toki("TokiTunnel")]),
         fuzzTarget("FuzzBodyInspector", [toki("TokiHub")]),
-        // FuzzResponseHead (the hub's worker response-head validator) goes here.
+        fuzzTarget("FuzzResponseHead", [toki("TokiTunnel")]),
     ]
 )
