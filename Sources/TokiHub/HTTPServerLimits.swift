@@ -13,7 +13,7 @@ import Darwin
 #endif
 
 /// Bounds on what one HTTP client can hold of the hub: time, header bytes, connections.
-/// docs/http-server-limits.md explains each; `toki hub` flags set them.
+/// docs/security.md explains each; `toki hub` flags set them.
 public struct HTTPServerLimits: Sendable, Equatable {
     /// The request line and headers must all arrive within this, counted from the accept (first
     /// request) or from the first byte after a response (later ones). Bytes trickling in do not
