@@ -83,17 +83,37 @@ struct ResponseStreamer: Sendable {
         let worker = forwarded.worker
         let isSSE = forwarded.head.head.isEventStream
         var sniffer = UsageSniffer()
-        // The whole answer came on the head line: nothing to wait for.
-        if forwarded.head.eof {
-            if let first = forwarded.head.firstChunk, first.readableBytes > 0 {
-                sniffer.observe(first)
-                try await writer.write(first)
+        // Whatever already arrived with the head: a small answer is often complete here and is
+        // written without a pump task (no extra task, no hand-offs, no socket tuning).
+        var arrived: [ByteBuffer] = []
+        if let first = forwarded.head.firstChunk, first.readableBytes > 0 { arrived.append(first) }
+        var early: Result<Bool, any Error> = .success(forwarded.head.eof)  // true: the answer is complete
+        if !forwarded.head.eof {
+            do {
+                drain: while true {
+                    switch try forwarded.call.bufferedChunk() {
+                    case .chunk(let chunk): arrived.append(chunk)
+                    case .end:
+                        early = .success(true)
+                        break drain
+                    case .pending: break drain
+                    }
+                }
+            } catch {
+                early = .failure(error)
+            }
+        }
+        if case .success(true) = early {
+            for chunk in arrived {
+                sniffer.observe(chunk)
+                try await writer.write(chunk)
             }
             try await writer.finish(nil)
             finish(forwarded, status: forwarded.head.status, sniffer: sniffer, complete: true)
             return
         }
         Self.limitUnsentBytes(on: forwarded.client)
+        let (alreadyArrived, earlyOutcome) = (arrived, early)
         let buffer = ResponseBuffer(limit: bufferLimit, overflow: worker.session.configuration.version >= 2 ? .wait : .cut)
         let cutOff: @Sendable (String) -> Void = { why in
             // The blocked write fails once the connection is closed; `finish` then cancels on the worker.
@@ -113,7 +133,7 @@ struct ResponseStreamer: Sendable {
         var failedStatus: Int?
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await Self.pump(forwarded.call, first: forwarded.head.firstChunk, into: buffer) {
+                await Self.pump(forwarded.call, first: alreadyArrived, failure: earlyOutcome, into: buffer) {
                     cutOff("it holds more than \(buffer.limit) bytes of unread response")
                 }
             }
@@ -185,9 +205,11 @@ struct ResponseStreamer: Sendable {
         try outcome.get()
     }
 
-    /// Moves the worker's chunks into the client's buffer until the end, a failure, or the
-    /// writer side closing. `overflowed` runs when a `.cut` buffer goes over its limit.
-    static func pump(_ call: TunnelCall, first: ByteBuffer?, into buffer: ResponseBuffer, overflowed: @Sendable () -> Void) async {
+    /// Moves the worker's chunks (`first`: those that came with the head; `failure`: an error met
+    /// while taking them) into the client's buffer until the end, a failure, or the writer side
+    /// closing. `overflowed` runs when a `.cut` buffer goes over its limit.
+    static func pump(_ call: TunnelCall, first: [ByteBuffer], failure: Result<Bool, any Error>, into buffer: ResponseBuffer,
+                     overflowed: @Sendable () -> Void) async {
         func push(_ chunk: ByteBuffer) async -> Bool {
             switch await buffer.push(chunk) {
             case .accepted: return true
@@ -198,9 +220,10 @@ struct ResponseStreamer: Sendable {
             }
         }
         do {
-            if let first, first.readableBytes > 0 {
-                guard await push(first) else { return }
+            for chunk in first {
+                guard await push(chunk) else { return }
             }
+            if case .failure(let error) = failure { throw error }
             while let chunk = try await call.nextChunk() {
                 guard await push(chunk) else { return }
             }

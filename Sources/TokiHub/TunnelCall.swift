@@ -139,6 +139,33 @@ final class TunnelCall: @unchecked Sendable {
         return nil
     }
 
+    /// What `bufferedChunk` found without waiting.
+    enum Buffered {
+        case chunk(ByteBuffer)
+        case end
+        /// The next line has not arrived yet.
+        case pending
+    }
+
+    /// The next body chunk if its line has already arrived (small answers often come whole with
+    /// the head): lets the caller finish them without a pump task. Throws as `nextChunk` does.
+    func bufferedChunk() throws -> Buffered {
+        while !finished {
+            let line: ByteBuffer?
+            do { line = try framer.nextLine() } catch { throw UpstreamFailure.malformed("\(error)") }
+            guard let line else { return .pending }
+            let response: TunnelResponse
+            do { response = try TunnelResponse.decodeLine(line) } catch { throw UpstreamFailure.malformed("\(error)") }
+            if let error = response.error {
+                finished = true
+                throw UpstreamFailure.worker(code: error.code, message: error.message)
+            }
+            if response.eof == true { finished = true }
+            if let chunk = response.bodyChunk, chunk.readableBytes > 0 { return .chunk(chunk) }
+        }
+        return .end
+    }
+
     var isFinished: Bool { finished }
 
     func close() { stream.close() }
