@@ -76,7 +76,8 @@ public final class Hub: Sendable {
                 guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
                       (try? await self.tokens.authenticate(token)) != nil
                 else { return .dontUpgrade }
-                return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: self.configuration.allowLZ4))
+                return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: self.configuration.allowLZ4,
+                                                             allowSmux2: self.configuration.allowSmux2))
             } onUpgrade: { inbound, outbound, context in
                 let activity = LinkActivity()
                 context.requestContext.optimizeTunnelPipeline(activity: activity)
@@ -84,7 +85,8 @@ public final class Hub: Sendable {
                 guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
                       let user = try? await self.tokens.authenticate(token)
                 else { return }
-                let features = TunnelEndpoint.negotiated(request.headers, allowLZ4: self.configuration.allowLZ4)
+                let features = TunnelEndpoint.negotiated(request.headers, allowLZ4: self.configuration.allowLZ4,
+                                                         allowSmux2: self.configuration.allowSmux2)
                 let remote = request.headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
                 await self.serveWorker(inbound: inbound, outbound: outbound, user: user, features: features, activity: activity, remote: remote)
             }

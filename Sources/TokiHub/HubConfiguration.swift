@@ -35,6 +35,8 @@ public struct HubConfiguration: Sendable {
     public var sseKeepAliveInterval: Duration = .seconds(15)
     /// Whether workers that offer `toki-lz4` get it.
     public var allowLZ4 = true
+    /// Whether workers that offer smux v2 (per-stream windows) get it.
+    public var allowSmux2 = true
     /// Workers tried for one request before giving up (only before the first response byte).
     public var maxAttempts = 3
     public var maxModelsPerWorker = 1024

@@ -62,6 +62,9 @@ struct HubCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Refuse LZ4 compression even when a worker offers it.")
     var noLz4 = false
 
+    @Flag(name: .long, help: "Keep toki workers on smux v1 even when they offer v2 (per-stream windows).")
+    var noSmux2 = false
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -91,6 +94,7 @@ struct HubCommand: AsyncParsableCommand {
         configuration.heartbeatTimeout = .seconds(heartbeatTimeout)
         configuration.pingInterval = .seconds(pingInterval)
         configuration.allowLZ4 = !noLz4
+        configuration.allowSmux2 = !noSmux2
         configuration.slowClientTimeout = .seconds(slowClientTimeout)
         configuration.responseBufferBytes = responseBufferMib * 1024 * 1024
         configuration.streamIdleTimeout = .seconds(streamIdleTimeout)
