@@ -95,7 +95,8 @@ for N in $FLEETS; do
         --duration 2 --warmup 0 2>"$dir/models.err" | grep '^RESULT' | tail -1 || true)"
 
     exec 9>&-
-    wait_line "$dir/fleet.out" '^LEFT ' 120 >/dev/null || true
+    wait_line "$dir/fleet.out" '^LEFT ' 60 >/dev/null || true
+    kill -KILL "$fleet" 2>/dev/null || true
     wait "$fleet" 2>/dev/null || true
     sleep "$SETTLE"
     rss2="$(rss_kib "$hub")"
