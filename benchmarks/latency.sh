@@ -32,20 +32,7 @@ OUT="${OUT:-$ROOT/docs/benchmarks.md}"
 SCRATCH="$ROOT/.build-bench"
 WITH_GO="${GO:-1}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/toki-latency.XXXXXX")"
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "== logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+source "$ROOT/benchmarks/lib.sh"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "== building toki, toki-stub-backend, toki-bench (release, $SCRATCH)" >&2
@@ -62,18 +49,6 @@ if [[ "$WITH_GO" == 1 && ( "${SKIP_BUILD:-0}" != 1 || ! -x "$GOPEER" ) ]]; then
     bash "$ROOT/Tests/Interop/build-gopeer.sh" "$GOPEER" >&2 || { echo "== gopeer unavailable: no Go worker comparison" >&2; WITH_GO=0; }
 fi
 
-# wait_line FILE REGEX SECONDS: prints the first line of FILE matching REGEX.
-wait_line() {
-    local file="$1" re="$2" limit="$3" i line
-    for ((i = 0; i < limit * 20; i++)); do
-        line="$(grep -m1 -E "$re" "$file" 2>/dev/null || true)"
-        if [[ -n "$line" ]]; then echo "$line"; return 0; fi
-        sleep 0.05
-    done
-    echo "timeout waiting for /$re/ in $file:" >&2
-    tail -20 "$file" >&2 || true
-    return 1
-}
 
 # wait_model HUB_PORT TOKEN: until stub-model is listed on the hub's /v1/models.
 wait_model() {

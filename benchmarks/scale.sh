@@ -26,17 +26,7 @@ SETTLE="${SETTLE:-30}"
 OUT="${OUT:-$ROOT/docs/benchmarks.md}"
 SCRATCH="$ROOT/.build-bench"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/toki-scale.XXXXXX")"
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "== logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+source "$ROOT/benchmarks/lib.sh"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "== building toki, toki-bench (release, $SCRATCH)" >&2
@@ -49,15 +39,6 @@ BENCH="$BINDIR/toki-bench"
 ulimit -n "$(ulimit -Hn)"
 TCK="$(getconf CLK_TCK)"
 
-wait_line() {  # FILE REGEX SECONDS
-    local file="$1" re="$2" limit="$3" i line
-    for ((i = 0; i < limit * 10; i++)); do
-        line="$(grep -m1 -E "$re" "$file" 2>/dev/null || true)"
-        if [[ -n "$line" ]]; then echo "$line"; return 0; fi
-        sleep 0.1
-    done
-    echo "timeout waiting for /$re/ in $file" >&2; tail -5 "$file" >&2; return 1
-}
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
