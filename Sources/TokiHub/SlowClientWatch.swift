@@ -56,17 +56,18 @@ final class SlowClientWatch: Sendable {
 /// (another platform, a channel that is not a socket) every check reports no progress, which
 /// makes `SlowClientWatch` judge by the time one write takes.
 final class ClientProgress: Sendable {
-    private let provider: (any SocketOptionProvider)?
+    private let channel: any Channel
     private let lastAcked = Atomic<UInt64>(0)
 
     init(channel: any Channel) {
-        provider = channel as? any SocketOptionProvider
+        self.channel = channel
     }
 
     /// Calls `verdict(true)` if the client acknowledged bytes since the previous check.
     func check(_ verdict: @escaping @Sendable (Bool) -> Void) {
         #if os(Linux)
-        guard let provider else { return verdict(false) }
+        // Cast only here (a stalled write), not per response: dynamic casts are not free.
+        guard let provider = channel as? any SocketOptionProvider else { return verdict(false) }
         // struct tcp_info of linux/tcp.h up to tcpi_bytes_acked (a u64 at byte 120); glibc's
         // copy of the struct stops before it.
         let future: EventLoopFuture<TCPInfoPrefix> = provider.unsafeGetSocketOption(level: .tcp, name: .tcp_info)

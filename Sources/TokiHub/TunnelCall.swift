@@ -81,16 +81,18 @@ final class TunnelCall: @unchecked Sendable {
         }
     }
 
+    /// The next response line if it has already arrived (nil: not yet).
+    private func bufferedLine() throws -> TunnelResponse? {
+        let line: ByteBuffer?
+        do { line = try framer.nextLine() } catch { throw UpstreamFailure.malformed("\(error)") }
+        guard let line else { return nil }
+        do { return try TunnelResponse.decodeLine(line) } catch { throw UpstreamFailure.malformed("\(error)") }
+    }
+
     /// Reads the next response line, or nil when the stream ended.
     private func nextLine() async throws -> TunnelResponse? {
         while true {
-            do {
-                if let line = try framer.nextLine() {
-                    do { return try TunnelResponse.decodeLine(line) } catch { throw UpstreamFailure.malformed("\(error)") }
-                }
-            } catch let error as LineTooLong {
-                throw UpstreamFailure.malformed("\(error)")
-            }
+            if let response = try bufferedLine() { return response }
             let chunk: ByteBuffer?
             do { chunk = try await stream.read() } catch is CancellationError {
                 throw CancellationError()
@@ -108,19 +110,24 @@ final class TunnelCall: @unchecked Sendable {
         }
     }
 
-    /// The head line. An error line before it, or the stream ending, is a failure.
-    func readHead() async throws -> TunnelHead {
-        guard let response = try await nextLine() else { throw UpstreamFailure.truncated }
+    /// An error line ends the call with the worker's error; `eof` ends it normally.
+    private func absorb(_ response: TunnelResponse) throws {
         if let error = response.error {
             finished = true
             throw UpstreamFailure.worker(code: error.code, message: error.message)
         }
+        if response.eof == true { finished = true }
+    }
+
+    /// The head line. An error line before it, or the stream ending, is a failure.
+    func readHead() async throws -> TunnelHead {
+        guard let response = try await nextLine() else { throw UpstreamFailure.truncated }
+        try absorb(response)
         let head: ResponseHead
         do { head = try ResponseHead.validate(statusCode: response.statusCode, headers: response.headers) } catch {
             finished = true
             throw UpstreamFailure.malformed("\(error)")
         }
-        if response.eof == true { finished = true }
         return TunnelHead(head: head, firstChunk: response.bodyChunk, eof: response.eof == true)
     }
 
@@ -129,11 +136,7 @@ final class TunnelCall: @unchecked Sendable {
     func nextChunk() async throws -> ByteBuffer? {
         while !finished {
             guard let response = try await nextLine() else { throw UpstreamFailure.truncated }
-            if let error = response.error {
-                finished = true
-                throw UpstreamFailure.worker(code: error.code, message: error.message)
-            }
-            if response.eof == true { finished = true }
+            try absorb(response)
             if let chunk = response.bodyChunk, chunk.readableBytes > 0 { return chunk }
         }
         return nil
@@ -151,16 +154,8 @@ final class TunnelCall: @unchecked Sendable {
     /// the head): lets the caller finish them without a pump task. Throws as `nextChunk` does.
     func bufferedChunk() throws -> Buffered {
         while !finished {
-            let line: ByteBuffer?
-            do { line = try framer.nextLine() } catch { throw UpstreamFailure.malformed("\(error)") }
-            guard let line else { return .pending }
-            let response: TunnelResponse
-            do { response = try TunnelResponse.decodeLine(line) } catch { throw UpstreamFailure.malformed("\(error)") }
-            if let error = response.error {
-                finished = true
-                throw UpstreamFailure.worker(code: error.code, message: error.message)
-            }
-            if response.eof == true { finished = true }
+            guard let response = try bufferedLine() else { return .pending }
+            try absorb(response)
             if let chunk = response.bodyChunk, chunk.readableBytes > 0 { return .chunk(chunk) }
         }
         return .end
