@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "toki", targets: ["toki"]),
         .library(name: "TokiMux", targets: ["TokiMux"]),
+        .library(name: "TokiProtocol", targets: ["TokiProtocol"]),
         .library(name: "TokiTunnel", targets: ["TokiTunnel"]),
         .library(name: "TokiHub", targets: ["TokiHub"]),
     ],
@@ -27,15 +28,19 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
-        // smux v1/v2 (sans-IO codec + session) and the LZ4 link framing.
+        // smux v1/v2 (sans-IO codec + session).
         .target(name: "TokiMux", dependencies: [
-            "CLZ4",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // WebSocket transport, control and data protocols of the Tokilake tunnel.
+        // The Tokilake tunnel's wire vocabulary, pure: control messages, data lines, JSON reader
+        // and writer, Base64, the NDJSON framer, response-head checks. No I/O.
+        .target(name: "TokiProtocol", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        // The tunnel's I/O: WebSocket client/server, masking, endpoint, LZ4 link framing.
         .target(name: "TokiTunnel", dependencies: [
-            "TokiMux",
+            "TokiMux", "TokiProtocol", "CLZ4",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -58,7 +63,7 @@ let package = Package(
         ]),
         // The gateway: OpenAI HTTP API, worker registry, routing.
         .target(name: "TokiHub", dependencies: [
-            "TokiTunnel", "TokiStore",
+            "TokiTunnel", "TokiProtocol", "TokiStore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -70,7 +75,7 @@ let package = Package(
         ]),
         // The edge daemon: registers models, answers tunnelled requests from local backends.
         .target(name: "TokiWorker", dependencies: [
-            "TokiTunnel", "TokiMux",
+            "TokiTunnel", "TokiProtocol", "TokiMux",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -80,14 +85,14 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "toki", dependencies: [
-            "TokiMux", "TokiTunnel", "TokiStore", "TokiHub", "TokiWorker",
+            "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        .executableTarget(name: "toki-bench", dependencies: ["TokiMux", "TokiTunnel", "TokiProbe", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"), .product(name: "AsyncHTTPClient", package: "async-http-client")], path: "benchmarks/TokiBench"),
+        .executableTarget(name: "toki-bench", dependencies: ["TokiMux", "TokiProtocol", "TokiTunnel", "TokiProbe", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"), .product(name: "AsyncHTTPClient", package: "async-http-client")], path: "benchmarks/TokiBench"),
         // A stub OpenAI backend for the worker's tests, end-to-end tests and benchmarks.
         .executableTarget(name: "toki-stub-backend", dependencies: [
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -101,8 +106,12 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
         ], exclude: ["Vectors"], resources: []),
+        .testTarget(name: "TokiProtocolTests", dependencies: [
+            "TokiProtocol", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .testTarget(name: "TokiTunnelTests", dependencies: [
-            "TokiTunnel", "TokiMux", "TokiProbe", "TestSupport",
+            "TokiTunnel", "TokiProtocol", "TokiMux", "TokiProbe", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -113,23 +122,23 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TokiWorkerTests", dependencies: [
-            "TokiWorker", "TokiTunnel", "TokiMux", "TestSupport",
+            "TokiWorker", "TokiTunnel", "TokiProtocol", "TokiMux", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "TokiHubTests", dependencies: [
-            "TokiHub", "TokiTunnel", "TokiMux",
+            "TokiHub", "TokiTunnel", "TokiProtocol", "TokiMux",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         // Real toki processes, the stub backend and the Go peer, over loopback.
-        // TokiTunnel/TokiMux: the scripted hostile worker speaks the real wire format.
+        // TokiTunnel/TokiProtocol/TokiMux: the scripted hostile worker speaks the real wire format.
         .testTarget(name: "EndToEndTests", dependencies: [
-            "TestSupport", "TokiTunnel", "TokiMux",
+            "TestSupport", "TokiTunnel", "TokiProtocol", "TokiMux",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

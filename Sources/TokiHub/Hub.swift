@@ -6,6 +6,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ServiceLifecycle
+import TokiProtocol
 import UnixSignals
 import TokiMux
 import TokiStore

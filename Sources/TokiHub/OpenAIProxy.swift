@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import Synchronization
 import TokiMux
+import TokiProtocol
 import TokiStore
 import TokiTunnel
 

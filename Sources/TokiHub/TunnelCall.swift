@@ -1,5 +1,6 @@
 import NIOCore
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 /// Why a tunnelled request failed.

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import Synchronization
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 /// A worker's tunnel link as liveness probes see it.
@@ -27,7 +28,7 @@ public final class WorkerConnection: Sendable {
         var models: Set<String>
         var groups: Set<String>
         var nodeName: String
-        var hardwareInfo: [String: JSONValue]?
+        var hardwareInfo: RawJSON?
         var inFlight = 0
         /// Tunnel request id → the task to cancel when the worker goes away.
         var requests: [String: @Sendable () -> Void] = [:]
@@ -38,7 +39,7 @@ public final class WorkerConnection: Sendable {
     }
 
     init(sessionID: UInt64, namespace: String, userID: Int64, workerID: Int64, nodeName: String, groups: Set<String>,
-         models: Set<String>, hardwareInfo: [String: JSONValue]?, session: MuxSession, control: ControlWriter, link: WorkerLink,
+         models: Set<String>, hardwareInfo: RawJSON?, session: MuxSession, control: ControlWriter, link: WorkerLink,
          logger: Logger) {
         self.sessionID = sessionID
         self.namespace = namespace

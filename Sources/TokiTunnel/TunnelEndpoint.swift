@@ -5,6 +5,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import TokiMux
+import TokiProtocol
 
 /// Request context of the tunnel's WebSocket router: keeps the connection's channel so the
 /// upgraded pipeline can be tuned (fast unmasking).

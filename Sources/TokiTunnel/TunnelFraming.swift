@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import TokiMux
+import TokiProtocol
 
 /// What the two ends of a tunnel agreed on at the WebSocket upgrade.
 ///
@@ -27,15 +28,8 @@ public struct TunnelFeatures: Sendable, Equatable {
 /// WebSocket subprotocols: the client offers what it supports, the server selects one, and the
 /// selected name alone decides the tunnel's features. A peer that offers nothing (original Go
 /// workers) or selects nothing (the original Go hub) gets the original protocol.
-public enum TunnelSubprotocol {
-    public static let tokilake = "tokilake.v1"
-    /// smux v1 + LZ4.
-    public static let lz4 = LZ4Link.extensionName
-    /// smux v2, uncompressed.
-    public static let smux2 = "toki-smux2"
-    /// smux v2 + LZ4.
-    public static let smux2LZ4 = "toki-smux2-lz4"
-
+/// (The names themselves are TokiProtocol's `TunnelSubprotocol` constants.)
+extension TunnelSubprotocol {
     /// The value a client sends in `Sec-WebSocket-Protocol`, most wanted first.
     public static func offer(lz4: Bool, smux2: Bool = false) -> String {
         var names: [String] = []

@@ -8,6 +8,7 @@ import NIOSSL
 import NIOWebSocket
 import Synchronization
 import TokiMux
+import TokiProtocol
 
 // MARK: Server side (Hummingbird's WebSocket upgrade on the hub's HTTP port)
 

@@ -4,6 +4,7 @@
 import NIOCore
 import Synchronization
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 /// A one-shot event. `wait()` returns once `set()` was called, or as soon as the waiting task is

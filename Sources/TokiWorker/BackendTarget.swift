@@ -3,6 +3,7 @@
 
 import Foundation
 import Synchronization
+import TokiProtocol
 import TokiTunnel
 
 /// A failure the worker reports as a `TunnelResponse` error frame (codes of spec §5.7).

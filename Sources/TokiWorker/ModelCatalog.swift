@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import NIOCore
 import Synchronization
+import TokiProtocol
 import TokiTunnel
 
 /// What the worker serves right now. Replaced as a whole when discovery finds a change.

@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 // MARK: - In-flight requests

@@ -13,6 +13,7 @@
 
 import Foundation
 import NIOCore
+import TokiProtocol
 import TokiTunnel
 
 public enum RequestRewriter {

@@ -2,6 +2,7 @@
 // (spec §7.1, §7.2, §2.3, §2.4). Pure: environment and file reads are parameters.
 
 import Foundation
+import TokiProtocol
 import TokiTunnel
 
 /// One `model_targets` entry. Keys are the public model names.

@@ -3,6 +3,7 @@
 
 import Foundation
 import NIOSSL
+import TokiProtocol
 import TokiTunnel
 
 public struct WorkerOptions: Sendable {

@@ -10,6 +10,7 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 /// Point-in-time view of a worker, for status output and tests.
@@ -284,8 +285,8 @@ struct WorkerConnection: Sendable {
 
     func nonEmpty(_ s: String) -> String? { s.isEmpty ? nil : s }
 
-    func hardwareInfo(_ snapshot: ModelSnapshot) -> [String: JSONValue] {
-        snapshot.config.hardwareInfo(hostname: options.hostname, numCPU: ProcessInfo.processInfo.activeProcessorCount)
+    func hardwareInfo(_ snapshot: ModelSnapshot) -> RawJSON {
+        RawJSON(snapshot.config.hardwareInfo(hostname: options.hostname, numCPU: ProcessInfo.processInfo.activeProcessorCount))
     }
 
     func modelsSync(_ snapshot: ModelSnapshot) -> ControlMessage {

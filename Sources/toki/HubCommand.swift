@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TokiHub
+import TokiProtocol
 import TokiStore
 import TokiTunnel
 

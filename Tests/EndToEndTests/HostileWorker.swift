@@ -11,6 +11,7 @@ import NIOWebSocket
 import TestSupport
 import TokiMux
 @testable import TokiTunnel  // the tunnel's WebSocket channel, to write bytes past the mux and LZ4
+import TokiProtocol
 
 /// One request the hub sent to a hostile worker, with the tools to answer it.
 final class HostileCall: Sendable {

@@ -8,6 +8,7 @@ import NIOCore
 import TestSupport
 import Testing
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 #if canImport(Glibc)

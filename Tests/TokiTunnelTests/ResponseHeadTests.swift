@@ -1,5 +1,6 @@
 import Testing
 @testable import TokiTunnel
+import TokiProtocol
 
 /// A worker's head is untrusted: these are the rules that keep it from crashing the hub or
 /// smuggling bytes onto a client's connection.

@@ -7,6 +7,7 @@ import TokiMux
 import TokiProbe
 
 @testable import TokiTunnel
+import TokiProtocol
 
 /// A TunnelListener on a free loopback port whose sessions serve the probe protocol.
 struct RunningListener {

@@ -9,6 +9,7 @@ import Synchronization
 import TestSupport
 import Testing
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 @testable import TokiWorker

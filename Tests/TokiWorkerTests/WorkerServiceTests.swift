@@ -5,6 +5,7 @@ import NIOCore
 import TestSupport
 import Testing
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 @testable import TokiWorker

@@ -26,6 +26,7 @@ import Foundation
 import NIOCore
 import Synchronization
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 /// One direction of the in-process tunnel: mux batches → WebSocket message payloads (counted).

@@ -14,6 +14,7 @@ import Logging
 import NIOCore
 import Synchronization
 import TokiMux
+import TokiProtocol
 import TokiTunnel
 
 enum Fleet {
@@ -112,7 +113,7 @@ struct SimulatedWorker: Sendable {
     var namespace: String { "fleet-\(index)" }
 
     /// What a Go Tokiame sends: a few keys, some nested.
-    var hardwareInfo: [String: JSONValue] {
+    var hardwareInfo: RawJSON {
         ["hostname": .string(namespace), "os": "linux", "arch": "amd64", "num_cpu": 16,
          "gpus": [["name": "NVIDIA RTX 4090", "memory_mb": 24564]]]
     }

@@ -3,7 +3,8 @@ import NIOCore
 import TestSupport
 import Testing
 
-@testable import TokiMux
+@testable import TokiTunnel
+import TokiProtocol
 
 
 private let allocator = ByteBufferAllocator()

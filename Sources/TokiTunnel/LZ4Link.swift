@@ -1,4 +1,5 @@
-// LZ4 link compression for the worker <-> hub WebSocket (see docs/protocol-lz4.md).
+// LZ4 link compression for the worker <-> hub WebSocket (see docs/protocol.md, "LZ4 link
+// compression"; negotiated as the `toki-lz4` / `toki-smux2-lz4` subprotocols).
 //
 // Each direction of a link is ONE LZ4 stream in linked-block mode: every WebSocket
 // message is compressed against the previous 64 KiB of plaintext sent in the same
@@ -37,8 +38,6 @@ public enum LZ4Link {
     public static let historySize = 64 * 1024
     /// Largest header: 1 flag byte plus a 5-byte varint.
     public static let maxHeaderSize = 6
-    /// The name used for negotiation (`Sec-WebSocket-Extensions: toki-lz4`).
-    public static let extensionName = "toki-lz4"
     /// Largest plaintext liblz4 accepts in one block (LZ4_MAX_INPUT_SIZE).
     public static let maxBlockInput = 0x7E00_0000
 

@@ -1,0 +1,187 @@
+// The JSON writer: Go-compatible compact output (encoding/json's escaping, map keys sorted,
+// struct fields in declaration order), straight into a ByteBuffer.
+
+import NIOCore
+
+
+enum JSONOut {
+    static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// Writes a JSON string literal with Go's escaping (`<`, `>`, `&`, U+2028, U+2029 as \u).
+    static func writeString(_ s: String, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt8(ascii: "\""))
+        var s = s
+        s.withUTF8 { utf8 in writeEscaped(UnsafeRawBufferPointer(utf8), into: &buffer) }
+        buffer.writeInteger(UInt8(ascii: "\""))
+    }
+
+    @inline(__always)
+    static func needsEscape(_ b: UInt8) -> Bool {
+        b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") || b == UInt8(ascii: "<")
+            || b == UInt8(ascii: ">") || b == UInt8(ascii: "&") || b == 0xE2
+    }
+
+    static func writeEscaped(_ bytes: UnsafeRawBufferPointer, into buffer: inout ByteBuffer) {
+        var runStart = 0
+        var i = 0
+        let n = bytes.count
+        while i < n {
+            let b = bytes[i]
+            if !needsEscape(b) {
+                i += 1
+                continue
+            }
+            if b == 0xE2 {
+                // U+2028 / U+2029 are E2 80 A8 / E2 80 A9.
+                if i + 2 < n, bytes[i + 1] == 0x80, bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9 {
+                    if runStart < i { buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[runStart..<i])) }
+                    buffer.writeStaticString(bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029")
+                    i += 3
+                    runStart = i
+                } else {
+                    i += 1
+                }
+                continue
+            }
+            if runStart < i { buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[runStart..<i])) }
+            switch b {
+            case UInt8(ascii: "\""): buffer.writeStaticString("\\\"")
+            case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
+            case UInt8(ascii: "\n"): buffer.writeStaticString("\\n")
+            case UInt8(ascii: "\r"): buffer.writeStaticString("\\r")
+            case UInt8(ascii: "\t"): buffer.writeStaticString("\\t")
+            default:
+                buffer.writeStaticString("\\u00")
+                buffer.writeInteger(hex[Int(b >> 4)])
+                buffer.writeInteger(hex[Int(b & 0xF)])
+            }
+            i += 1
+            runStart = i
+        }
+        if runStart < n { buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[runStart..<n])) }
+    }
+
+    static func writeInt<I: BinaryInteger>(_ value: I, into buffer: inout ByteBuffer) {
+        buffer.writeString(String(value))
+    }
+
+    static func writeDouble(_ d: Double, into buffer: inout ByteBuffer) {
+        guard d.isFinite else {
+            buffer.writeStaticString("null")
+            return
+        }
+        if d == d.rounded(.towardZero), abs(d) < 1e15 {
+            buffer.writeString(String(Int64(d)))
+        } else {
+            buffer.writeString(d.description)
+        }
+    }
+
+    static func writeValue(_ v: JSONValue, into buffer: inout ByteBuffer) {
+        switch v {
+        case .null: buffer.writeStaticString("null")
+        case .bool(let b): buffer.writeStaticString(b ? "true" : "false")
+        case .int(let i): writeInt(i, into: &buffer)
+        case .double(let d): writeDouble(d, into: &buffer)
+        case .string(let s): writeString(s, into: &buffer)
+        case .array(let a):
+            buffer.writeInteger(UInt8(ascii: "["))
+            for (i, e) in a.enumerated() {
+                if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+                writeValue(e, into: &buffer)
+            }
+            buffer.writeInteger(UInt8(ascii: "]"))
+        case .object(let o): writeObject(o, into: &buffer)
+        }
+    }
+
+    static func writeObject(_ o: [String: JSONValue], into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt8(ascii: "{"))
+        for (i, k) in o.keys.sorted().enumerated() {
+            if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+            writeString(k, into: &buffer)
+            buffer.writeInteger(UInt8(ascii: ":"))
+            writeValue(o[k]!, into: &buffer)
+        }
+        buffer.writeInteger(UInt8(ascii: "}"))
+    }
+
+    static func writeStringMap(_ m: [String: String], into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt8(ascii: "{"))
+        for (i, k) in m.keys.sorted().enumerated() {
+            if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+            writeString(k, into: &buffer)
+            buffer.writeInteger(UInt8(ascii: ":"))
+            writeString(m[k]!, into: &buffer)
+        }
+        buffer.writeInteger(UInt8(ascii: "}"))
+    }
+
+    /// Writes `{"k":v,...}` with keys in call order: `var o = ObjectWriter(&buffer)`, then fields,
+    /// then `o.close(&buffer)`. Nested objects are written between `key` and the next field.
+    struct ObjectWriter {
+        private var first = true
+
+        init(_ buffer: inout ByteBuffer) {
+            buffer.writeInteger(UInt8(ascii: "{"))
+        }
+
+        mutating func key(_ k: StaticString, _ buffer: inout ByteBuffer) {
+            if first { first = false } else { buffer.writeInteger(UInt8(ascii: ",")) }
+            buffer.writeInteger(UInt8(ascii: "\""))
+            buffer.writeStaticString(k)
+            buffer.writeStaticString("\":")
+        }
+        mutating func string(_ k: StaticString, _ v: String, _ buffer: inout ByteBuffer) {
+            key(k, &buffer)
+            JSONOut.writeString(v, into: &buffer)
+        }
+        mutating func optString(_ k: StaticString, _ v: String?, _ buffer: inout ByteBuffer) {
+            if let v { string(k, v, &buffer) }
+        }
+        mutating func optInt(_ k: StaticString, _ v: Int?, _ buffer: inout ByteBuffer) {
+            if let v {
+                key(k, &buffer)
+                JSONOut.writeInt(v, into: &buffer)
+            }
+        }
+        mutating func optBool(_ k: StaticString, _ v: Bool?, _ buffer: inout ByteBuffer) {
+            if let v {
+                key(k, &buffer)
+                buffer.writeStaticString(v ? "true" : "false")
+            }
+        }
+        mutating func optStrings(_ k: StaticString, _ v: [String]?, _ buffer: inout ByteBuffer) {
+            if let v {
+                key(k, &buffer)
+                buffer.writeInteger(UInt8(ascii: "["))
+                for (i, s) in v.enumerated() {
+                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+                    JSONOut.writeString(s, into: &buffer)
+                }
+                buffer.writeInteger(UInt8(ascii: "]"))
+            }
+        }
+        mutating func optObject(_ k: StaticString, _ v: [String: JSONValue]?, _ buffer: inout ByteBuffer) {
+            if let v {
+                key(k, &buffer)
+                JSONOut.writeObject(v, into: &buffer)
+            }
+        }
+        mutating func optRaw(_ k: StaticString, _ v: RawJSON?, _ buffer: inout ByteBuffer) {
+            if let v {
+                key(k, &buffer)
+                buffer.writeBytes(v.bytes)
+            }
+        }
+        mutating func optStringMap(_ k: StaticString, _ v: [String: String]?, _ buffer: inout ByteBuffer) {
+            if let v {
+                key(k, &buffer)
+                JSONOut.writeStringMap(v, into: &buffer)
+            }
+        }
+        func close(_ buffer: inout ByteBuffer) {
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+    }
+}

@@ -1,0 +1,29 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import TokiProtocol
+
+/// Regressions for what the libFuzzer targets (Tests/Fuzz, docs/fuzzing.md) found.
+@Suite("fuzz findings (TokiProtocol)")
+struct TunnelFuzzFindingsTests {
+    /// FuzzDataLine: an eof (or body_chunk) line whose request_id holds invalid UTF-8 was
+    /// accepted by decodeLine's (former) fast path, with the id repaired (U+FFFD), while the
+    /// general decoder rejected the line. There is one decoder now; it rejects invalid UTF-8.
+    @Test("decodeLine rejects request ids with invalid UTF-8")
+    func nonASCIIRequestID() throws {
+        for tail in [#"","eof":true}"#, #"","body_chunk":"aGk="}"#] {
+            var invalid = ByteBuffer(string: #"{"request_id":"ns1:relay:5b0c"#)
+            invalid.writeBytes([0xFF, 0xFE])
+            invalid.writeString(tail)
+            #expect(throws: JSONReadError.self) { try TunnelResponse.decodeLine(invalid) }
+
+            let valid = ByteBuffer(string: #"{"request_id":"ns1:relay:café"# + tail)
+            let decoded = try TunnelResponse.decodeLine(valid)
+            #expect(decoded.requestID == "ns1:relay:café")
+            #expect(decoded == (try JSONSerialization.jsonObject(with: Data(valid.readableBytesView)) as? [String: Any])
+                .map { TunnelResponse(requestID: $0["request_id"] as! String, bodyChunk: ($0["body_chunk"] as? String).flatMap(Base64.decode),
+                                      eof: $0["eof"] as? Bool) })
+        }
+    }
+}
