@@ -67,11 +67,16 @@ struct WorkerSessionHandler: Sendable {
             presence.departed(connection.namespace)
             logger.info("worker offline", metadata: ["namespace": "\(connection.namespace)"])
         }
-        // Give the error line a moment to reach the worker before the session goes.
-        try? await Task.sleep(for: .milliseconds(50))
+        // Let the last lines (an error, acks) reach the transport before the session goes:
+        // close() drops whatever is still queued. Bounded, in case the worker stopped reading.
+        let mux = self.session
+        _ = try? await withTimeLimit(Self.goodbyeLimit, onTimeout: { mux.close() }) { await mux.flush() }
         session.close()
         await strayStreams
     }
+
+    /// How long the last control lines may take to reach the transport before the session closes.
+    static let goodbyeLimit: Duration = .seconds(2)
 
     /// Request id of the message that caused a fatal error (echoed in the error).
     private var fatalRequestID: String? { nil }

@@ -517,9 +517,10 @@ struct WorkerConnection: Sendable {
                            metadata: ["in_flight": "\(service.registry.count)"])
             service.registry.cancelAll()
         }
-        // MuxSession.close() drops frames still queued: give the writer a moment to send the
-        // last eof lines and FINs before the session is closed.
-        try? await Task.sleep(for: .milliseconds(300))
+        // MuxSession.close() drops frames still queued: wait until the last eof lines and FINs
+        // have reached the transport (bounded, in case the hub stopped reading).
+        let session = self.session
+        _ = try? await withTimeLimit(.seconds(2), onTimeout: { session.close() }) { await session.flush() }
         return ConnectionEnd("graceful shutdown")
     }
 }

@@ -328,3 +328,78 @@ struct MuxSessionSplitTests {
         _ = await runner.result
     }
 }
+
+/// A transport whose writes block until `open()`: what a slow or stalled peer looks like.
+final class GatedOutbound: MuxOutbound, Sendable {
+    private struct State {
+        var open = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var received = ByteBuffer()
+    }
+    private let state = Mutex(State())
+
+    func write(_ message: ByteBuffer) async throws {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let go: Bool = state.withLock { state in
+                if state.open { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if go { continuation.resume() }
+        }
+        state.withLock { state in
+            var copy = message
+            state.received.writeBuffer(&copy)
+        }
+    }
+
+    func open() {
+        let waiters = state.withLock { state in
+            state.open = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    var received: ByteBuffer { state.withLock { $0.received } }
+}
+
+@Suite struct MuxFlushTests {
+    /// `flush()` returns only once the transport has taken every frame queued before it (the
+    /// hub and the worker rely on it before `close()`, which drops whatever is still queued).
+    @Test(arguments: [UInt8(1), 2])
+    func flushWaitsForTheTransport(version: UInt8) async throws {
+        var configuration = SmuxConfiguration()
+        configuration.version = version
+        let session = try MuxSession(role: .client, configuration: configuration)
+        let transport = GatedOutbound()
+        let (inbound, inboundInput) = AsyncStream<ByteBuffer>.makeStream()
+        let running = Task { try? await session.run(inbound: inbound, outbound: transport) }
+        let stream = try session.openStream()
+        try await stream.write(ByteBuffer(string: "last words"))
+        stream.close()
+        let flushed = Atomic<Bool>(false)
+        let flusher = Task {
+            await session.flush()
+            flushed.store(true, ordering: .sequentiallyConsistent)
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let flushedEarly = flushed.load(ordering: .sequentiallyConsistent)
+        #expect(!flushedEarly)
+        #expect(session.isSending)
+        transport.open()
+        await flusher.value
+        #expect(!session.isSending)
+        let wire = String(buffer: transport.received)
+        #expect(wire.contains("last words"))
+        // SYN, PSH and FIN all went out (8-byte headers in v1 and v2).
+        #expect(transport.received.readableBytes == 3 * 8 + "last words".utf8.count)
+        // Nothing queued: returns at once; after close: returns at once.
+        await session.flush()
+        session.close()
+        await session.flush()
+        inboundInput.finish()
+        await running.value
+    }
+}
