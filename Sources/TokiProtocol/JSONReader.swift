@@ -18,6 +18,13 @@
 //    did not, no known peer sends such keys, and accepting them would let one line carry two
 //    spellings of a field. We keep the exact match.
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 
 /// What was wrong with a JSON text, and where (byte offset into the decoded line).
@@ -600,6 +607,18 @@ struct JSONReader {
             return nil
         case UInt8(ascii: "\""):
             let start = index
+            // Fast path (every line a worker or hub writes): the span up to the next quote is
+            // plain base64, decoded straight from the line. Base64 has no quote or backslash,
+            // so a span the strict decoder accepts is the whole string.
+            if let base = bytes.baseAddress, let quote = memchr(base + start + 1, 0x22, bytes.count - start - 1) {
+                let end = base.distance(to: UnsafeRawPointer(quote))
+                var out = ByteBuffer()
+                if Base64.decodeStrict(UnsafeRawBufferPointer(rebasing: bytes[(start + 1)..<end]), into: &out) {
+                    index = end + 1
+                    return out
+                }
+            }
+            // Escapes (e.g. `\n` line breaks Go's decoder skips), or an error to report.
             let key = try readKey()
             let ok: Bool
             var out = ByteBuffer()

@@ -17,7 +17,7 @@ let package = Package(
     name: "toki-fuzz",
     platforms: [.macOS(.v15)],
     dependencies: [
-        // The root package (products TokiMux, TokiTunnel, TokiHub), by path.
+        // The root package (products TokiMux, TokiProtocol, TokiTunnel, TokiHub), by path.
         // Named, so that targets can refer to it whatever the clone's directory is called.
         .package(name: "toki", path: "../.."),
         // Already a dependency of the root: resolves from the same mirror, same version.
@@ -33,11 +33,12 @@ let package = Package(
 
         fuzzTarget("FuzzSmuxFrame", [toki("TokiMux")]),
         fuzzTarget("FuzzSmuxSession", [toki("TokiMux")]),
-        fuzzTarget("FuzzLZ4Link", [toki("TokiMux"), "CLZ4Reference"]),
-        fuzzTarget("FuzzLineFramer", [toki("TokiTunnel")]),
-        fuzzTarget("FuzzControlLine", [toki("TokiTunnel")]),
-        fuzzTarget("FuzzDataLine", [toki("TokiTunnel")]),
+        fuzzTarget("FuzzLZ4Link", [toki("TokiTunnel"), "CLZ4Reference"]),
+        fuzzTarget("FuzzLineFramer", [toki("TokiProtocol")]),
+        fuzzTarget("FuzzControlLine", [toki("TokiProtocol")]),
+        fuzzTarget("FuzzDataLine", [toki("TokiProtocol")]),
+        fuzzTarget("FuzzJSONReader", [toki("TokiProtocol")]),
         fuzzTarget("FuzzBodyInspector", [toki("TokiHub")]),
-        fuzzTarget("FuzzResponseHead", [toki("TokiTunnel")]),
+        fuzzTarget("FuzzResponseHead", [toki("TokiProtocol")]),
     ]
 )

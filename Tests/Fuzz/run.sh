@@ -13,7 +13,7 @@ export SWIFT_BACKTRACE=enable=no  # libFuzzer reports crashes; the backtracer wo
 
 SECS=${1:-20}
 shift || true
-ALL_TARGETS=(FuzzSmuxFrame FuzzSmuxSession FuzzLZ4Link FuzzLineFramer FuzzControlLine FuzzDataLine FuzzBodyInspector FuzzResponseHead)
+ALL_TARGETS=(FuzzSmuxFrame FuzzSmuxSession FuzzLZ4Link FuzzLineFramer FuzzControlLine FuzzDataLine FuzzJSONReader FuzzBodyInspector FuzzResponseHead)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
 NICE=${FUZZ_JOBS_NICE:-10}
@@ -23,7 +23,7 @@ options() {
   case "$1" in
     FuzzSmuxFrame|FuzzSmuxSession) echo "-dict=Dictionaries/smux.dict -max_len=4096" ;;
     FuzzLZ4Link) echo "-max_len=8192" ;;
-    FuzzLineFramer|FuzzControlLine|FuzzDataLine|FuzzResponseHead) echo "-dict=Dictionaries/json.dict -max_len=4096" ;;
+    FuzzLineFramer|FuzzControlLine|FuzzDataLine|FuzzJSONReader|FuzzResponseHead) echo "-dict=Dictionaries/json.dict -max_len=4096" ;;
     FuzzBodyInspector) echo "-dict=Dictionaries/body.dict -max_len=8192" ;;
     *) echo "unknown fuzz target $1" >&2; return 1 ;;
   esac

@@ -2,7 +2,7 @@
 // `hardware_info`, on arbitrary bytes.
 //
 // Invariants:
-//  - decoding throws only DecodingError;
+//  - decoding throws only JSONReadError;
 //  - round trip: a decoded message re-encodes (writeLine) to one NDJSON line of valid JSON,
 //    which decodes to the same message (an ack without an ack object gains the empty one
 //    that is always written), and re-encoding that gives the same bytes (fixed point);
@@ -10,7 +10,7 @@
 import Foundation
 import FuzzSupport
 import NIOCore
-import TokiTunnel
+import TokiProtocol
 
 /// What a message looks like after one trip over the wire.
 func normalized(_ message: ControlMessage) -> ControlMessage {
@@ -41,7 +41,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
         check(again == normalized(message), "round trip changed the message:\n\(message)\n\(again)\n\(String(buffer: wire))")
         check(again.encodedLine() == wire, "encoding is not a fixed point:\n\(String(buffer: wire))\n\(String(buffer: again.encodedLine()))")
-    } catch is DecodingError {
+    } catch is JSONReadError {
         // Not a control message.
     } catch {
         check(false, "ControlMessage.decode threw \(error)")

@@ -1,4 +1,4 @@
-// LZ4 link codec (LZ4LinkDecoder, LZ4LinkEncoder; format in Sources/TokiMux/LZ4Link.swift).
+// LZ4 link codec (LZ4LinkDecoder, LZ4LinkEncoder; format in Sources/TokiTunnel/LZ4Link.swift).
 //
 // Input: [mode byte][limit byte][operations...]
 // Mode "hostile": a sequence of messages (raw bytes, large stored ones, or LZ4 blocks made
@@ -15,7 +15,7 @@
 import CLZ4Reference
 import FuzzSupport
 import NIOCore
-import TokiMux
+import TokiTunnel
 
 let limits = [0, 1, 100, 4096, 65536, 65537, 70000, 131072, 300000]
 let allocator = ByteBufferAllocator()

@@ -10,7 +10,7 @@
 //  - only LineTooLong is thrown.
 import FuzzSupport
 import NIOCore
-import TokiTunnel
+import TokiProtocol
 
 func isSpace(_ b: UInt8) -> Bool { b == 0x20 || (b >= 0x09 && b <= 0x0D) }
 

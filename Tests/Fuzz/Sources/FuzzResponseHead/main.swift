@@ -11,7 +11,7 @@
 // When refused, the status was not 0/missing and outside 200...599.
 import FuzzSupport
 import NIOCore
-import TokiTunnel
+import TokiProtocol
 
 func isToken(_ name: String) -> Bool {
     !name.utf8.isEmpty && name.utf8.allSatisfy { b in
