@@ -19,7 +19,8 @@ public final class WorkerConnection: Sendable {
     public let userID: Int64
     public let workerID: Int64
     let session: MuxSession
-    let control: ControlWriter
+    /// The control stream (acks from the session handler, cancels from request handlers).
+    let control: ControlChannel
     let link: WorkerLink
     let logger: Logger
     let state: Mutex<State>
@@ -39,7 +40,7 @@ public final class WorkerConnection: Sendable {
     }
 
     init(sessionID: UInt64, namespace: String, userID: Int64, workerID: Int64, nodeName: String, groups: Set<String>,
-         models: Set<String>, hardwareInfo: RawJSON?, session: MuxSession, control: ControlWriter, link: WorkerLink,
+         models: Set<String>, hardwareInfo: RawJSON?, session: MuxSession, control: ControlChannel, link: WorkerLink,
          logger: Logger) {
         self.sessionID = sessionID
         self.namespace = namespace
@@ -120,30 +121,6 @@ public final class WorkerConnection: Sendable {
             return Array(state.requests.values)
         }
         for fail in lost { fail() }
-    }
-}
-
-/// Serialises control-stream writes (acks from the reader, cancels from request handlers):
-/// one writer task, so a long line is never interleaved with another.
-final class ControlWriter: Sendable {
-    private let continuation: AsyncStream<ByteBuffer>.Continuation
-    private let stream: AsyncStream<ByteBuffer>
-
-    init() {
-        (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
-    }
-
-    func send(_ message: ControlMessage) {
-        continuation.yield(message.encodedLine())
-    }
-
-    func finish() { continuation.finish() }
-
-    /// Runs until `finish()` or a write fails.
-    func run(on stream: MuxStream) async {
-        for await line in self.stream {
-            do { try await stream.write(line) } catch { return }
-        }
     }
 }
 

@@ -43,23 +43,23 @@ struct WorkerSessionHandler: Sendable {
             logger.info("worker closed: no control stream", metadata: ["error": "\(error)"])
             return
         }
-        let writer = ControlWriter()
+        let channel = ControlChannel(control)
         // Streams a worker opens after the control stream are never used (as in Go); close them
         // at once so they cannot fill the accept backlog and stall the session.
         async let strayStreams: Void = {
             while let stray = try? await session.accept() { stray.close() }
         }()
-        async let writing: Void = writer.run(on: control)
+        async let writing: Void = { try? await channel.runWriter() }()
         var connection: WorkerConnection?
         do {
-            try await controlLoop(control: control, writer: writer, logger: &logger, connection: &connection)
+            try await controlLoop(channel: channel, logger: &logger, connection: &connection)
         } catch let fatal as Fatal {
             logger.warning("worker rejected", metadata: ["code": "\(fatal.code)", "reason": "\(fatal.message)"])
-            writer.send(.error(requestID: fatalRequestID, code: fatal.code, message: fatal.message))
+            channel.send(.error(requestID: fatalRequestID, code: fatal.code, message: fatal.message))
         } catch {
             logger.info("worker disconnected", metadata: ["reason": "\(error)"])
         }
-        writer.finish()
+        channel.finish()
         await writing
         if let connection {
             registry.release(connection)
@@ -81,8 +81,7 @@ struct WorkerSessionHandler: Sendable {
     /// Request id of the message that caused a fatal error (echoed in the error).
     private var fatalRequestID: String? { nil }
 
-    private func controlLoop(control: MuxStream, writer: ControlWriter, logger: inout Logger, connection: inout WorkerConnection?) async throws {
-        var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxControlLineLength)
+    private func controlLoop(channel: ControlChannel, logger: inout Logger, connection: inout WorkerConnection?) async throws {
         // Tokilake's read deadline: 30 s before registration, 45 s after; any message resets it.
         // One entry in the hub's shared sweeper, not a timer task per session: idle sessions cost nothing.
         let watchdog = deadlines.makeID()
@@ -98,25 +97,19 @@ struct WorkerSessionHandler: Sendable {
         defer { deadlines.disarm(watchdog) }
 
         while true {
-            let line: ByteBuffer
-            if let next = try framer.nextLine() {
-                line = next
-            } else {
-                guard let chunk = try await control.read() else { return }
-                try framer.append(chunk)
-                continue
-            }
             let message: ControlMessage
             do {
-                message = try ControlMessage.decode(line: line)
-            } catch {
+                // A last line without "\n" is not a message: the stream ended mid-line.
+                guard let received = try await channel.receive(includingTail: false) else { return }
+                message = received.message
+            } catch let malformed as ControlChannel.Malformed {
                 // Go treats an undecodable control line as fatal.
-                throw Fatal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "invalid control message: \(error)")
+                throw Fatal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "invalid control message: \(malformed)")
             }
             do {
-                try await handle(message, writer: writer, logger: &logger, connection: &connection)
+                try await handle(message, channel: channel, logger: &logger, connection: &connection)
             } catch let fatal as Fatal {
-                writer.send(.error(requestID: message.requestID, code: fatal.code, message: fatal.message))
+                channel.send(.error(requestID: message.requestID, code: fatal.code, message: fatal.message))
                 throw ReportedFatal(code: fatal.code, message: fatal.message)
             }
             rearm(connection != nil ? configuration.heartbeatTimeout : configuration.registerTimeout)
@@ -130,7 +123,7 @@ struct WorkerSessionHandler: Sendable {
         var description: String { "\(code): \(message)" }
     }
 
-    private func handle(_ message: ControlMessage, writer: ControlWriter, logger: inout Logger, connection: inout WorkerConnection?) async throws {
+    private func handle(_ message: ControlMessage, channel: ControlChannel, logger: inout Logger, connection: inout WorkerConnection?) async throws {
         typealias Code = TunnelProtocol.HubErrorCode
         typealias Ack = TunnelProtocol.AckMessage
         switch message.type {
@@ -139,10 +132,10 @@ struct WorkerSessionHandler: Sendable {
         case TunnelProtocol.MessageType.register:
             guard connection == nil else { throw Fatal(code: Code.registerAlreadyCompleted, message: "register message already handled") }
             guard let payload = message.register else { throw Fatal(code: Code.registerPayloadMissing, message: "register payload is required") }
-            let registeredConnection = try await register(payload, writer: writer, logger: logger)
+            let registeredConnection = try await register(payload, channel: channel, logger: logger)
             connection = registeredConnection
             logger[metadataKey: "namespace"] = "\(registeredConnection.namespace)"
-            writer.send(.ack(requestID: message.requestID, message: Ack.registerOK, namespace: registeredConnection.namespace,
+            channel.send(.ack(requestID: message.requestID, message: Ack.registerOK, namespace: registeredConnection.namespace,
                              workerID: Int(registeredConnection.workerID), channelID: Int(registeredConnection.workerID)))
             logger.info("worker registered", metadata: ["models": "\(registeredConnection.models.sorted())", "node": "\(registeredConnection.nodeName)"])
         case TunnelProtocol.MessageType.modelsSync:
@@ -157,7 +150,7 @@ struct WorkerSessionHandler: Sendable {
                 state.lastSeen = .now
             }
             presence.seen(current.namespace, models: models)
-            writer.send(.ack(requestID: message.requestID, message: Ack.modelsSyncOK, namespace: current.namespace,
+            channel.send(.ack(requestID: message.requestID, message: Ack.modelsSyncOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
             logger.info("worker models synced", metadata: ["models": "\(models)"])
         case TunnelProtocol.MessageType.heartbeat:
@@ -171,7 +164,7 @@ struct WorkerSessionHandler: Sendable {
             }
             let changed = !models.isEmpty && registry.update(current, models: Set(models))
             presence.seen(current.namespace, models: changed ? models : nil)
-            writer.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
+            channel.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
         case TunnelProtocol.MessageType.ack:
             break  // acks of our cancel_request messages
@@ -182,7 +175,7 @@ struct WorkerSessionHandler: Sendable {
         }
     }
 
-    private func register(_ payload: RegisterPayload, writer: ControlWriter, logger: Logger) async throws -> WorkerConnection {
+    private func register(_ payload: RegisterPayload, channel: ControlChannel, logger: Logger) async throws -> WorkerConnection {
         typealias Code = TunnelProtocol.HubErrorCode
         let namespace = payload.namespace.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !namespace.isEmpty else { throw Fatal(code: Code.registerFailed, message: "namespace is required") }
@@ -207,7 +200,7 @@ struct WorkerSessionHandler: Sendable {
         let connection = WorkerConnection(
             sessionID: registry.nextSessionID(), namespace: namespace, userID: user.userID, workerID: claim.workerID,
             nodeName: nodeName, groups: groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
-            session: session, control: writer, link: link, logger: logger
+            session: session, control: channel, link: link, logger: logger
         )
         guard registry.claim(connection) else {
             throw Fatal(code: Code.registerFailed, message: "namespace already connected")

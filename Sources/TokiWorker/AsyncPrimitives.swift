@@ -151,25 +151,3 @@ extension Duration {
         return Double(s) + Double(atto) / 1e18
     }
 }
-
-/// Reads NDJSON lines from a mux stream (one reader at a time; the lock only makes it Sendable).
-final class StreamLineReader: Sendable {
-    let stream: MuxStream
-    private let framer: Mutex<NDJSONLineFramer>
-
-    init(_ stream: MuxStream, maxLineLength: Int) {
-        self.stream = stream
-        self.framer = Mutex(NDJSONLineFramer(maxLineLength: maxLineLength))
-    }
-
-    /// The next line; nil at end of stream (a trailing line without "\n" is returned first).
-    func nextLine() async throws -> ByteBuffer? {
-        while true {
-            if let line = try framer.withLock({ try $0.nextLine() }) { return line }
-            guard let chunk = try await stream.read() else {
-                return framer.withLock { $0.finish() }
-            }
-            try framer.withLock { try $0.append(chunk) }
-        }
-    }
-}

@@ -247,19 +247,45 @@ struct WorkerConnection: Sendable {
     var namespace: String { options.config.namespace }
 
     func run() async -> WorkerService.ConnectionOutcome {
-        let control: MuxStream
-        let reader: StreamLineReader
+        let channel: ControlChannel
+        do {
+            channel = ControlChannel(try session.openStream())
+        } catch {
+            return .init(reason: "handshake: \(error)", registeredAt: nil)
+        }
+        // The control stream's one writer runs for the whole connection (handshake included).
+        return await withTaskGroup(of: WorkerService.ConnectionOutcome?.self) { group in
+            group.addTask {
+                do {
+                    try await channel.runWriter()
+                    return nil
+                } catch {
+                    session.close()
+                    return .init(reason: "control stream write failed: \(error)", registeredAt: nil)
+                }
+            }
+            group.addTask {
+                let outcome = await handshakeAndServe(channel)
+                channel.finish()
+                session.close()  // (already closed after serving) fails a write stuck on a full window
+                return outcome
+            }
+            var result: WorkerService.ConnectionOutcome?
+            for await outcome in group where result == nil { result = outcome }
+            return result ?? .init(reason: "connection ended", registeredAt: nil)
+        }
+    }
+
+    func handshakeAndServe(_ channel: ControlChannel) async -> WorkerService.ConnectionOutcome {
         let registeredAt: ContinuousClock.Instant
         var snapshot = service.catalog.snapshot
         do {
-            control = try session.openStream()
-            reader = StreamLineReader(control, maxLineLength: TunnelProtocol.maxControlLineLength)
             let register = ControlMessage.register(
                 requestID: TunnelProtocol.makeRequestID(namespace: namespace, prefix: TunnelProtocol.RequestIDPrefix.register),
                 RegisterPayload(namespace: namespace, nodeName: nonEmpty(options.config.nodeName),
                                 group: nonEmpty(options.config.group), models: snapshot.models,
                                 hardwareInfo: hardwareInfo(snapshot), backendType: snapshot.config.controlPlaneBackendType))
-            let ack = try await exchange(register, action: "register", control: control, reader: reader)
+            let ack = try await exchange(register, action: "register", channel: channel)
             service.updateStatus {
                 $0.registered = true
                 $0.registrations += 1
@@ -272,14 +298,14 @@ struct WorkerConnection: Sendable {
                 "channel_id": "\(ack.channelID.map(String.init) ?? "-")", "models": "\(snapshot.models)",
             ])
             snapshot = service.catalog.snapshot
-            _ = try await exchange(modelsSync(snapshot), action: "models_sync", control: control, reader: reader)
+            _ = try await exchange(modelsSync(snapshot), action: "models_sync", channel: channel)
         } catch let end as ConnectionEnd {
             return .init(reason: end.description, registeredAt: nil, persistentRejection: end.persistent)
         } catch {
             return .init(reason: "handshake: \(error)", registeredAt: nil)
         }
 
-        let end = await serve(control: control, reader: reader, syncedVersion: snapshot.version)
+        let end = await serve(channel: channel, syncedVersion: snapshot.version)
         return .init(reason: end.description, registeredAt: registeredAt, persistentRejection: end.persistent)
     }
 
@@ -297,16 +323,17 @@ struct WorkerConnection: Sendable {
     }
 
     /// Sends `message` and waits (≤ ackTimeout) for the ack or error echoing its request id.
-    func exchange(_ message: ControlMessage, action: String, control: MuxStream, reader: StreamLineReader) async throws -> AckPayload {
-        var line = ByteBuffer()
-        message.writeLine(into: &line)
-        try await control.write(line)
+    func exchange(_ message: ControlMessage, action: String, channel: ControlChannel) async throws -> AckPayload {
+        channel.send(message)
         let requestID = message.requestID ?? ""
         let reply = try await withTimeLimit(options.ackTimeout, onTimeout: { session.close() }) { () async throws -> ControlMessage in
-            while let line = try await reader.nextLine() {
+            while true {
                 let reply: ControlMessage
-                do { reply = try ControlMessage.decode(line: line) } catch {
-                    throw ConnectionEnd("malformed control message from the hub: \(error)")
+                do {
+                    guard let received = try await channel.receive() else { break }
+                    reply = received.message
+                } catch let malformed as ControlChannel.Malformed {
+                    throw ConnectionEnd("malformed control message from the hub: \(malformed)")
                 }
                 if reply.type == .error, reply.requestID == nil || reply.requestID == "" || reply.requestID == requestID {
                     return reply
@@ -337,28 +364,16 @@ struct WorkerConnection: Sendable {
 
     // MARK: Steady state
 
-    func serve(control: MuxStream, reader: StreamLineReader, syncedVersion: Int) async -> ConnectionEnd {
-        let (outbox, outboxInput) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingOldest(1024))
+    func serve(channel: ControlChannel, syncedVersion: Int) async -> ConnectionEnd {
         let lastHeard = LastHeard()
         let send: @Sendable (ControlMessage) -> Void = { message in
-            var line = ByteBuffer()
-            message.writeLine(into: &line)
-            if case .dropped = outboxInput.yield(line) {
+            if !channel.send(message) {
                 service.logger.warning("control stream backlog full; dropping a \(message.type) message")
             }
         }
-        defer { outboxInput.finish() }
 
         return await withTaskGroup(of: ConnectionEnd.self) { group in
-            // Control writer: the only task writing the control stream.
-            group.addTask {
-                do {
-                    for await line in outbox { try await control.write(line) }
-                    return ConnectionEnd("control writer stopped")
-                } catch {
-                    return ConnectionEnd("control stream write failed: \(error)")
-                }
-            }
+            // (The control stream's writer runs beside this group, for the whole connection.)
             // Heartbeats: the first one an interval after registering, like Go's ticker.
             group.addTask {
                 while !Task.isCancelled {
@@ -375,15 +390,14 @@ struct WorkerConnection: Sendable {
             // Control reader.
             group.addTask {
                 do {
-                    while let line = try await reader.nextLine() {
+                    while let (message, _) = try await channel.receive() {
                         lastHeard.touch()
-                        let message: ControlMessage
-                        do { message = try ControlMessage.decode(line: line) } catch {
-                            return ConnectionEnd("malformed control message from the hub: \(error)")
-                        }
                         if let end = handle(message, send: send) { return end }
                     }
                     return ConnectionEnd("the hub closed the control stream")
+                } catch let malformed as ControlChannel.Malformed {
+                    lastHeard.touch()
+                    return ConnectionEnd("malformed control message from the hub: \(malformed)")
                 } catch {
                     return ConnectionEnd("control stream read failed: \(error)")
                 }

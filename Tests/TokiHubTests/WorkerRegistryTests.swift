@@ -6,8 +6,9 @@ import Testing
 
 @Suite struct WorkerRegistryTests {
     func worker(_ namespace: String, models: Set<String>, groups: Set<String> = ["default"]) throws -> WorkerConnection {
-        WorkerConnection(sessionID: 0, namespace: namespace, userID: 1, workerID: 1, nodeName: namespace, groups: groups,
-                         models: models, hardwareInfo: nil, session: try MuxSession(role: .server), control: ControlWriter(),
+        let session = try MuxSession(role: .server)
+        return WorkerConnection(sessionID: 0, namespace: namespace, userID: 1, workerID: 1, nodeName: namespace, groups: groups,
+                         models: models, hardwareInfo: nil, session: session, control: ControlChannel(try session.openStream()),
                          link: WorkerLink(activity: LinkActivity(), ping: {}), logger: Logger(label: "test"))
     }
 

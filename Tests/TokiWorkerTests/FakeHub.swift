@@ -19,26 +19,32 @@ struct HarnessError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The hub side of one worker connection.
+/// The hub side of one worker connection, on the same control channel the hub uses.
 final class HubConnection: Sendable {
     let session: MuxSession
-    let control: MuxStream
-    let reader: StreamLineReader
+    let channel: ControlChannel
+    let writer: Task<Void, Never>
+    var control: MuxStream { channel.stream }
 
     init(session: MuxSession, control: MuxStream) {
         self.session = session
-        self.control = control
-        self.reader = StreamLineReader(control, maxLineLength: TunnelProtocol.maxControlLineLength)
+        let channel = ControlChannel(control)
+        self.channel = channel
+        self.writer = Task { try? await channel.runWriter() }
+    }
+
+    deinit {
+        channel.finish()
     }
 
     /// The next control message and its raw JSON text.
     func next(timeout: Duration = .seconds(20)) async throws -> (message: ControlMessage, raw: String) {
-        let reader = self.reader
-        guard let line = try await withTimeLimit(timeout, { try await reader.nextLine() }) else {
+        let channel = self.channel
+        guard let received = try await withTimeLimit(timeout, { try await channel.receive() }) else {
             throw HarnessError("no control message within \(timeout)")
         }
-        guard let line else { throw HarnessError("control stream closed") }
-        return (try ControlMessage.decode(line: line), String(buffer: line))
+        guard let received else { throw HarnessError("control stream closed") }
+        return (received.message, String(buffer: received.line))
     }
 
     /// The next message of `type`, skipping others (e.g. heartbeats).
@@ -52,10 +58,9 @@ final class HubConnection: Sendable {
         }
     }
 
+    /// Queues `message` on the control channel (written in order by its one writer).
     func send(_ message: ControlMessage) async throws {
-        var line = ByteBuffer()
-        message.writeLine(into: &line)
-        try await control.write(line)
+        guard channel.send(message) else { throw HarnessError("control channel backlog full") }
     }
 
     /// register → ack(register_ok), models_sync → ack(models_sync_ok). Returns both raw lines.

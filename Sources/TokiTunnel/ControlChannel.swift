@@ -1,0 +1,88 @@
+// The line plumbing of tunnel streams, written once: reading NDJSON lines from a mux stream,
+// and the control stream's single serialized writer (spec §4.1). Used by the hub's worker
+// sessions, the worker's connection and request relay, and the tests' fake hub.
+
+import NIOCore
+import Synchronization
+import TokiMux
+import TokiProtocol
+
+/// Reads NDJSON lines from a mux stream (one reader at a time; the lock only makes it Sendable).
+public final class StreamLineReader: Sendable {
+    public let stream: MuxStream
+    private let framer: Mutex<NDJSONLineFramer>
+
+    /// - Parameter maxLineLength: `TunnelProtocol.maxControlLineLength` for control streams,
+    ///   `maxRequestLineLength` / `maxResponseLineLength` for data streams.
+    public init(_ stream: MuxStream, maxLineLength: Int) {
+        self.stream = stream
+        self.framer = Mutex(NDJSONLineFramer(maxLineLength: maxLineLength))
+    }
+
+    /// The next line (trimmed, never blank); nil at end of stream. A last line without "\n" is
+    /// returned before the nil when `includingTail` (Go's `ReadBytes` hands it over with io.EOF),
+    /// dropped otherwise. Throws `LineTooLong` or the stream's read error.
+    public func nextLine(includingTail: Bool = true) async throws -> ByteBuffer? {
+        while true {
+            if let line = try framer.withLock({ try $0.nextLine() }) { return line }
+            guard let chunk = try await stream.read() else {
+                let tail = framer.withLock { $0.finish() }
+                return includingTail ? tail : nil
+            }
+            try framer.withLock { try $0.append(chunk) }
+        }
+    }
+}
+
+/// A control stream: decoded messages in, one serialized bounded queue of lines out.
+///
+/// Any task may `send`; exactly one task runs `runWriter`, so lines are never interleaved and
+/// a slow peer holds at most `backlog` lines (beyond that, messages are dropped and `send`
+/// says so). One task at a time calls `receive`.
+public final class ControlChannel: Sendable {
+    /// A line that is not a control message (the hub treats it as fatal, the worker reconnects).
+    public struct Malformed: Error, CustomStringConvertible {
+        public let error: JSONReadError
+        public var description: String { "\(error)" }
+    }
+
+    public static let defaultBacklog = 1024
+
+    public let stream: MuxStream
+    public let lines: StreamLineReader
+    private let outbox: AsyncStream<ByteBuffer>
+    private let input: AsyncStream<ByteBuffer>.Continuation
+
+    public init(_ stream: MuxStream, maxLineLength: Int = TunnelProtocol.maxControlLineLength, backlog: Int = defaultBacklog) {
+        self.stream = stream
+        self.lines = StreamLineReader(stream, maxLineLength: maxLineLength)
+        (outbox, input) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingOldest(backlog))
+    }
+
+    /// Queues `message`; false if it was dropped (backlog full, or the channel finished).
+    @discardableResult
+    public func send(_ message: ControlMessage) -> Bool {
+        if case .enqueued = input.yield(message.encodedLine()) { return true }
+        return false
+    }
+
+    /// No more messages: the writer returns once what is queued has been written.
+    public func finish() { input.finish() }
+
+    /// The one writer: writes queued lines in order until `finish()`, or throws the first write
+    /// error (the session is gone or closing).
+    public func runWriter() async throws {
+        for await line in outbox { try await stream.write(line) }
+    }
+
+    /// The next message with its line; nil at end of stream. `includingTail`: see
+    /// `StreamLineReader.nextLine`. Throws `Malformed`, `LineTooLong`, or the read error.
+    public func receive(includingTail: Bool = true) async throws -> (message: ControlMessage, line: ByteBuffer)? {
+        guard let line = try await lines.nextLine(includingTail: includingTail) else { return nil }
+        do {
+            return (try ControlMessage.decode(line: line), line)
+        } catch let error as JSONReadError {
+            throw Malformed(error: error)
+        }
+    }
+}
