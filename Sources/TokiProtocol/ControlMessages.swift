@@ -22,17 +22,14 @@ public struct AuthPayload: Sendable, Equatable {
     }
 
     static func read(_ r: inout JSONReader, into existing: AuthPayload?) throws -> AuthPayload? {
-        if try r.readNull() { return nil }
-        var p = existing ?? AuthPayload(token: "")
-        var c = try r.beginObject()
-        while let key = try r.nextKey(&c) {
+        try r.readObject(into: existing, or: AuthPayload(token: "")) { r, p, key in
             if key == "token" {
-                if let v = try r.readOptionalString() { p.token = v }
+                try r.read(&p.token)
             } else {
-                try r.skipValue()
+                return false
             }
+            return true
         }
-        return p
     }
 }
 
@@ -67,27 +64,24 @@ public struct RegisterPayload: Sendable, Equatable {
     }
 
     static func read(_ r: inout JSONReader, into existing: RegisterPayload?) throws -> RegisterPayload? {
-        if try r.readNull() { return nil }
-        var p = existing ?? RegisterPayload(namespace: "")
-        var c = try r.beginObject()
-        while let key = try r.nextKey(&c) {
+        try r.readObject(into: existing, or: RegisterPayload(namespace: "")) { r, p, key in
             if key == "namespace" {
-                if let v = try r.readOptionalString() { p.namespace = v }
+                try r.read(&p.namespace)
             } else if key == "node_name" {
-                if let v = try r.readOptionalString() { p.nodeName = v }
+                try r.read(&p.nodeName)
             } else if key == "group" {
-                if let v = try r.readOptionalString() { p.group = v }
+                try r.read(&p.group)
             } else if key == "models" {
                 p.models = try r.readStrings()
             } else if key == "hardware_info" {
                 p.hardwareInfo = try r.readRawObject()
             } else if key == "backend_type" {
-                if let v = try r.readOptionalString() { p.backendType = v }
+                try r.read(&p.backendType)
             } else {
-                try r.skipValue()
+                return false
             }
+            return true
         }
-        return p
     }
 }
 
@@ -116,23 +110,20 @@ public struct HeartbeatPayload: Sendable, Equatable {
     }
 
     static func read(_ r: inout JSONReader, into existing: HeartbeatPayload?) throws -> HeartbeatPayload? {
-        if try r.readNull() { return nil }
-        var p = existing ?? HeartbeatPayload()
-        var c = try r.beginObject()
-        while let key = try r.nextKey(&c) {
+        try r.readObject(into: existing, or: HeartbeatPayload()) { r, p, key in
             if key == "status" {
-                if !(try r.readNull()) { p.status = try r.readInt() }
+                try r.read(&p.status)
             } else if key == "node_name" {
-                if let v = try r.readOptionalString() { p.nodeName = v }
+                try r.read(&p.nodeName)
             } else if key == "hardware_info" {
                 p.hardwareInfo = try r.readRawObject()
             } else if key == "current_models" {
                 p.currentModels = try r.readStrings()
             } else {
-                try r.skipValue()
+                return false
             }
+            return true
         }
-        return p
     }
 }
 
@@ -161,23 +152,20 @@ public struct ModelsSyncPayload: Sendable, Equatable {
     }
 
     static func read(_ r: inout JSONReader, into existing: ModelsSyncPayload?) throws -> ModelsSyncPayload? {
-        if try r.readNull() { return nil }
-        var p = existing ?? ModelsSyncPayload()
-        var c = try r.beginObject()
-        while let key = try r.nextKey(&c) {
+        try r.readObject(into: existing, or: ModelsSyncPayload()) { r, p, key in
             if key == "group" {
-                if let v = try r.readOptionalString() { p.group = v }
+                try r.read(&p.group)
             } else if key == "models" {
                 p.models = try r.readStrings()
             } else if key == "hardware_info" {
                 p.hardwareInfo = try r.readRawObject()
             } else if key == "backend_type" {
-                if let v = try r.readOptionalString() { p.backendType = v }
+                try r.read(&p.backendType)
             } else {
-                try r.skipValue()
+                return false
             }
+            return true
         }
-        return p
     }
 }
 
@@ -199,19 +187,16 @@ public struct CancelRequestPayload: Sendable, Equatable {
     }
 
     static func read(_ r: inout JSONReader, into existing: CancelRequestPayload?) throws -> CancelRequestPayload? {
-        if try r.readNull() { return nil }
-        var p = existing ?? CancelRequestPayload(targetRequestID: "")
-        var c = try r.beginObject()
-        while let key = try r.nextKey(&c) {
+        try r.readObject(into: existing, or: CancelRequestPayload(targetRequestID: "")) { r, p, key in
             if key == "target_request_id" {
-                if let v = try r.readOptionalString() { p.targetRequestID = v }
+                try r.read(&p.targetRequestID)
             } else if key == "reason" {
-                if let v = try r.readOptionalString() { p.reason = v }
+                try r.read(&p.reason)
             } else {
-                try r.skipValue()
+                return false
             }
+            return true
         }
-        return p
     }
 }
 
@@ -239,23 +224,20 @@ public struct AckPayload: Sendable, Equatable {
     }
 
     static func read(_ r: inout JSONReader, into existing: AckPayload?) throws -> AckPayload? {
-        if try r.readNull() { return nil }
-        var p = existing ?? AckPayload()
-        var c = try r.beginObject()
-        while let key = try r.nextKey(&c) {
+        try r.readObject(into: existing, or: AckPayload()) { r, p, key in
             if key == "message" {
-                if let v = try r.readOptionalString() { p.message = v }
+                try r.read(&p.message)
             } else if key == "namespace" {
-                if let v = try r.readOptionalString() { p.namespace = v }
+                try r.read(&p.namespace)
             } else if key == "worker_id" {
-                if !(try r.readNull()) { p.workerID = try r.readInt() }
+                try r.read(&p.workerID)
             } else if key == "channel_id" {
-                if !(try r.readNull()) { p.channelID = try r.readInt() }
+                try r.read(&p.channelID)
             } else {
-                try r.skipValue()
+                return false
             }
+            return true
         }
-        return p
     }
 }
 
@@ -277,19 +259,16 @@ public struct ErrorPayload: Sendable, Equatable, Error {
     }
 
     static func read(_ r: inout JSONReader, into existing: ErrorPayload?) throws -> ErrorPayload? {
-        if try r.readNull() { return nil }
-        var p = existing ?? ErrorPayload(message: "")
-        var c = try r.beginObject()
-        while let key = try r.nextKey(&c) {
+        try r.readObject(into: existing, or: ErrorPayload(message: "")) { r, p, key in
             if key == "code" {
-                if let v = try r.readOptionalString() { p.code = v }
+                try r.read(&p.code)
             } else if key == "message" {
-                if let v = try r.readOptionalString() { p.message = v }
+                try r.read(&p.message)
             } else {
-                try r.skipValue()
+                return false
             }
+            return true
         }
-        return p
     }
 }
 
@@ -298,7 +277,7 @@ public struct ErrorPayload: Sendable, Equatable, Error {
 /// The control-stream envelope (spec §4.2). Build messages with the static constructors
 /// (`.register(...)`, `.ack(...)`, ...). An ack always encodes a non-null `ack` object, even if
 /// someone builds `ControlMessage(type: .ack)` by hand.
-public struct ControlMessage: Sendable, Equatable {
+public struct ControlMessage: NDJSONLine, Sendable, Equatable {
     public var type: ControlMessageType
     public var requestID: String?
     public var auth: AuthPayload?
@@ -371,25 +350,7 @@ public struct ControlMessage: Sendable, Equatable {
 
     // MARK: Encoding
 
-    /// Writes compact JSON (Go field order) and a trailing "\n".
-    public func writeLine(into buffer: inout ByteBuffer) {
-        writeJSON(into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "\n"))
-    }
-
-    /// One NDJSON line, "\n" included.
-    public func encodedLine(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 256)
-        writeLine(into: &buffer)
-        return buffer
-    }
-
-    /// Compact JSON without the newline, as a String (handy for logs and tests).
-    public var jsonString: String {
-        var buffer = ByteBuffer()
-        writeJSON(into: &buffer)
-        return String(buffer: buffer)
-    }
+    public var encodedLengthHint: Int { 256 }
 
     /// The encoder: `{"type","request_id"?,"auth"?,"register"?,"heartbeat"?,"models_sync"?,
     /// "cancel_request"?,"ack"?,"error"?}` (Go field order).
@@ -446,12 +407,11 @@ public struct ControlMessage: Sendable, Equatable {
     public static func decode(bytes: UnsafeRawBufferPointer) throws -> ControlMessage {
         try JSONReader.read(bytes) { r in
             var m = ControlMessage(type: ControlMessageType(""))
-            var c = try r.beginObject()
-            while let key = try r.nextKey(&c) {
+            try r.readFields(of: &m) { r, m, key in
                 if key == "type" {
                     if let v = try r.readOptionalString() { m.type = ControlMessageType(v) }
                 } else if key == "request_id" {
-                    if let v = try r.readOptionalString() { m.requestID = v }
+                    try r.read(&m.requestID)
                 } else if key == "heartbeat" {
                     m.heartbeat = try HeartbeatPayload.read(&r, into: m.heartbeat)
                 } else if key == "ack" {
@@ -467,8 +427,9 @@ public struct ControlMessage: Sendable, Equatable {
                 } else if key == "auth" {
                     m.auth = try AuthPayload.read(&r, into: m.auth)
                 } else {
-                    try r.skipValue()
+                    return false
                 }
+                return true
             }
             return m
         }

@@ -50,7 +50,7 @@ public enum RouteKind: String, Sendable, CaseIterable {
 // MARK: - TunnelRequest
 
 /// Hub → worker, exactly one NDJSON line per data stream.
-public struct TunnelRequest: Sendable, Equatable {
+public struct TunnelRequest: NDJSONLine, Sendable, Equatable {
     public var requestID: String
     public var routeKind: String
     public var method: String
@@ -85,17 +85,7 @@ public struct TunnelRequest: Sendable, Equatable {
 
     // MARK: Encoding
 
-    /// Compact JSON in Go field order (headers sorted), body as base64, plus "\n".
-    public func writeLine(into buffer: inout ByteBuffer) {
-        writeJSON(into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "\n"))
-    }
-
-    public func encodedLine(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 256 + Base64.encodedLength(body?.readableBytes ?? 0))
-        writeLine(into: &buffer)
-        return buffer
-    }
+    public var encodedLengthHint: Int { 256 + Base64.encodedLength(body?.readableBytes ?? 0) }
 
     /// The encoder: `{"request_id","route_kind","method","path","model"?,"headers"?,"is_stream"?,"body"?}`.
     public func writeJSON(into buffer: inout ByteBuffer) {
@@ -127,27 +117,27 @@ public struct TunnelRequest: Sendable, Equatable {
     public static func decode(bytes: UnsafeRawBufferPointer) throws -> TunnelRequest {
         try JSONReader.read(bytes) { r in
             var m = TunnelRequest(requestID: "", routeKind: "", method: "", path: "")
-            var c = try r.beginObject()
-            while let key = try r.nextKey(&c) {
+            try r.readFields(of: &m) { r, m, key in
                 if key == "request_id" {
-                    if let v = try r.readOptionalString() { m.requestID = v }
+                    try r.read(&m.requestID)
                 } else if key == "route_kind" {
-                    if let v = try r.readOptionalString() { m.routeKind = v }
+                    try r.read(&m.routeKind)
                 } else if key == "method" {
-                    if let v = try r.readOptionalString() { m.method = v }
+                    try r.read(&m.method)
                 } else if key == "path" {
-                    if let v = try r.readOptionalString() { m.path = v }
+                    try r.read(&m.path)
                 } else if key == "model" {
-                    if let v = try r.readOptionalString() { m.model = v }
+                    try r.read(&m.model)
                 } else if key == "headers" {
                     m.headers = try r.readStringMap(into: m.headers)
                 } else if key == "is_stream" {
-                    if !(try r.readNull()) { m.isStream = try r.readBool() }
+                    try r.read(&m.isStream)
                 } else if key == "body" {
                     m.body = try r.readBytes()
                 } else {
-                    try r.skipValue()
+                    return false
                 }
+                return true
             }
             return m
         }
@@ -157,7 +147,7 @@ public struct TunnelRequest: Sendable, Equatable {
 // MARK: - TunnelResponse
 
 /// Worker → hub NDJSON frames.
-public struct TunnelResponse: Sendable, Equatable {
+public struct TunnelResponse: NDJSONLine, Sendable, Equatable {
     public var requestID: String
     public var statusCode: Int?
     public var headers: [String: String]?
@@ -180,18 +170,9 @@ public struct TunnelResponse: Sendable, Equatable {
 
     // MARK: Encoding
 
-    /// Compact JSON in Go field order (headers sorted), plus "\n".
-    public func writeLine(into buffer: inout ByteBuffer) {
-        writeJSON(into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "\n"))
-    }
+    public var encodedLengthHint: Int { 128 + Base64.encodedLength(bodyChunk?.readableBytes ?? 0) }
 
-    public func encodedLine(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 128 + Base64.encodedLength(bodyChunk?.readableBytes ?? 0))
-        writeLine(into: &buffer)
-        return buffer
-    }
-
+    /// The encoder (see `write(requestID:…)`).
     public func writeJSON(into buffer: inout ByteBuffer) {
         if let bodyChunk {
             bodyChunk.withUnsafeReadableBytes { chunk in
@@ -274,23 +255,23 @@ public struct TunnelResponse: Sendable, Equatable {
     public static func decode(bytes: UnsafeRawBufferPointer) throws -> TunnelResponse {
         try JSONReader.read(bytes) { r in
             var m = TunnelResponse(requestID: "")
-            var c = try r.beginObject()
-            while let key = try r.nextKey(&c) {
+            try r.readFields(of: &m) { r, m, key in
                 if key == "request_id" {
-                    if let v = try r.readOptionalString() { m.requestID = v }
+                    try r.read(&m.requestID)
                 } else if key == "body_chunk" {
                     m.bodyChunk = try r.readBytes()
                 } else if key == "eof" {
-                    if !(try r.readNull()) { m.eof = try r.readBool() }
+                    try r.read(&m.eof)
                 } else if key == "status_code" {
-                    if !(try r.readNull()) { m.statusCode = try r.readInt() }
+                    try r.read(&m.statusCode)
                 } else if key == "headers" {
                     m.headers = try r.readStringMap(into: m.headers)
                 } else if key == "error" {
                     m.error = try ErrorPayload.read(&r, into: m.error)
                 } else {
-                    try r.skipValue()
+                    return false
                 }
+                return true
             }
             return m
         }

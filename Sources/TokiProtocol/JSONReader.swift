@@ -243,6 +243,8 @@ struct JSONReader {
 
     // MARK: Strings
 
+    /// The string at `index` (its opening quote): a slice of the input, or its decoded bytes
+    /// when it holds escapes. Validates escapes and UTF-8.
     private mutating func readKey() throws -> JSONKey {
         index += 1  // opening quote
         let start = index
@@ -266,30 +268,10 @@ struct JSONReader {
         throw error(.unexpectedEnd)
     }
 
-    /// A string value; `expected` names the field type in errors.
+    /// A string value.
     mutating func readString() throws -> String {
-        let next = try peek()
-        guard next == UInt8(ascii: "\"") else { throw error(.typeMismatch(expected: "a string")) }
-        index += 1
-        let start = index
-        var ascii = true
-        while index < bytes.count {
-            let b = bytes[index]
-            if b == UInt8(ascii: "\"") {
-                let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<index])
-                if !ascii, !Self.isValidUTF8(raw) { throw JSONReadError(.invalidUTF8, offset: start) }
-                index += 1
-                return String(decoding: raw, as: UTF8.self)
-            }
-            if b == UInt8(ascii: "\\") {
-                index = start - 1
-                return String(decoding: try readStringBytes(), as: UTF8.self)
-            }
-            if b < 0x20 { throw error(.controlCharacterInString) }
-            if b >= 0x80 { ascii = false }
-            index += 1
-        }
-        throw error(.unexpectedEnd)
+        guard try peek() == UInt8(ascii: "\"") else { throw error(.typeMismatch(expected: "a string")) }
+        return try readKey().string
     }
 
     /// A string or null (nil).
@@ -578,6 +560,42 @@ struct JSONReader {
     }
 
     // MARK: Typed helpers for the message decoders
+
+    /// Reads an object's members into `value`: `field` reads the value of a key it knows and
+    /// returns true; other keys' values are skipped (unknown keys are ignored).
+    mutating func readFields<T>(of value: inout T, _ field: (inout JSONReader, inout T, JSONKey) throws -> Bool) throws {
+        var c = try beginObject()
+        while let key = try nextKey(&c) {
+            if try !field(&self, &value, key) { try skipValue() }
+        }
+    }
+
+    /// A nested object (a payload): nil for null; otherwise read into `existing` (a repeated
+    /// key merges into the earlier value, as Go decodes into an existing struct) or `empty`.
+    mutating func readObject<T>(into existing: T?, or empty: @autoclosure () -> T,
+                                _ field: (inout JSONReader, inout T, JSONKey) throws -> Bool) throws -> T? {
+        if try readNull() { return nil }
+        var value = existing ?? empty()
+        try readFields(of: &value, field)
+        return value
+    }
+
+    /// A string field: null leaves it as it is (Go's decoding of null into a string).
+    mutating func read(_ target: inout String) throws {
+        if let v = try readOptionalString() { target = v }
+    }
+
+    mutating func read(_ target: inout String?) throws {
+        if let v = try readOptionalString() { target = v }
+    }
+
+    mutating func read(_ target: inout Int?) throws {
+        if !(try readNull()) { target = try readInt() }
+    }
+
+    mutating func read(_ target: inout Bool?) throws {
+        if !(try readNull()) { target = try readBool() }
+    }
 
     /// An array of strings, or nil for null. A null element is "" (Go's zero value).
     mutating func readStrings() throws -> [String]? {

@@ -3,6 +3,36 @@
 
 import NIOCore
 
+/// A message that travels as one NDJSON line: compact JSON, then "\n".
+public protocol NDJSONLine {
+    /// The message's one encoder: compact JSON in Go's field order, no newline.
+    func writeJSON(into buffer: inout ByteBuffer)
+    /// A first guess at the encoded size (for the buffer's initial capacity).
+    var encodedLengthHint: Int { get }
+}
+
+extension NDJSONLine {
+    /// The JSON and a trailing "\n".
+    public func writeLine(into buffer: inout ByteBuffer) {
+        writeJSON(into: &buffer)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+    }
+
+    /// One NDJSON line, "\n" included.
+    public func encodedLine(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: encodedLengthHint)
+        writeLine(into: &buffer)
+        return buffer
+    }
+
+    /// Compact JSON without the newline, as a String (handy for logs and tests).
+    public var jsonString: String {
+        var buffer = ByteBuffer()
+        writeJSON(into: &buffer)
+        return String(buffer: buffer)
+    }
+}
+
 
 enum JSONOut {
     static let hex: [UInt8] = Array("0123456789abcdef".utf8)
