@@ -71,12 +71,18 @@ struct WorkerSessionHandler: Sendable {
         // close() drops whatever is still queued. Bounded, in case the worker stopped reading.
         let mux = self.session
         _ = try? await withTimeLimit(Self.goodbyeLimit, onTimeout: { mux.close() }) { await mux.flush() }
+        // Then a short linger for the worker to read them: a toki worker's MuxSession fails
+        // reads once the transport ends, even of bytes it already received (Go's smux returns
+        // them first), so closing at once could cost it the error line.
+        if session.closedError == nil { try? await Task.sleep(for: Self.linger) }
         session.close()
         await strayStreams
     }
 
     /// How long the last control lines may take to reach the transport before the session closes.
     static let goodbyeLimit: Duration = .seconds(2)
+    /// How long the worker gets to read those lines once they are out.
+    static let linger: Duration = .milliseconds(50)
 
     /// Request id of the message that caused a fatal error (echoed in the error).
     private var fatalRequestID: String? { nil }

@@ -220,14 +220,6 @@ public final class WorkerService: Service, Sendable {
 
 // MARK: - One registered connection
 
-/// When the control stream last delivered a message.
-final class LastHeard: Sendable {
-    private let instant = Mutex(ContinuousClock.now)
-    func touch() { instant.withLock { $0 = .now } }
-    var silence: Duration { instant.withLock { $0 }.duration(to: .now) }
-}
-
-
 /// Why a registered connection ended.
 struct ConnectionEnd: Error, CustomStringConvertible {
     var description: String
@@ -365,7 +357,6 @@ struct WorkerConnection: Sendable {
     // MARK: Steady state
 
     func serve(channel: ControlChannel, syncedVersion: Int) async -> ConnectionEnd {
-        let lastHeard = LastHeard()
         let send: @Sendable (ControlMessage) -> Void = { message in
             if !channel.send(message) {
                 service.logger.warning("control stream backlog full; dropping a \(message.type) message")
@@ -391,12 +382,10 @@ struct WorkerConnection: Sendable {
             group.addTask {
                 do {
                     while let (message, _) = try await channel.receive() {
-                        lastHeard.touch()
                         if let end = handle(message, send: send) { return end }
                     }
                     return ConnectionEnd("the hub closed the control stream")
                 } catch let malformed as ControlChannel.Malformed {
-                    lastHeard.touch()
                     return ConnectionEnd("malformed control message from the hub: \(malformed)")
                 } catch {
                     return ConnectionEnd("control stream read failed: \(error)")
@@ -408,7 +397,7 @@ struct WorkerConnection: Sendable {
                 let tick = min(limit / 4, .seconds(1))
                 while !Task.isCancelled {
                     try? await Task.sleep(for: tick)
-                    let silent = lastHeard.silence
+                    let silent = channel.silence
                     if silent >= limit {
                         return ConnectionEnd("nothing received on the control stream for \(silent) (limit \(limit)); link presumed dead")
                     }
@@ -532,9 +521,12 @@ struct WorkerConnection: Sendable {
             service.registry.cancelAll()
         }
         // MuxSession.close() drops frames still queued: wait until the last eof lines and FINs
-        // have reached the transport (bounded, in case the hub stopped reading).
+        // have reached the transport (bounded, in case the hub stopped reading), then linger
+        // so that the hub reads them: a toki hub's MuxSession fails reads once the transport
+        // ends, even of bytes it already received (Go's smux returns them first).
         let session = self.session
         _ = try? await withTimeLimit(.seconds(2), onTimeout: { session.close() }) { await session.flush() }
+        if session.closedError == nil { try? await Task.sleep(for: .milliseconds(300)) }
         return ConnectionEnd("graceful shutdown")
     }
 }
