@@ -37,8 +37,8 @@ func same(_ v: JSONValue, _ f: Any) -> Bool {
     switch v {
     case .null: return f is NSNull
     case .bool(let b): return (f as? NSNumber)?.boolValue == b
-    case .int(let i): return close(Double(i), number(f))
-    case .double(let d): return close(d, number(f))
+    case .int(let i): return near(Double(i), number(f))
+    case .double(let d): return near(d, number(f))
     case .string(let s): return (f as? String) == s
     case .array(let a):
         guard let fa = f as? [Any], fa.count == a.count else { return false }
@@ -49,7 +49,7 @@ func same(_ v: JSONValue, _ f: Any) -> Bool {
     }
 }
 
-func close(_ a: Double, _ b: Double?) -> Bool {
+func near(_ a: Double, _ b: Double?) -> Bool {
     guard let b else { return false }
     if a == b { return true }
     return abs(a - b) <= 1e-12 * max(abs(a), abs(b))
