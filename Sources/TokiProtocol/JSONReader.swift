@@ -103,6 +103,8 @@ struct JSONKey {
 
 /// Reads one JSON text held in `bytes` (valid for the reader's lifetime).
 struct JSONReader {
+    static let allocator = ByteBufferAllocator()
+
     /// Deepest nesting of arrays and objects accepted (hardware_info is a few levels deep).
     static let maxDepth = 128
 
@@ -630,7 +632,7 @@ struct JSONReader {
             // so a span the strict decoder accepts is the whole string.
             if let base = bytes.baseAddress, let quote = memchr(base + start + 1, 0x22, bytes.count - start - 1) {
                 let end = base.distance(to: UnsafeRawPointer(quote))
-                var out = ByteBuffer()
+                var out = Self.allocator.buffer(capacity: (end - start) / 4 * 3 + 3)
                 if Base64.decodeStrict(UnsafeRawBufferPointer(rebasing: bytes[(start + 1)..<end]), into: &out) {
                     index = end + 1
                     return out
