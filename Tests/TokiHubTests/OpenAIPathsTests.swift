@@ -2,7 +2,7 @@ import Testing
 import TokiHub
 import TokiProtocol
 
-@Suite struct OpenAIRoutesTests {
+@Suite struct OpenAIPathsTests {
     @Test func routeKinds() {
         #expect(RouteKind(path: "/v1/chat/completions") == .chatCompletions)
         #expect(RouteKind(path: "/v1/chat/completions?x=1") == .chatCompletions)
