@@ -110,6 +110,12 @@ public final class Hub: Sendable {
         let link = WorkerLink(activity: activity, ping: { try await tunnelOutbound.ping() })
         let handler = WorkerSessionHandler(session: session, link: link, user: user, remote: remote, store: store, presence: presence,
                                            registry: registry, deadlines: deadlines, configuration: configuration, logger: logger)
+        let watch = LinkWatch.start(activity: activity, interval: configuration.pingInterval, deadlines: deadlines,
+                                    ping: link.ping, close: { [logger] in
+                                        logger.info("tunnel link silent past a ping; closing", metadata: ["remote": "\(remote)"])
+                                        session.close()
+                                    })
+        defer { watch.stop() }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
@@ -296,7 +302,7 @@ public final class Hub: Sendable {
     /// finish (up to `drainTimeout`); worker tunnels stay up until then.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         _ = try? await store.markAllOffline()
-        let webSocket = TunnelEndpoint.webSocketConfiguration(limits: configuration.tunnelLimits, pingInterval: configuration.pingInterval)
+        let webSocket = TunnelEndpoint.webSocketConfiguration(limits: configuration.tunnelLimits, autoPingInterval: nil)
         let app = Application(
             router: makeRouter(),
             server: .guardedHTTP1WebSocketUpgrade(webSocketRouter: makeTunnelRouter(), webSocket: webSocket, limits: configuration.httpLimits, logger: logger),

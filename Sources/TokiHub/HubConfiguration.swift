@@ -19,7 +19,8 @@ public struct HubConfiguration: Sendable {
     /// dead (its pending requests are retried elsewhere): a frozen worker costs no more than a dead one.
     public var workerProbeAfter: Duration = .seconds(2)
     public var workerProbeTimeout: Duration = .seconds(5)
-    /// WebSocket ping period on worker links: a silently dead link is closed within two periods,
+    /// Worker links silent this long get a WebSocket ping (`LinkWatch`); a link still silent a period
+    /// later is closed: a silently dead link is closed within two periods,
     /// so a reconnecting worker is not locked out of its namespace for long.
     public var pingInterval: Duration = .seconds(15)
     /// A client that accepts no bytes for this long while a write to it is pending is cut off

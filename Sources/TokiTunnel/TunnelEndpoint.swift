@@ -68,12 +68,13 @@ public enum TunnelEndpoint {
         TunnelSubprotocol.select(offered: TunnelSubprotocol.parseOffer(headers[.secWebSocketProtocol]), allowLZ4: allowLZ4, allowSmux2: allowSmux2)
     }
 
-    /// WebSocket settings for the tunnel: frames up to the message limit, and pings so a
-    /// silently dead link is noticed within two ping periods.
-    public static func webSocketConfiguration(limits: TunnelLimits = .init(), pingInterval: Duration = .seconds(10)) -> WebSocketServerConfiguration {
+    /// WebSocket settings for the tunnel: frames up to the message limit; with `autoPingInterval`
+    /// the library pings every link on its own timer (a silently dead link is noticed within two
+    /// periods). The hub passes nil and pings only silent links itself (`LinkWatch`).
+    public static func webSocketConfiguration(limits: TunnelLimits = .init(), autoPingInterval: Duration? = .seconds(10)) -> WebSocketServerConfiguration {
         WebSocketServerConfiguration(
             maxFrameSize: limits.maxMessageSize + LZ4Link.maxHeaderSize,
-            autoPing: .enabled(timePeriod: pingInterval),
+            autoPing: autoPingInterval.map { .enabled(timePeriod: $0) } ?? .disabled,
             closeTimeout: .seconds(2)
         )
     }

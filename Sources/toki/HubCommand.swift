@@ -32,7 +32,7 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds without a control message before a registered worker is dropped (Tokilake: 45).")
     var heartbeatTimeout = 45
 
-    @Option(name: .long, help: "Seconds between WebSocket pings on worker links (dead links are dropped within two).")
+    @Option(name: .long, help: "Seconds a worker link may be silent before the hub pings it; a link still silent one period later is dropped.")
     var pingInterval = 15
 
     @Option(name: .long, help: "Seconds a client may accept no bytes of its response before the request is cancelled (a slow but steady reader is never cut).")
