@@ -26,6 +26,8 @@ let package = Package(
         // System libraries (apt: liblz4-dev, libssl-dev). Zero build cost.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // glibc's heap statistics and malloc_trim (not in Swift's Glibc module).
+        .systemLibrary(name: "CMalloc"),
 
         // smux v1/v2 (sans-IO codec + session) and the LZ4 link framing.
         .target(name: "TokiMux", dependencies: [
@@ -58,7 +60,7 @@ let package = Package(
         ]),
         // The gateway: OpenAI HTTP API, worker registry, routing.
         .target(name: "TokiHub", dependencies: [
-            "TokiTunnel", "TokiStore",
+            "TokiTunnel", "TokiStore", "CMalloc",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

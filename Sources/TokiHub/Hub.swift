@@ -1,3 +1,4 @@
+import CMalloc
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -54,9 +55,10 @@ public final class Hub: Sendable {
         }
         router.post("/admin/tokens") { request, context in try await self.adminCreateToken(request, context: context) }
         router.get("/admin/workers") { request, context in try await self.adminWorkers(request, context: context) }
+        router.get("/admin/runtime") { request, context in try await self.adminRuntime(request, context: context) }
         // Reached when a worker's upgrade was refused (bad token): Tokilake's 401 shape.
         for path in TunnelEndpoint.paths {
-            router.get(RouterPath(path)) { request, _ -> Response in
+            router.get(RouterPath(String(path))) { request, _ -> Response in
                 let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query)
                 let message = token == nil ? "missing authorization token" : "invalid token"
                 var body = ByteBuffer(string: #"{"success":false,"message":"#)
@@ -69,29 +71,25 @@ public final class Hub: Sendable {
     }
 
     /// The WebSocket router for worker tunnels: the token is checked before the upgrade.
-    func makeTunnelRouter() -> Router<TunnelRequestContext> {
-        let router = Router(context: TunnelRequestContext.self)
-        for path in TunnelEndpoint.paths {
-            router.ws(RouterPath(path)) { request, _ in
-                guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
-                      (try? await self.tokens.authenticate(token)) != nil
-                else { return .dontUpgrade }
-                return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: self.configuration.allowLZ4,
-                                                             allowSmux2: self.configuration.allowSmux2))
-            } onUpgrade: { inbound, outbound, context in
-                let activity = LinkActivity()
-                context.requestContext.optimizeTunnelPipeline(activity: activity)
-                let request = context.request
-                guard let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query),
-                      let user = try? await self.tokens.authenticate(token)
-                else { return }
-                let features = TunnelEndpoint.negotiated(request.headers, allowLZ4: self.configuration.allowLZ4,
-                                                         allowSmux2: self.configuration.allowSmux2)
-                let remote = request.headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
-                await self.serveWorker(inbound: inbound, outbound: outbound, user: user, features: features, activity: activity, remote: remote)
-            }
+    /// The tunnel endpoint's upgrade decision: a Tokilake path and a valid token (checked once),
+    /// else no upgrade and the request goes on to the HTTP router, which answers 401.
+    @Sendable
+    func shouldUpgradeTunnel(_ request: HTTPRequest, channel: any Channel, logger: Logger) async
+        -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
+    {
+        guard request.method == .get, let (path, query) = TunnelEndpoint.target(of: request), TunnelEndpoint.paths.contains(path),
+              let token = TunnelEndpoint.presentedToken(headers: request.headerFields, query: query),
+              let user = try? await tokens.authenticate(token)
+        else { return .dontUpgrade }
+        let headers = request.headerFields
+        let features = TunnelEndpoint.negotiated(headers, allowLZ4: configuration.allowLZ4, allowSmux2: configuration.allowSmux2)
+        let remote = headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
+        return .upgrade(TunnelEndpoint.upgradeHeaders(headers, allowLZ4: configuration.allowLZ4, allowSmux2: configuration.allowSmux2)) {
+            inbound, outbound, _ in
+            let activity = LinkActivity()
+            TunnelEndpoint.optimizePipeline(of: channel, activity: activity)
+            await self.serveWorker(inbound: inbound, outbound: outbound, user: user, features: features, activity: activity, remote: remote)
         }
-        return router
     }
 
     func serveWorker(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, user: AuthenticatedToken, features: TunnelFeatures, activity: LinkActivity,
@@ -296,6 +294,20 @@ public final class Hub: Sendable {
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    /// What the process holds: heap in use (glibc's count of live allocations, which unlike RSS
+    /// does not include freed memory the allocator keeps), RSS, workers and armed deadlines. The
+    /// scale tests read it to check that sessions leave nothing behind.
+    func adminRuntime(_ request: Request, context: HubRequestContext) async throws -> Response {
+        let caller = try await authenticate(request)
+        guard caller.isAdmin else { throw OpenAIError.adminRequired }
+        let pages = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8))?.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        let rss = pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+        var body = ByteBuffer()
+        body.writeString(#"{"heap_in_use_bytes":\#(toki_heap_in_use()),"rss_bytes":\#(rss),"#)
+        body.writeString(#""workers":\#(registry.workers.count),"deadlines":\#(deadlines.count.entries)}"#)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+    }
+
     // MARK: Running
 
     /// Serves until SIGTERM/SIGINT. On SIGTERM new API requests get 503 while in-flight ones
@@ -305,7 +317,8 @@ public final class Hub: Sendable {
         let webSocket = TunnelEndpoint.webSocketConfiguration(limits: configuration.tunnelLimits, autoPingInterval: nil)
         let app = Application(
             router: makeRouter(),
-            server: .guardedHTTP1WebSocketUpgrade(webSocketRouter: makeTunnelRouter(), webSocket: webSocket, limits: configuration.httpLimits, logger: logger),
+            server: .guardedHTTP1WebSocketUpgrade(webSocket: webSocket, limits: configuration.httpLimits, logger: logger,
+                                                  shouldUpgrade: { request, channel, logger in await self.shouldUpgradeTunnel(request, channel: channel, logger: logger) }),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger

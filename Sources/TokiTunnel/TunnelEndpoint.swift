@@ -22,7 +22,7 @@ public struct TunnelRequestContext: RequestContext, WebSocketRequestContext {
     /// Called first thing in a tunnel's `onUpgrade`: unmask inbound frames 8 bytes at a time,
     /// and record inbound activity in `activity` if given.
     public func optimizeTunnelPipeline(activity: LinkActivity? = nil) {
-        FastUnmaskingHandler.install(on: channel, activity: activity)
+        TunnelEndpoint.optimizePipeline(of: channel, activity: activity)
     }
 }
 
@@ -30,7 +30,20 @@ public struct TunnelRequestContext: RequestContext, WebSocketRequestContext {
 /// configuration. The hub mounts it next to its HTTP API; tests and benchmarks use `TunnelListener`.
 public enum TunnelEndpoint {
     /// Paths the Go hubs serve; `/api/tokilake/connect` is what Tokiame configs point at.
-    public static let paths = ["/api/tokilake/connect", "/connect"]
+    public static let paths: Set<Substring> = ["/api/tokilake/connect", "/connect"]
+
+    /// A request's path and query (nil without a target).
+    public static func target(of request: HTTPRequest) -> (path: Substring, query: String?)? {
+        guard let target = request.path else { return nil }
+        guard let mark = target.firstIndex(of: "?") else { return (target[...], nil) }
+        return (target[..<mark], String(target[target.index(after: mark)...]))
+    }
+
+    /// Called first thing once a connection is upgraded: unmask inbound frames 8 bytes at a time,
+    /// and record inbound activity in `activity` if given.
+    public static func optimizePipeline(of channel: any Channel, activity: LinkActivity? = nil) {
+        FastUnmaskingHandler.install(on: channel, activity: activity)
+    }
 
     /// The token a worker presented: `Authorization` (a case-insensitive `Bearer ` prefix
     /// removed), else the `access_token`, else the `token` query parameter; as in Go.
@@ -102,7 +115,7 @@ public struct TunnelListener: Sendable {
         let authorize = self.authorize
         for path in TunnelEndpoint.paths {
             // Reached when the upgrade was refused: say why, in the shape Tokilake uses.
-            router.get(RouterPath(path)) { request, _ -> Response in
+            router.get(RouterPath(String(path))) { request, _ -> Response in
                 Response(
                     status: .unauthorized,
                     headers: [.contentType: "application/json"],
@@ -116,7 +129,7 @@ public struct TunnelListener: Sendable {
         let limits = self.limits
         let logger = self.logger
         for path in TunnelEndpoint.paths {
-            wsRouter.ws(RouterPath(path)) { request, _ in
+            wsRouter.ws(RouterPath(String(path))) { request, _ in
                 let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query)
                 guard await authorize(token) else { return .dontUpgrade }
                 return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: allowLZ4))
