@@ -114,18 +114,18 @@ public final class Hub: Sendable {
                                         session.close()
                                     })
         defer { watch.stop() }
+        // The session runs in this task, the control handler in one child (each task of an idle
+        // session costs its stack). When either ends the session closes, which ends the other.
         await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                do {
-                    try await session.run(inbound: ServerTunnelInbound(inbound, lz4: lz4, limits: self.configuration.tunnelLimits),
-                                          outbound: tunnelOutbound)
-                } catch {
-                    self.logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
-                }
-            }
             group.addTask {
                 await handler.run()
                 session.close()
+            }
+            do {
+                try await session.run(inbound: ServerTunnelInbound(inbound, lz4: lz4, limits: self.configuration.tunnelLimits),
+                                      outbound: tunnelOutbound)
+            } catch {
+                self.logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
             }
         }
     }
