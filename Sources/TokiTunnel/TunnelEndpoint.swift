@@ -6,12 +6,14 @@ import Logging
 import NIOCore
 import TokiMux
 
-/// Request context of the tunnel's WebSocket router: keeps the connection's channel so the
-/// upgraded pipeline can be tuned (fast unmasking).
-public struct TunnelRequestContext: RequestContext, WebSocketRequestContext {
+/// Request context of the tunnel's WebSocket router: the connection's channel (so the upgraded
+/// pipeline can be tuned) and who the presented token stands for, set by `TunnelServer`'s
+/// authentication before the upgrade and carried to the session.
+public struct TunnelRequestContext<Identity: Sendable>: RequestContext, WebSocketRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let webSocket: WebSocketHandlerReference<Self>
     public let channel: any Channel
+    public internal(set) var identity: Identity?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -27,7 +29,7 @@ public struct TunnelRequestContext: RequestContext, WebSocketRequestContext {
 }
 
 /// The server end of the tunnel as Hummingbird pieces: the upgrade decision and the WebSocket
-/// configuration. The hub mounts it next to its HTTP API; tests and benchmarks use `TunnelListener`.
+/// configuration. `TunnelServer` builds the routes from them.
 public enum TunnelEndpoint {
     /// Paths the Go hubs serve; `/api/tokilake/connect` is what Tokiame configs point at.
     public static let paths = ["/api/tokilake/connect", "/connect"]
@@ -79,8 +81,135 @@ public enum TunnelEndpoint {
     }
 }
 
-/// A standalone tunnel server: accepts workers (or test peers) on the Tokilake paths and hands
-/// each authorised connection's mux session to `onSession`.
+/// One accepted tunnel, handed to `TunnelServer`'s session handler while its session runs.
+public struct TunnelConnection<Identity: Sendable>: Sendable {
+    /// The mux session (already running; closed when the handler returns).
+    public let session: MuxSession
+    /// Who the presented token stands for.
+    public let identity: Identity
+    public let features: TunnelFeatures
+    /// When the link last received anything (pongs included): liveness probes read it.
+    public let activity: LinkActivity
+    /// The upgrade request's headers.
+    public let headers: HTTPFields
+    /// Sends a WebSocket ping on the link.
+    public let ping: @Sendable () async throws -> Void
+}
+
+/// The server end of the tunnel, the one code path for the hub and for tests and benchmarks
+/// (`TunnelListener`): the token is checked once, before the upgrade; a refused upgrade is
+/// answered by `refusalRoutes` (401 in Tokilake's shape); an accepted one runs a mux session
+/// over the WebSocket and hands it to `onSession`.
+public struct TunnelServer<Identity: Sendable>: Sendable {
+    public typealias Authenticate = @Sendable (_ token: String?) async -> Identity?
+    public typealias SessionHandler = @Sendable (TunnelConnection<Identity>) async -> Void
+
+    /// Session settings; the version is raised to what the worker negotiated (never lowered).
+    public var mux = SmuxConfiguration.tokilake
+    public var limits = TunnelLimits()
+    public var allowLZ4 = true
+    public var allowSmux2 = true
+    public var pingInterval: Duration = .seconds(10)
+    public var logger: Logger
+    let authenticate: Authenticate
+    let onSession: SessionHandler
+
+    /// `authenticate` gets the presented token (nil: none) and returns who it stands for, or nil
+    /// to refuse the upgrade.
+    public init(logger: Logger, authenticate: @escaping Authenticate, onSession: @escaping SessionHandler) {
+        self.logger = logger
+        self.authenticate = authenticate
+        self.onSession = onSession
+    }
+
+    public var webSocketConfiguration: WebSocketServerConfiguration {
+        TunnelEndpoint.webSocketConfiguration(limits: limits, pingInterval: pingInterval)
+    }
+
+    /// The WebSocket routes on `TunnelEndpoint.paths`: authenticate, upgrade, serve.
+    public func webSocketRouter() -> Router<TunnelRequestContext<Identity>> {
+        let router = Router(context: TunnelRequestContext<Identity>.self)
+        router.add(middleware: Authentication(authenticate: authenticate))
+        let server = self
+        for path in TunnelEndpoint.paths {
+            router.ws(RouterPath(path)) { request, _ in
+                .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: server.allowLZ4, allowSmux2: server.allowSmux2))
+            } onUpgrade: { inbound, outbound, context in
+                guard let identity = context.requestContext.identity else { return }  // the middleware let it through
+                await server.serve(inbound: inbound, outbound: outbound, context: context.requestContext, headers: context.request.headers,
+                                   identity: identity)
+            }
+        }
+        return router
+    }
+
+    /// GET on the tunnel paths without a successful upgrade (a refused token, or no upgrade at
+    /// all): 401 `{"success":false,"message":…}`, as Tokilake answers. Mount on the HTTP router.
+    public static func refusalRoutes<Context: RequestContext>(context: Context.Type) -> RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        for path in TunnelEndpoint.paths {
+            routes.get(RouterPath(path)) { request, _ -> Response in
+                let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query)
+                let message = token == nil ? "missing authorization token" : "invalid token"
+                var body = ByteBuffer(string: #"{"success":false,"message":""#)
+                body.writeString(message)
+                body.writeString(#""}"#)
+                return Response(status: .unauthorized, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+            }
+        }
+        return routes
+    }
+
+    /// Sets the context's identity, or refuses the upgrade (the HTTP router then answers 401).
+    struct Authentication: RouterMiddleware {
+        typealias Context = TunnelRequestContext<Identity>
+        let authenticate: Authenticate
+
+        func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+            let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query)
+            guard let identity = await authenticate(token) else { return Response(status: .unauthorized) }
+            var context = context
+            context.identity = identity
+            return try await next(request, context)
+        }
+    }
+
+    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, context: TunnelRequestContext<Identity>, headers: HTTPFields,
+               identity: Identity) async {
+        let activity = LinkActivity()
+        context.optimizeTunnelPipeline(activity: activity)
+        let features = TunnelEndpoint.negotiated(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2)
+        var configuration = mux
+        configuration.version = max(mux.version, features.smuxVersion)
+        let session: MuxSession
+        do {
+            session = try MuxSession(role: .server, configuration: configuration, logger: logger)
+        } catch {
+            logger.error("cannot start tunnel session", metadata: ["error": "\(error)"])
+            return
+        }
+        let tunnelOutbound = ServerTunnelOutbound(outbound, lz4: features.lz4, limits: limits)
+        let connection = TunnelConnection(session: session, identity: identity, features: features, activity: activity, headers: headers,
+                                          ping: { try await tunnelOutbound.ping() })
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await session.run(inbound: ServerTunnelInbound(inbound, lz4: features.lz4, limits: limits), outbound: tunnelOutbound)
+                } catch {
+                    logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
+                }
+                session.close()
+            }
+            group.addTask {
+                await onSession(connection)
+                session.close()
+            }
+        }
+    }
+}
+
+/// A standalone tunnel server (tests and benchmarks): `TunnelServer` on its own port; each
+/// authorised connection's mux session goes to `onSession`.
 public struct TunnelListener: Sendable {
     public typealias Authorizer = @Sendable (_ token: String?) async -> Bool
     public typealias SessionHandler = @Sendable (_ session: MuxSession, _ lz4: Bool) async -> Void
@@ -97,50 +226,18 @@ public struct TunnelListener: Sendable {
 
     /// Serves until cancelled. `onRunning` gets the bound port.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }, onSession: @escaping SessionHandler) async throws {
-        let router = Router()
         let authorize = self.authorize
-        for path in TunnelEndpoint.paths {
-            // Reached when the upgrade was refused: say why, in the shape Tokilake uses.
-            router.get(RouterPath(path)) { request, _ -> Response in
-                Response(
-                    status: .unauthorized,
-                    headers: [.contentType: "application/json"],
-                    body: .init(byteBuffer: ByteBuffer(string: #"{"success":false,"message":"invalid or missing token"}"#))
-                )
-            }
+        var server = TunnelServer<Void>(logger: logger, authenticate: { await authorize($0) ? () : nil }) { connection in
+            await onSession(connection.session, connection.features.lz4)
         }
-        let wsRouter = Router(context: TunnelRequestContext.self)
-        let allowLZ4 = self.allowLZ4
-        let mux = self.mux
-        let limits = self.limits
-        let logger = self.logger
-        for path in TunnelEndpoint.paths {
-            wsRouter.ws(RouterPath(path)) { request, _ in
-                let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query)
-                guard await authorize(token) else { return .dontUpgrade }
-                return .upgrade(TunnelEndpoint.upgradeHeaders(request.headers, allowLZ4: allowLZ4))
-            } onUpgrade: { inbound, outbound, context in
-                context.requestContext.optimizeTunnelPipeline()
-                let features = TunnelEndpoint.negotiated(context.request.headers, allowLZ4: allowLZ4)
-                // A listener configured for v2 (tests and benchmarks against Go peers set it
-                // out of band) stays v2; otherwise the negotiation decides.
-                var configuration = mux
-                configuration.version = max(mux.version, features.smuxVersion)
-                let session = try MuxSession(role: .server, configuration: configuration, logger: logger)
-                async let handled: Void = onSession(session, features.lz4)
-                do {
-                    try await session.run(inbound: ServerTunnelInbound(inbound, lz4: features.lz4, limits: limits),
-                                          outbound: ServerTunnelOutbound(outbound, lz4: features.lz4, limits: limits))
-                } catch {
-                    logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
-                }
-                session.close()
-                await handled
-            }
-        }
+        server.mux = mux
+        server.limits = limits
+        server.allowLZ4 = allowLZ4
+        let router = Router()
+        router.addRoutes(TunnelServer<Void>.refusalRoutes(context: BasicRequestContext.self))
         let app = Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(ws: TunnelEndpoint.webSocketConfiguration(limits: limits))),
+            server: .http1WebSocketUpgrade(webSocketRouter: server.webSocketRouter(), configuration: .init(ws: server.webSocketConfiguration)),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger
