@@ -53,15 +53,29 @@ public struct WorkerAdmissionVerdict: Sendable, Equatable {
     }
 }
 
-/// Admission refused, with the tunnel error code (`TunnelProtocol.HubErrorCode`) and the message
-/// the worker is sent.
-public struct AdmissionRefusal: Error, Sendable, Equatable, CustomStringConvertible {
-    public var code: String
-    public var message: String
+/// Why admission was refused. The worker is sent `code` (`TunnelProtocol.HubErrorCode`) and
+/// `message`, then its session closes.
+public enum AdmissionRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The namespace belongs to another user (the store's reason).
+    case namespaceNotOwned(String)
+    /// The principal may not serve this group.
+    case groupNotAuthorized(group: String)
+    /// Anything else (invalid namespace, the store failing, …).
+    case failed(String)
 
-    public init(code: String, message: String) {
-        self.code = code
-        self.message = message
+    public var code: String {
+        switch self {
+        case .namespaceNotOwned: TunnelProtocol.HubErrorCode.namespaceNotOwned
+        case .groupNotAuthorized: TunnelProtocol.HubErrorCode.groupNotAuthorized
+        case .failed: TunnelProtocol.HubErrorCode.registerFailed
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .namespaceNotOwned(let reason), .failed(let reason): reason
+        case .groupNotAuthorized(let group): "group \(group) is not authorized for current user"
+        }
     }
 
     public var description: String { "\(code): \(message)" }
@@ -93,7 +107,7 @@ struct StoreWorkerAdmission: WorkerAdmission {
 
     func authorizeGroups(_ requested: [String], for principal: WorkerPrincipal) throws(AdmissionRefusal) -> Set<String> {
         for group in requested where group != principal.group {
-            throw AdmissionRefusal(code: TunnelProtocol.HubErrorCode.groupNotAuthorized, message: "group \(group) is not authorized for current user")
+            throw .groupNotAuthorized(group: group)
         }
         return Set(requested)
     }
@@ -105,12 +119,10 @@ struct StoreWorkerAdmission: WorkerAdmission {
                                                            group: groups.sorted().joined(separator: ","), models: request.models, now: Date())
             return WorkerAdmissionVerdict(userID: principal.userID, workerID: claim.workerID, namespace: request.namespace, groups: groups)
         } catch let error as StoreError {
-            if case .namespaceOwnedByAnotherUser = error {
-                throw AdmissionRefusal(code: TunnelProtocol.HubErrorCode.namespaceNotOwned, message: error.description)
-            }
-            throw AdmissionRefusal(code: TunnelProtocol.HubErrorCode.registerFailed, message: error.description)
+            if case .namespaceOwnedByAnotherUser = error { throw .namespaceNotOwned(error.description) }
+            throw .failed(error.description)
         } catch {
-            throw AdmissionRefusal(code: TunnelProtocol.HubErrorCode.registerFailed, message: "\(error)")
+            throw .failed("\(error)")
         }
     }
 }

@@ -59,7 +59,9 @@ struct WorkerAdmissionTests {
             _ = try await admission.authorizeGroups(["default", "vip"], for: a)
             Issue.record("vip was authorised for a default user")
         } catch {
-            #expect(error == AdmissionRefusal(code: TunnelProtocol.HubErrorCode.groupNotAuthorized, message: "group vip is not authorized for current user"))
+            #expect(error == .groupNotAuthorized(group: "vip"))
+            #expect(error.code == TunnelProtocol.HubErrorCode.groupNotAuthorized)
+            #expect(error.message == "group vip is not authorized for current user")
         }
         do {
             _ = try await admission.admit(.init(namespace: "n", nodeName: "n", models: ["m"], groups: ["vip"]), for: a)
