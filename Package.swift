@@ -121,6 +121,8 @@ let package = Package(
         .testTarget(name: "TokiHubTests", dependencies: [
             "TokiHub", "TokiTunnel", "TokiMux", "TokiStore",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -11,6 +11,8 @@ import TokiTunnel
 enum FakeAnswer: Sendable {
     /// A head, the body in one chunk, then eof.
     case respond(status: Int = 200, headers: [String: String] = ["Content-Type": "application/json"], body: String)
+    /// An SSE head, then each chunk on its own line `gap` apart, then eof.
+    case stream(chunks: [String], gap: Duration)
     /// An error line instead of a head.
     case error(code: String, message: String)
     /// These bytes as they are (a malformed answer).
@@ -103,6 +105,14 @@ final class FakeWorkerRoute: WorkerRoute {
             out.writeImmutableBuffer(TunnelResponse(requestID: id, eof: true).encodedLine())
             try? await stream.write(out)
             while (try? await stream.read()) != nil {}  // until the hub closes it
+        case .stream(let chunks, let gap):
+            try? await stream.write(TunnelResponse(requestID: id, statusCode: 200, headers: ["Content-Type": "text/event-stream"]).encodedLine())
+            for chunk in chunks {
+                try? await Task.sleep(for: gap)
+                try? await stream.write(TunnelResponse(requestID: id, bodyChunk: ByteBuffer(string: chunk)).encodedLine())
+            }
+            try? await stream.write(TunnelResponse(requestID: id, eof: true).encodedLine())
+            while (try? await stream.read()) != nil {}
         case .error(let code, let message):
             try? await stream.write(TunnelResponse(requestID: id, error: ErrorPayload(code: code, message: message)).encodedLine())
             while (try? await stream.read()) != nil {}
