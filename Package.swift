@@ -102,6 +102,8 @@ let package = Package(
         ], exclude: ["Vectors"], resources: []),
         .testTarget(name: "TokiTunnelTests", dependencies: [
             "TokiTunnel", "TokiMux", "TokiProbe", "TestSupport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
