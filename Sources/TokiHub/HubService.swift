@@ -43,8 +43,7 @@ public final class HubService: Service, Sendable {
         let streamer = ResponseStreamer(usage: usage, deadlines: deadlines, slowClientTimeout: configuration.slowClientTimeout,
                                         idleTimeout: configuration.streamIdleTimeout, keepAliveInterval: configuration.sseKeepAliveInterval,
                                         bufferLimit: configuration.responseBufferBytes)
-        self.forwarder = RequestForwarder(registry: registry, directory: store, usage: usage, deadlines: deadlines, streamer: streamer,
-                                          configuration: configuration)
+        self.forwarder = RequestForwarder(registry: registry, directory: store, streamer: streamer, configuration: configuration)
     }
 
     /// The HTTP router: health, the OpenAI API, admin, and the tunnel paths' refusal (a worker
@@ -64,14 +63,9 @@ public final class HubService: Service, Sendable {
         return router
     }
 
-    /// The worker endpoint (WebSocket upgrades on the tunnel paths).
-    func makeWorkerTunnel() -> WorkerTunnel {
-        WorkerTunnel(admission: admission, registry: registry, presence: presence, deadlines: deadlines, configuration: configuration, logger: logger)
-    }
-
     public func run() async throws {
         _ = try? await store.markAllOffline()
-        let tunnel = makeWorkerTunnel().server()
+        let tunnel = WorkerTunnel(hub: self).server()
         let app = Application(
             router: makeRouter(),
             server: .guardedHTTP1WebSocketUpgrade(webSocketRouter: tunnel.webSocketRouter(), webSocket: tunnel.webSocketConfiguration,

@@ -53,12 +53,11 @@ struct OpenAIRoutes: Sendable {
         } catch is NIOTooManyBytesError {
             throw OpenAIError.bodyTooLarge(limit: limit)
         }
-        let contentType = request.headers[.contentType] ?? "application/json"
+        let contentType = request.contentTypeOrJSON
         let routed = contentType.lowercased().hasPrefix("multipart/form-data")
             ? try BodyInspector.inspectMultipart(body, contentType: contentType)
             : try BodyInspector.inspectJSON(body)
         guard user.allows(model: routed.model) else { throw OpenAIError.unknownModel(routed.model) }
-        return try await forwarder.forward(.init(kind: kind, path: request.uri.path, routed: routed, contentType: contentType,
-                                                 accept: request.headers[.accept], body: body, user: user), context: context)
+        return try await forwarder.forward(request, kind: kind, body: body, routed: routed, user: user, context: context)
     }
 }

@@ -12,24 +12,15 @@ import TokiTunnel
 struct RequestForwarder: Sendable {
     let registry: WorkerRegistry
     let directory: any WorkerDirectory
-    let usage: UsageRecorder
-    let deadlines: DeadlineSweeper
+    /// Takes the call once its head arrived (and holds the usage recorder and deadlines).
     let streamer: ResponseStreamer
     let configuration: HubConfiguration
+    var usage: UsageRecorder { streamer.usage }
+    var deadlines: DeadlineSweeper { streamer.deadlines }
 
-    /// One checked API request, ready to go out.
-    struct Forwarded: Sendable {
-        var kind: RouteKind
-        var path: String
-        var routed: RoutedBody
-        var contentType: String
-        var accept: String?
-        var body: ByteBuffer
-        var user: AuthenticatedToken
-    }
-
-    func forward(_ request: Forwarded, context: HubRequestContext) async throws -> Response {
-        let (routed, user) = (request.routed, request.user)
+    /// Forwards `request` (its `body` read, its routing fields in `routed`, the caller `user`).
+    func forward(_ request: Request, kind: RouteKind, body: ByteBuffer, routed: RoutedBody, user: AuthenticatedToken,
+                 context: HubRequestContext) async throws -> Response {
         let candidates = registry.candidates(model: routed.model, group: user.group, limit: configuration.maxAttempts)
         guard !candidates.isEmpty else {
             // Known (a worker served it before) but nobody online: 503; otherwise 404.
@@ -37,8 +28,8 @@ struct RequestForwarder: Sendable {
             throw known ? OpenAIError.noWorker(routed.model) : OpenAIError.unknownModel(routed.model)
         }
 
-        var headers: [String: String] = ["Content-Type": request.contentType]
-        headers["Accept"] = request.accept ?? (routed.stream ? "text/event-stream" : nil)
+        var headers: [String: String] = ["Content-Type": request.contentTypeOrJSON]
+        headers["Accept"] = request.headers[.accept] ?? (routed.stream ? "text/event-stream" : nil)
         headers["X-Request-Id"] = context.requestID
         let started = ContinuousClock.now
         var lastFailure: UpstreamFailure?
@@ -46,8 +37,8 @@ struct RequestForwarder: Sendable {
         for worker in candidates {
             let tunnelID = "\(worker.namespace):relay:\(context.requestID)"
             guard worker.begin(requestID: tunnelID) else { continue }
-            let tunnelRequest = TunnelRequest(requestID: tunnelID, routeKind: request.kind, path: request.path, model: routed.model,
-                                              headers: headers, isStream: routed.stream, body: request.body)
+            let tunnelRequest = TunnelRequest(requestID: tunnelID, routeKind: kind, path: request.uri.path, model: routed.model,
+                                              headers: headers, isStream: routed.stream, body: body)
             do {
                 let sentAt = NIODeadline.now()
                 let call = try worker.route.openCall(requestID: tunnelID)
@@ -101,4 +92,9 @@ struct RequestForwarder: Sendable {
         usage.record(requestID: context.requestID, user: user, model: routed.model, namespace: nil, status: 502, started: started, sniffer: nil)
         throw OpenAIError.upstream("All workers failed: \(failure)", code: failure.code)
     }
+}
+
+extension Request {
+    /// The body's media type as forwarded (JSON when the client did not say).
+    var contentTypeOrJSON: String { headers[.contentType] ?? "application/json" }
 }

@@ -20,20 +20,13 @@ public struct WorkerPrincipal: Sendable, Equatable {
 }
 
 /// What a worker asks to be registered as (already checked for shape: non-empty namespace,
-/// normalised models).
+/// normalised models). Made by the hub's session handler; admission only reads it.
 public struct WorkerAdmissionRequest: Sendable, Equatable {
     public var namespace: String
     public var nodeName: String
     public var models: [String]
     /// Groups asked for; empty: the principal's primary group.
     public var groups: [String]
-
-    public init(namespace: String, nodeName: String, models: [String], groups: [String]) {
-        self.namespace = namespace
-        self.nodeName = nodeName
-        self.models = models
-        self.groups = groups
-    }
 }
 
 /// Admission granted: what the registry records about the worker.

@@ -5,15 +5,11 @@ import TokiTunnel
 /// The hub's worker endpoint: `TunnelServer` with admission deciding who may connect, and a
 /// `WorkerSessionHandler` running each connection's control protocol.
 struct WorkerTunnel: Sendable {
-    let admission: any WorkerAdmission
-    let registry: WorkerRegistry
-    let presence: PresenceRecorder
-    let deadlines: DeadlineSweeper
-    let configuration: HubConfiguration
-    let logger: Logger
+    let hub: HubService
 
     func server() -> TunnelServer<WorkerPrincipal> {
-        var server = TunnelServer<WorkerPrincipal>(logger: logger, authenticate: { [admission] token in
+        let (admission, configuration) = (hub.admission, hub.configuration)
+        var server = TunnelServer<WorkerPrincipal>(logger: hub.logger, authenticate: { token in
             guard let token else { return nil }
             return await admission.authenticate(token: token)
         }, onSession: { connection in await self.serve(connection) })
@@ -27,8 +23,8 @@ struct WorkerTunnel: Sendable {
     func serve(_ connection: TunnelConnection<WorkerPrincipal>) async {
         let remote = connection.headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
         let handler = WorkerSessionHandler(session: connection.session, link: WorkerLink(activity: connection.activity, ping: connection.ping),
-                                           principal: connection.identity, remote: remote, admission: admission, presence: presence,
-                                           registry: registry, deadlines: deadlines, configuration: configuration, logger: logger)
+                                           principal: connection.identity, remote: remote, admission: hub.admission, presence: hub.presence,
+                                           registry: hub.registry, deadlines: hub.deadlines, configuration: hub.configuration, logger: hub.logger)
         await handler.run()
     }
 }
