@@ -39,7 +39,7 @@ public struct HubConfiguration: Sendable {
     /// Workers tried for one request before giving up (only before the first response byte).
     public var maxAttempts = 3
     public var maxModelsPerWorker = 1024
-    /// How long SIGTERM waits for in-flight requests before closing worker tunnels.
+    /// How long graceful shutdown (SIGTERM/SIGINT) waits for in-flight requests before closing worker tunnels.
     public var drainTimeout: Duration = .seconds(30)
     /// Token lookups are cached this long (a revoked token stops working within it).
     public var tokenCacheTTL: Duration = .seconds(10)
