@@ -1,9 +1,11 @@
+import ServiceLifecycle
+
 /// Deadlines for many sessions and requests with one task: a worker that does not answer in time,
 /// a silent worker to probe, a session past its heartbeat deadline. 10,000 idle sessions each hold
 /// one entry, so nothing here may cost per entry per tick: entries sit in 250 ms buckets (a hashed
 /// timing wheel keyed by tick number), and a sweep visits only the buckets that came due.
 /// Arm, re-arm and disarm are O(1) under one short lock.
-final class DeadlineSweeper: Sendable {
+final class DeadlineSweeper: Service, Sendable {
     static let resolution: Duration = .milliseconds(250)
 
     private struct Entry {
@@ -79,10 +81,13 @@ final class DeadlineSweeper: Sendable {
         return due.count
     }
 
+    /// Until graceful shutdown (or cancellation).
     func run() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: Self.resolution)
-            sweep()
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.resolution)
+                self.sweep()
+            }
         }
     }
 

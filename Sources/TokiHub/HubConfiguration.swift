@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import TokiTunnel
 
 /// Everything `toki hub` can be told. Defaults are the README's.
@@ -41,7 +40,7 @@ public struct HubConfiguration: Sendable {
     /// Workers tried for one request before giving up (only before the first response byte).
     public var maxAttempts = 3
     public var maxModelsPerWorker = 1024
-    /// How long SIGTERM waits for in-flight requests before closing worker tunnels.
+    /// How long graceful shutdown (SIGTERM/SIGINT) waits for in-flight requests before closing worker tunnels.
     public var drainTimeout: Duration = .seconds(30)
     /// Token lookups are cached this long (a revoked token stops working within it).
     public var tokenCacheTTL: Duration = .seconds(10)
@@ -50,12 +49,4 @@ public struct HubConfiguration: Sendable {
     public var httpLimits = HTTPServerLimits()
 
     public init() {}
-}
-
-/// A lock-protected value shared by reference.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R { try mutex.withLock { try body(&$0) } }
-    var value: Value { mutex.withLock { $0 } }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ServiceLifecycle
 import TokiHub
 import TokiStore
 import TokiTunnel
@@ -115,15 +116,21 @@ struct HubCommand: AsyncParsableCommand {
 
                 """.utf8))
         }
-        let hub = Hub(configuration: configuration, store: store, logger: logger)
         let dataDirectory = configuration.dataDirectory
-        try await hub.run { port in
+        let hub = HubService(configuration: configuration, store: store, logger: logger) { port in
             logger.notice("toki hub listening", metadata: [
                 "api": "http://\(address.host):\(port)/v1", "workers": "ws://\(address.host):\(port)/api/tokilake/connect",
                 "data": "\(dataDirectory)",
             ])
             // One machine-readable line for scripts and tests.
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
+        }
+        // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
+        let group = ServiceGroup(services: [hub], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        do {
+            try await group.run()
+        } catch is CancellationError {
+            // Cancellation during shutdown is a normal exit.
         }
     }
 }
