@@ -27,6 +27,8 @@ let package = Package(
         // System libraries (apt: liblz4-dev, libssl-dev). Zero build cost.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // glibc's heap statistics and malloc_trim (not in Swift's Glibc module).
+        .systemLibrary(name: "CMalloc"),
 
         // smux v1/v2 (sans-IO codec + session).
         .target(name: "TokiMux", dependencies: [
@@ -63,11 +65,10 @@ let package = Package(
         ]),
         // The gateway: OpenAI HTTP API, worker registry, routing.
         .target(name: "TokiHub", dependencies: [
-            "TokiTunnel", "TokiProtocol", "TokiStore",
+            "TokiTunnel", "TokiProtocol", "TokiStore", "CMalloc",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
-            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -112,6 +113,8 @@ let package = Package(
         ]),
         .testTarget(name: "TokiTunnelTests", dependencies: [
             "TokiTunnel", "TokiProtocol", "TokiMux", "TokiProbe", "TestSupport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -129,7 +132,10 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "TokiHubTests", dependencies: [
-            "TokiHub", "TokiTunnel", "TokiProtocol", "TokiMux",
+            "TokiHub", "TokiTunnel", "TokiProtocol", "TokiMux", "TokiStore",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

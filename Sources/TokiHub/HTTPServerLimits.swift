@@ -1,6 +1,7 @@
 import Hummingbird
 import HummingbirdCore
 import HummingbirdWebSocket
+import CMalloc
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -152,14 +153,8 @@ final class ConnectionLimiter: Sendable {
             state.peak = openConnections
             state.lastTrim = .now
         }
-        _ = Self.mallocTrim?(0)
+        _ = toki_malloc_trim()
     }
-
-    /// glibc's `malloc_trim` (not in the Glibc module; absent from other C libraries).
-    private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
-        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
-    }()
 }
 
 /// Hummingbird's HTTP/1.1 + WebSocket child channel with the hub's guards: the connection limit
@@ -245,14 +240,17 @@ struct QuietClosingLogHandler: LogHandler {
 }
 
 extension HTTPServerBuilder {
-    /// `http1WebSocketUpgrade(webSocketRouter:configuration:)` with the hub's HTTP limits.
-    static func guardedHTTP1WebSocketUpgrade<WSResponderBuilder: HTTPResponderBuilder & _HB_SendableMetatype>(
-        webSocketRouter: WSResponderBuilder,
+    /// HTTP/1.1 with a WebSocket upgrade decided by `shouldUpgrade`, under the hub's HTTP limits.
+    /// A closure, not a WebSocket router: Hummingbird's router keeps each upgrade's request context
+    /// in a reference that the context itself holds, a cycle that leaked every tunnel connection
+    /// (its channel, pipeline and buffers: ~4.5 KiB each) for the life of the process.
+    static func guardedHTTP1WebSocketUpgrade(
         webSocket: WebSocketServerConfiguration,
         limits: HTTPServerLimits,
-        logger: Logger
-    ) -> HTTPServerBuilder where WSResponderBuilder.Responder.Context: WebSocketRequestContext {
-        let webSocketResponder = webSocketRouter.buildResponder()
+        logger: Logger,
+        shouldUpgrade: @escaping @Sendable (HTTPRequest, any Channel, Logger) async throws
+            -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
+    ) -> HTTPServerBuilder {
         let maxConnections = limits.effectiveMaxConnections(fileDescriptorLimit: FileDescriptorLimit.soft)
         logger.info("HTTP server limits", metadata: [
             "max_connections": "\(maxConnections)", "header_timeout": "\(limits.headerTimeout)",
@@ -266,7 +264,7 @@ extension HTTPServerBuilder {
         let configuration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(httpDecoderConfiguration: decoder), ws: webSocket)
         return HTTPServerBuilder { responder in
             GuardedHTTPChannel(
-                base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
+                base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: configuration, shouldUpgrade: shouldUpgrade),
                 limits: limits, limiter: limiter)
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import TokiTunnel
 
 /// Everything `toki hub` can be told. Defaults are the README's.
@@ -19,7 +18,8 @@ public struct HubConfiguration: Sendable {
     /// dead (its pending requests are retried elsewhere): a frozen worker costs no more than a dead one.
     public var workerProbeAfter: Duration = .seconds(2)
     public var workerProbeTimeout: Duration = .seconds(5)
-    /// WebSocket ping period on worker links: a silently dead link is closed within two periods,
+    /// Worker links silent this long get a WebSocket ping (`LinkWatch`); a link still silent a period
+    /// later is closed: a silently dead link is closed within two periods,
     /// so a reconnecting worker is not locked out of its namespace for long.
     public var pingInterval: Duration = .seconds(15)
     /// A client that accepts no bytes for this long while a write to it is pending is cut off
@@ -40,7 +40,7 @@ public struct HubConfiguration: Sendable {
     /// Workers tried for one request before giving up (only before the first response byte).
     public var maxAttempts = 3
     public var maxModelsPerWorker = 1024
-    /// How long SIGTERM waits for in-flight requests before closing worker tunnels.
+    /// How long graceful shutdown (SIGTERM/SIGINT) waits for in-flight requests before closing worker tunnels.
     public var drainTimeout: Duration = .seconds(30)
     /// Token lookups are cached this long (a revoked token stops working within it).
     public var tokenCacheTTL: Duration = .seconds(10)
@@ -49,12 +49,4 @@ public struct HubConfiguration: Sendable {
     public var httpLimits = HTTPServerLimits()
 
     public init() {}
-}
-
-/// A lock-protected value shared by reference.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R { try mutex.withLock { try body(&$0) } }
-    var value: Value { mutex.withLock { $0 } }
 }

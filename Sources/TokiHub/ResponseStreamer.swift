@@ -115,7 +115,7 @@ struct ResponseStreamer: Sendable {
         }
         Self.limitUnsentBytes(on: forwarded.client)
         let (alreadyArrived, earlyOutcome) = (arrived, early)
-        let buffer = ResponseBuffer(limit: bufferLimit, overflow: worker.session.configuration.version >= 2 ? .wait : .cut)
+        let buffer = ResponseBuffer(limit: bufferLimit, overflow: worker.route.overflow)
         let cutOff: @Sendable (String) -> Void = { why in
             // The blocked write fails once the connection is closed; `finish` then cancels on the worker.
             logger.warning("cutting off a client", metadata: ["worker": "\(worker.namespace)", "reason": "\(why)"])

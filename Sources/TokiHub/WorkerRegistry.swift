@@ -6,22 +6,13 @@ import TokiMux
 import TokiProtocol
 import TokiTunnel
 
-/// A worker's tunnel link as liveness probes see it.
-struct WorkerLink: Sendable {
-    let activity: LinkActivity
-    let ping: @Sendable () async throws -> Void
-}
-
-/// A registered worker: its tunnel session, identity, models and in-flight requests.
+/// A registered worker: its identity, models and in-flight requests, and the route that reaches it.
 public final class WorkerConnection: Sendable {
     public let sessionID: UInt64
     public let namespace: String
     public let userID: Int64
     public let workerID: Int64
-    let session: MuxSession
-    /// The control stream (acks from the session handler, cancels from request handlers).
-    let control: ControlChannel
-    let link: WorkerLink
+    let route: any WorkerRoute
     let logger: Logger
     let state: Mutex<State>
 
@@ -31,8 +22,8 @@ public final class WorkerConnection: Sendable {
         var nodeName: String
         var hardwareInfo: RawJSON?
         var inFlight = 0
-        /// Tunnel request id → the task to cancel when the worker goes away.
-        var requests: [String: @Sendable () -> Void] = [:]
+        /// Tunnel ids of the requests in flight.
+        var requests: Set<String> = []
         var lastSeen = ContinuousClock.now
         var closed = false
         /// A liveness probe is out: the worker was silent while a request waited.
@@ -40,15 +31,12 @@ public final class WorkerConnection: Sendable {
     }
 
     init(sessionID: UInt64, namespace: String, userID: Int64, workerID: Int64, nodeName: String, groups: Set<String>,
-         models: Set<String>, hardwareInfo: RawJSON?, session: MuxSession, control: ControlChannel, link: WorkerLink,
-         logger: Logger) {
+         models: Set<String>, hardwareInfo: RawJSON?, route: any WorkerRoute, logger: Logger) {
         self.sessionID = sessionID
         self.namespace = namespace
         self.userID = userID
         self.workerID = workerID
-        self.session = session
-        self.control = control
-        self.link = link
+        self.route = route
         self.logger = logger
         self.state = Mutex(State(models: models, groups: groups, nodeName: nodeName, hardwareInfo: hardwareInfo))
     }
@@ -58,11 +46,10 @@ public final class WorkerConnection: Sendable {
     public var nodeName: String { state.withLock { $0.nodeName } }
     public var inFlight: Int { state.withLock { $0.inFlight } }
 
-    /// Registers an in-flight request; false if the worker is already gone.
-    func begin(requestID: String, onWorkerLost: @escaping @Sendable () -> Void) -> Bool {
+    /// Registers an in-flight request; false if the worker is already gone (or the id is taken).
+    func begin(requestID: String) -> Bool {
         state.withLock { state in
-            guard !state.closed, state.requests[requestID] == nil else { return false }
-            state.requests[requestID] = onWorkerLost
+            guard !state.closed, state.requests.insert(requestID).inserted else { return false }
             state.inFlight += 1
             return true
         }
@@ -70,18 +57,13 @@ public final class WorkerConnection: Sendable {
 
     func end(requestID: String) {
         state.withLock { state in
-            if state.requests.removeValue(forKey: requestID) != nil { state.inFlight -= 1 }
+            if state.requests.remove(requestID) != nil { state.inFlight -= 1 }
         }
     }
 
     /// Asks the worker to abort a request (the client went away).
     func cancel(requestID: String) {
-        let message = ControlMessage.cancelRequest(
-            requestID: TunnelProtocol.makeCancelRequestID(namespace: namespace),
-            targetRequestID: requestID,
-            reason: TunnelProtocol.cancelReasonClientDisconnected
-        )
-        control.send(message)
+        route.cancel(requestID: requestID)
     }
 
     /// Whether a liveness probe is out (routing prefers other workers meanwhile).
@@ -89,10 +71,10 @@ public final class WorkerConnection: Sendable {
 
     /// A request has waited for its head since `since`. If nothing at all came from the worker
     /// since then and it is not busy taking data from us, it is asked for a pong; if none comes
-    /// within `timeout` the worker is frozen (process stopped, TCP still up) and its session is
+    /// within `timeout` the worker is frozen (process stopped, TCP still up) and its route is
     /// closed: its pending requests fail at once and are retried elsewhere, as if it had died.
     func probeIfSilent(since: NIODeadline, timeout: Duration, deadlines: DeadlineSweeper) {
-        guard link.activity.silent(since: since), !session.isSending else { return }
+        guard route.isSilent(since: since), !route.isSending else { return }
         let start = state.withLock { state -> Bool in
             guard !state.probing, !state.closed else { return false }
             state.probing = true
@@ -100,27 +82,25 @@ public final class WorkerConnection: Sendable {
         }
         guard start else { return }
         let sent = NIODeadline.now()
-        let (link, session, logger, namespace) = (self.link, self.session, self.logger, self.namespace)
+        let (route, logger, namespace) = (self.route, self.logger, self.namespace)
         deadlines.arm(deadlines.makeID(), after: timeout) {
-            if link.activity.silent(since: sent) {
+            if route.isSilent(since: sent) {
                 logger.warning("worker answers nothing, not even a ping: closing its tunnel", metadata: [
                     "namespace": "\(namespace)", "timeout": "\(timeout)",
                 ])
-                session.close()
+                route.close()
             }
             self.state.withLock { $0.probing = false }
         }
-        Task { try? await link.ping() }
+        Task { try? await route.ping() }
     }
 
-    /// Marks the worker gone and fails every in-flight request at once.
+    /// Marks the worker gone: no new request begins on it (those in flight fail with its link).
     func markClosed() {
-        let lost = state.withLock { state -> [@Sendable () -> Void] in
+        state.withLock { state in
             state.closed = true
-            defer { state.requests = [:] }
-            return Array(state.requests.values)
+            state.requests = []
         }
-        for fail in lost { fail() }
     }
 }
 

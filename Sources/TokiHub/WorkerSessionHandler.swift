@@ -4,7 +4,6 @@ import NIOCore
 import Synchronization
 import TokiMux
 import TokiProtocol
-import TokiStore
 import TokiTunnel
 
 /// The hub's side of one worker connection (spec §4.5): accepts the control stream, runs the
@@ -14,9 +13,9 @@ import TokiTunnel
 struct WorkerSessionHandler: Sendable {
     let session: MuxSession
     let link: WorkerLink
-    let user: AuthenticatedToken
+    let principal: WorkerPrincipal
     let remote: String
-    let store: HubStore
+    let admission: any WorkerAdmission
     let presence: PresenceRecorder
     let registry: WorkerRegistry
     let deadlines: DeadlineSweeper
@@ -32,7 +31,7 @@ struct WorkerSessionHandler: Sendable {
     func run() async {
         var logger = self.logger
         logger[metadataKey: "remote"] = "\(remote)"
-        logger[metadataKey: "user"] = "\(user.userName)"
+        logger[metadataKey: "user"] = "\(principal.userName)"
         let control: MuxStream
         do {
             guard let accepted = try await withTimeLimit(configuration.registerTimeout, { try await session.accept() }) else {
@@ -55,7 +54,7 @@ struct WorkerSessionHandler: Sendable {
             try await controlLoop(channel: channel, logger: &logger, connection: &connection)
         } catch let fatal as Fatal {
             logger.warning("worker rejected", metadata: ["code": "\(fatal.code)", "reason": "\(fatal.message)"])
-            channel.send(.error(requestID: fatalRequestID, code: fatal.code, message: fatal.message))
+            channel.send(.error(requestID: nil, code: fatal.code, message: fatal.message))
         } catch {
             logger.info("worker disconnected", metadata: ["reason": "\(error)"])
         }
@@ -83,9 +82,6 @@ struct WorkerSessionHandler: Sendable {
     static let goodbyeLimit: Duration = .seconds(2)
     /// How long the worker gets to read those lines once they are out.
     static let linger: Duration = .milliseconds(50)
-
-    /// Request id of the message that caused a fatal error (echoed in the error).
-    private var fatalRequestID: String? { nil }
 
     private func controlLoop(channel: ControlChannel, logger: inout Logger, connection: inout WorkerConnection?) async throws {
         // Tokilake's read deadline: 30 s before registration, 45 s after; any message resets it.
@@ -149,7 +145,7 @@ struct WorkerSessionHandler: Sendable {
             guard let payload = message.modelsSync else { throw Fatal(code: Code.modelsPayloadMissing, message: "models_sync payload is required") }
             let models = Self.normalizeModels(payload.models ?? [])
             guard !models.isEmpty else { throw Fatal(code: Code.modelsSyncFailed, message: "at least one model is required") }
-            let groups = try authorizeGroups(payload.group, fallback: current.groups)
+            let groups = try await authorizeGroups(payload.group, fallback: current.groups)
             registry.update(current, models: Set(models), groups: groups)
             current.state.withLock { state in
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
@@ -191,22 +187,18 @@ struct WorkerSessionHandler: Sendable {
         guard models.count <= configuration.maxModelsPerWorker else {
             throw Fatal(code: Code.registerFailed, message: "a worker may announce at most \(configuration.maxModelsPerWorker) models")
         }
-        let groups = try authorizeGroups(payload.group, fallback: [user.group])
         let nodeName = (payload.nodeName?.isEmpty == false ? payload.nodeName! : namespace)
-        let claim: NamespaceClaim
-        do {
-            claim = try await store.claimNamespace(namespace: namespace, userID: user.userID, nodeName: nodeName,
-                                                   group: groups.sorted().joined(separator: ","), models: models)
-        } catch let error as StoreError {
-            if case .namespaceOwnedByAnotherUser = error {
-                throw Fatal(code: Code.namespaceNotOwned, message: error.description)
-            }
-            throw Fatal(code: Code.registerFailed, message: error.description)
+        let verdict: WorkerAdmissionVerdict
+        do throws(AdmissionRefusal) {
+            verdict = try await admission.admit(WorkerAdmissionRequest(namespace: namespace, nodeName: nodeName, models: models,
+                                                                       groups: Self.groupList(payload.group)), for: principal)
+        } catch {
+            throw Fatal(code: error.code, message: error.message)
         }
         let connection = WorkerConnection(
-            sessionID: registry.nextSessionID(), namespace: namespace, userID: user.userID, workerID: claim.workerID,
-            nodeName: nodeName, groups: groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
-            session: session, control: channel, link: link, logger: logger
+            sessionID: registry.nextSessionID(), namespace: namespace, userID: verdict.userID, workerID: verdict.workerID,
+            nodeName: nodeName, groups: verdict.groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
+            route: SessionRoute(session: session, control: channel, link: link, namespace: namespace), logger: logger
         )
         guard registry.claim(connection) else {
             throw Fatal(code: Code.registerFailed, message: "namespace already connected")
@@ -214,15 +206,20 @@ struct WorkerSessionHandler: Sendable {
         return connection
     }
 
-    /// The groups a worker may serve: its owner's group (one-hub's primary group). A requested
-    /// group list (comma separated) must stay inside what the owner may use.
-    private func authorizeGroups(_ requested: String?, fallback: Set<String>) throws -> Set<String> {
-        let items = (requested ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    /// The groups a worker may serve: a requested group list (comma separated) must pass
+    /// admission; none requested keeps `fallback`.
+    private func authorizeGroups(_ requested: String?, fallback: Set<String>) async throws -> Set<String> {
+        let items = Self.groupList(requested)
         guard !items.isEmpty else { return fallback }
-        for group in items where group != user.group {
-            throw Fatal(code: TunnelProtocol.HubErrorCode.groupNotAuthorized, message: "group \(group) is not authorized for current user")
+        do throws(AdmissionRefusal) {
+            return try await admission.authorizeGroups(items, for: principal)
+        } catch {
+            throw Fatal(code: error.code, message: error.message)
         }
-        return Set(items)
+    }
+
+    static func groupList(_ requested: String?) -> [String] {
+        (requested ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
     static func normalizeModels(_ models: [String]) -> [String] {

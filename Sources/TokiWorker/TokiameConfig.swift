@@ -88,8 +88,22 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
     public var heartbeatIntervalSeconds: Int = 0
     public var reconnectDelaySeconds: Int = 0
     public var insecureSkipVerify: Bool = false
+    /// Keys of the file toki does not know (top level, and `model_targets.<name>.<key>`): they
+    /// are ignored, and `warnings` names them.
+    public var unknownKeys: [String] = []
 
     public init() {}
+
+    /// The keys toki reads in a `model_targets` entry.
+    static let modelTargetKeys: Set<String> = ["url", "headers", "mapped_name", "backend_type", "api_keys", "api_key_header", "api_key_prefix"]
+
+    /// Any key, to list the keys a JSON object has.
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
 
     enum CodingKeys: String, CodingKey {
         case token, namespace, group
@@ -118,6 +132,17 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
         heartbeatIntervalSeconds = try c.decodeIfPresent(Int.self, forKey: .heartbeatIntervalSeconds) ?? 0
         reconnectDelaySeconds = try c.decodeIfPresent(Int.self, forKey: .reconnectDelaySeconds) ?? 0
         insecureSkipVerify = try c.decodeIfPresent(Bool.self, forKey: .insecureSkipVerify) ?? false
+        let all = try decoder.container(keyedBy: AnyKey.self)
+        unknownKeys = all.allKeys.map(\.stringValue).filter { CodingKeys(stringValue: $0) == nil }
+        if modelTargets.isEmpty == false, let targets = try? c.nestedContainer(keyedBy: AnyKey.self, forKey: .modelTargets) {
+            for name in targets.allKeys {
+                guard let entry = try? targets.nestedContainer(keyedBy: AnyKey.self, forKey: name) else { continue }
+                for key in entry.allKeys where !Self.modelTargetKeys.contains(key.stringValue) {
+                    unknownKeys.append("model_targets.\(name.stringValue).\(key.stringValue)")
+                }
+            }
+        }
+        unknownKeys.sort()
     }
 
     // MARK: Environment variable names
@@ -154,7 +179,7 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
         return nil
     }
 
-    /// Decodes a tokiame.json document (unknown keys ignored).
+    /// Decodes a tokiame.json document (unknown keys are ignored and listed in `unknownKeys`).
     public static func decode(json: Data) throws -> TokiameConfig {
         do {
             return try JSONDecoder().decode(TokiameConfig.self, from: json)
@@ -235,9 +260,22 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
         }
     }
 
-    /// Non-fatal remarks (e.g. a heartbeat interval the hub will not tolerate).
+    /// Non-fatal remarks, to log at start: a heartbeat interval the hub will not tolerate, and
+    /// every setting toki accepts but does not act on (QUIC, `insecure_skip_verify`, unknown keys).
     public var warnings: [String] {
         var w: [String] = []
+        if transportMode.trimmed.lowercased() == TransportMode.quic.rawValue {
+            w.append("transport_mode=quic is not supported: toki dials the hub over WebSocket (\(Env.transportMode))")
+        }
+        if !quicEndpoint.trimmed.isEmpty {
+            w.append("quic_endpoint is ignored: toki dials the hub over WebSocket (\(Env.quicEndpoint))")
+        }
+        if insecureSkipVerify {
+            w.append("insecure_skip_verify is ignored: the hub's TLS certificate is always verified (trust a private CA with --ca-file)")
+        }
+        for key in unknownKeys {
+            w.append("\(key) is not a tokiame.json key toki knows; ignored")
+        }
         if heartbeatIntervalSeconds >= TunnelProtocol.heartbeatTimeoutSeconds {
             w.append("heartbeat_interval_seconds=\(heartbeatIntervalSeconds) is >= \(TunnelProtocol.heartbeatTimeoutSeconds): the hub will drop the session")
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ServiceLifecycle
 import TokiHub
 import TokiProtocol
 import TokiStore
@@ -33,7 +34,7 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds without a control message before a registered worker is dropped (Tokilake: 45).")
     var heartbeatTimeout = 45
 
-    @Option(name: .long, help: "Seconds between WebSocket pings on worker links (dead links are dropped within two).")
+    @Option(name: .long, help: "Seconds a worker link may be silent before the hub pings it; a link still silent one period later is dropped.")
     var pingInterval = 15
 
     @Option(name: .long, help: "Seconds a client may accept no bytes of its response before the request is cancelled (a slow but steady reader is never cut).")
@@ -116,15 +117,21 @@ struct HubCommand: AsyncParsableCommand {
 
                 """.utf8))
         }
-        let hub = Hub(configuration: configuration, store: store, logger: logger)
         let dataDirectory = configuration.dataDirectory
-        try await hub.run { port in
+        let hub = HubService(configuration: configuration, store: store, logger: logger) { port in
             logger.notice("toki hub listening", metadata: [
                 "api": "http://\(address.host):\(port)/v1", "workers": "ws://\(address.host):\(port)/api/tokilake/connect",
                 "data": "\(dataDirectory)",
             ])
             // One machine-readable line for scripts and tests.
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
+        }
+        // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
+        let group = ServiceGroup(services: [hub], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        do {
+            try await group.run()
+        } catch is CancellationError {
+            // Cancellation during shutdown is a normal exit.
         }
     }
 }

@@ -111,4 +111,22 @@ struct ChaosTests {
             }
         }
     }
+
+    @Test("a worker frozen while idle is dropped after two silent ping periods, long before its heartbeat deadline; a healthy idle worker stays")
+    func silentLinkDropped() async throws {
+        let d = try await Deployment.start(.toki, hubArguments: ["--ping-interval", "1", "--heartbeat-timeout", "300"])
+        let other = try await WorkerProcess(.toki, hub: d.hub, token: d.token, backend: d.backend, namespace: "gpu-other", models: ["stub-model"])
+        try await d.hub.waitForWorkers(["gpu-toki", "gpu-other"])
+        kill(d.worker.process.pid, SIGSTOP)
+        defer { Task { kill(d.worker.process.pid, SIGCONT); await other.stop(); await d.stop() } }
+
+        // Only the ping path can drop it this soon: its heartbeat deadline is 300 s away.
+        try await poll("the frozen worker to be dropped", timeout: .seconds(20)) { try await d.hub.workers()["gpu-toki"] == nil }
+        #expect(d.hub.process.stderr.contains("silent past a ping"))
+        // Several ping periods later the idle worker that answers pings is still there.
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await d.hub.workers()["gpu-other"] != nil)
+        let r = try await d.post("/v1/chat/completions", #"{"model":"stub-model"}"#)
+        #expect(r.status == 200)
+    }
 }

@@ -8,8 +8,10 @@ import Testing
     func worker(_ namespace: String, models: Set<String>, groups: Set<String> = ["default"]) throws -> WorkerConnection {
         let session = try MuxSession(role: .server)
         return WorkerConnection(sessionID: 0, namespace: namespace, userID: 1, workerID: 1, nodeName: namespace, groups: groups,
-                         models: models, hardwareInfo: nil, session: session, control: ControlChannel(try session.openStream()),
-                         link: WorkerLink(activity: LinkActivity(), ping: {}), logger: Logger(label: "test"))
+                         models: models, hardwareInfo: nil,
+                         route: SessionRoute(session: session, control: ControlChannel(try session.openStream()),
+                                             link: WorkerLink(activity: LinkActivity(), ping: {}), namespace: namespace),
+                         logger: Logger(label: "test"))
     }
 
     @Test func theIndexFollowsRegistrationChangesAndDeparture() throws {
@@ -43,7 +45,7 @@ import Testing
         var all: [WorkerConnection] = []
         for i in 0..<50 {
             let w = try worker("w\(i)", models: ["m"])
-            for r in 0..<(i % 7) { _ = w.begin(requestID: "r\(r)", onWorkerLost: {}) }
+            for r in 0..<(i % 7) { _ = w.begin(requestID: "r\(r)") }
             #expect(registry.claim(w))
             all.append(w)
         }
@@ -63,7 +65,7 @@ import Testing
         let registry = WorkerRegistry()
         let frozen = try worker("frozen", models: ["m"])
         let fine = try worker("fine", models: ["m"])
-        _ = fine.begin(requestID: "busy", onWorkerLost: {})
+        _ = fine.begin(requestID: "busy")
         #expect(registry.claim(frozen))
         #expect(registry.claim(fine))
         frozen.state.withLock { $0.probing = true }

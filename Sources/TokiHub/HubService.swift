@@ -1,0 +1,101 @@
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import TokiStore
+import TokiTunnel
+
+/// `toki hub` as a `Service`: the OpenAI API for users and the tunnel endpoint for workers, on
+/// one port. Run it in a `ServiceGroup` (the `toki hub` command does, with SIGTERM/SIGINT as
+/// graceful-shutdown signals).
+///
+/// On graceful shutdown new API requests get 503 while in-flight ones finish (up to
+/// `drainTimeout`); worker tunnels stay up until then; then the server stops and usage and
+/// presence are written one last time.
+public final class HubService: Service, Sendable {
+    public let configuration: HubConfiguration
+    public let registry = WorkerRegistry()
+    let store: any HubStorage
+    let admission: any WorkerAdmission
+    let logger: Logger
+    let tokens: TokenCache
+    let usage: UsageRecorder
+    let presence: PresenceRecorder
+    let deadlines = DeadlineSweeper()
+    let draining = Locked(false)
+    let forwarder: RequestForwarder
+    let onRunning: @Sendable (Int) async -> Void
+
+    /// - Parameters:
+    ///   - admission: who may connect workers, and as what; by default the store's users and namespaces.
+    ///   - onRunning: called with the bound port once the server listens.
+    public init(configuration: HubConfiguration, store: any HubStorage, admission: (any WorkerAdmission)? = nil, logger: Logger,
+                onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        self.onRunning = onRunning
+        let tokens = TokenCache(store: store, ttl: configuration.tokenCacheTTL)
+        self.tokens = tokens
+        self.admission = admission ?? StoreWorkerAdmission(tokens: tokens, directory: store)
+        self.usage = UsageRecorder(store: store, logger: logger)
+        self.presence = PresenceRecorder(store: store, logger: logger)
+        let streamer = ResponseStreamer(usage: usage, deadlines: deadlines, slowClientTimeout: configuration.slowClientTimeout,
+                                        idleTimeout: configuration.streamIdleTimeout, keepAliveInterval: configuration.sseKeepAliveInterval,
+                                        bufferLimit: configuration.responseBufferBytes)
+        self.forwarder = RequestForwarder(registry: registry, directory: store, streamer: streamer, configuration: configuration)
+    }
+
+    /// The HTTP router: health, the OpenAI API, admin, and the tunnel paths' refusal (a worker
+    /// whose upgrade was refused). Usable in-process with HummingbirdTesting.
+    public func makeRouter() -> Router<HubRequestContext> {
+        let router = Router(context: HubRequestContext.self)
+        router.middlewares.add(RequestIDMiddleware())
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/readyz") { [draining] _, _ -> Response in
+            draining.value ? Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "draining\n")))
+                : Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+        }
+        router.addRoutes(OpenAIRoutes(registry: registry, forwarder: forwarder, tokens: tokens, draining: draining,
+                                      maxBodyBytes: configuration.maxBodyBytes).collection())
+        router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines).collection())
+        router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: HubRequestContext.self))
+        return router
+    }
+
+    public func run() async throws {
+        _ = try? await store.markAllOffline()
+        let tunnel = WorkerTunnel(hub: self).server()
+        let app = Application(
+            router: makeRouter(),
+            server: .guardedHTTP1WebSocketUpgrade(webSocket: tunnel.webSocketConfiguration, limits: configuration.httpLimits, logger: logger,
+                                                  shouldUpgrade: tunnel.shouldUpgrade),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            onServerRunning: { [onRunning] channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger
+        )
+        // Graceful shutdown goes from last to first: drain, then the server, then the
+        // recorders' last writes; the deadlines (timers of requests and sessions) last.
+        let parts = ServiceGroup(configuration: .init(services: [
+            .init(service: deadlines), .init(service: usage), .init(service: presence), .init(service: app),
+            .init(service: Drain(hub: self)),
+        ], logger: logger))
+        try await parts.run()
+    }
+
+    /// Waits for graceful shutdown, then refuses new API requests and gives those in flight up
+    /// to `drainTimeout` to finish.
+    struct Drain: Service {
+        let hub: HubService
+
+        func run() async throws {
+            try await gracefulShutdown()
+            hub.logger.notice("shutting down: draining in-flight requests")
+            hub.draining.withLock { $0 = true }
+            let deadline = ContinuousClock.now + hub.configuration.drainTimeout
+            while ContinuousClock.now < deadline, hub.registry.workers.contains(where: { $0.inFlight > 0 }) {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+}

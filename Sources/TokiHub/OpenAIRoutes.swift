@@ -1,0 +1,64 @@
+import Hummingbird
+import NIOCore
+import TokiProtocol
+import TokiStore
+import TokiTunnel
+
+/// The OpenAI API: `GET /v1/models` and every POST endpoint a worker can serve. The caller is
+/// authenticated by `APIAuthentication`; while the hub drains, POSTs get 503 first.
+struct OpenAIRoutes: Sendable {
+    let registry: WorkerRegistry
+    let forwarder: RequestForwarder
+    let tokens: TokenCache
+    let draining: Locked<Bool>
+    let maxBodyBytes: Int
+
+    func collection() -> RouteCollection<HubRequestContext> {
+        let routes = RouteCollection(context: HubRequestContext.self)
+        let models = RouteCollection(context: HubRequestContext.self).add(middleware: APIAuthentication(tokens: tokens))
+        models.get("/v1/models") { _, context in try self.listModels(context: context) }
+        let proxied = RouteCollection(context: HubRequestContext.self)
+            .add(middleware: RefuseWhileDraining(draining: draining))
+            .add(middleware: APIAuthentication(tokens: tokens))
+        for kind in RouteKind.allCases where kind.method == "POST" && !kind.rawValue.hasPrefix("videos") {
+            guard let path = RouteKind.pathTable.first(where: { $0.kind == kind })?.path else { continue }
+            proxied.post(RouterPath(path)) { request, context in try await self.proxy(request, context: context, kind: kind) }
+        }
+        return routes.addRoutes(models).addRoutes(proxied)
+    }
+
+    func listModels(context: HubRequestContext) throws -> Response {
+        let user = try context.authenticatedUser()
+        let models = registry.models(group: user.group).filter { user.allows(model: $0) }
+        var body = ByteBuffer(string: #"{"object":"list","data":["#)
+        for (i, model) in models.enumerated() {
+            if i > 0 { body.writeString(",") }
+            body.writeString(#"{"id":"#)
+            body.writeJSONString(model)
+            body.writeString(#","object":"model","created":0,"owned_by":"toki"}"#)
+        }
+        body.writeString("]}")
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+    }
+
+    /// Reads and checks the body (size, routing fields, the token's model allow-list), then forwards it.
+    func proxy(_ request: Request, context: HubRequestContext, kind: RouteKind) async throws -> Response {
+        let user = try context.authenticatedUser()
+        let limit = maxBodyBytes
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+            throw OpenAIError.bodyTooLarge(limit: limit)
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw OpenAIError.bodyTooLarge(limit: limit)
+        }
+        let contentType = request.contentTypeOrJSON
+        let routed = contentType.lowercased().hasPrefix("multipart/form-data")
+            ? try BodyInspector.inspectMultipart(body, contentType: contentType)
+            : try BodyInspector.inspectJSON(body)
+        guard user.allows(model: routed.model) else { throw OpenAIError.unknownModel(routed.model) }
+        return try await forwarder.forward(request, kind: kind, body: body, routed: routed, user: user, context: context)
+    }
+}

@@ -1,0 +1,31 @@
+import NIOCore
+
+/// Keeps the tail of a response body to read the `usage` the backend reported (for SSE, the
+/// last chunk carries it) without parsing every chunk.
+struct UsageSniffer: Sendable {
+    private var tail = ByteBuffer()
+    private static let keep = 8192
+
+    mutating func observe(_ chunk: ByteBuffer) {
+        if chunk.readableBytes >= Self.keep {
+            tail = chunk.getSlice(at: chunk.readerIndex + chunk.readableBytes - Self.keep, length: Self.keep)!
+            return
+        }
+        tail.writeImmutableBuffer(chunk)
+        if tail.readableBytes > 2 * Self.keep {
+            tail.moveReaderIndex(forwardBy: tail.readableBytes - Self.keep)
+            tail.discardReadBytes()
+        }
+    }
+
+    /// The last `prompt_tokens` / `completion_tokens` values in the tail.
+    var usage: (prompt: Int?, completion: Int?) {
+        let text = String(decoding: tail.readableBytesView, as: UTF8.self)
+        func last(_ key: String) -> Int? {
+            guard let range = text.range(of: "\"\(key)\":", options: .backwards) else { return nil }
+            let digits = text[range.upperBound...].drop(while: { $0 == " " }).prefix(while: \.isNumber)
+            return Int(digits)
+        }
+        return (last("prompt_tokens"), last("completion_tokens"))
+    }
+}
