@@ -75,6 +75,10 @@ final class DeadlineSweeper: Service, Sendable {
                 }
             }
             wheel.swept = current
+            if wheel.entries.isEmpty, wheel.entries.capacity > 1024 {  // give back a departed fleet's capacity
+                wheel.entries = [:]
+                wheel.buckets = [:]
+            }
             return actions
         }
         for action in due { action() }

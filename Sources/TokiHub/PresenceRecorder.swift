@@ -11,27 +11,53 @@ import TokiStore
 final class PresenceRecorder: Service, Sendable {
     let store: any WorkerDirectory
     let logger: Logger
-    private let pending = Locked<[String: WorkerPresence]>([:])
+    /// A heartbeat that changes nothing refreshes `last_seen_at` at most this often: at 10,000
+    /// workers, writing every heartbeat's timestamp was the largest part of the hub's idle CPU.
+    /// Registrations, model changes and departures are always written at the next flush.
+    let refreshInterval: Duration
+    private struct State {
+        var pending: [String: WorkerPresence] = [:]
+        /// When each online namespace's presence was last handed to the store.
+        var written: [String: ContinuousClock.Instant] = [:]
+    }
+    private let state = Locked(State())
 
-    init(store: any WorkerDirectory, logger: Logger) {
+    init(store: any WorkerDirectory, logger: Logger, refreshInterval: Duration = .seconds(60)) {
         self.store = store
         self.logger = logger
+        self.refreshInterval = refreshInterval
     }
 
     /// `namespace` was seen; `models`, if given, replace the stored list.
-    func seen(_ namespace: String, models: [String]?) {
-        pending.withLock { pending in
-            if models == nil, case .online(let earlier?) = pending[namespace] {
-                pending[namespace] = .online(models: earlier)  // keep a not yet written model change
-            } else {
-                pending[namespace] = .online(models: models)
+    func seen(_ namespace: String, models: [String]?, now: ContinuousClock.Instant = .now) {
+        state.withLock { state in
+            if models == nil {
+                if case .online(let earlier?) = state.pending[namespace] {
+                    state.pending[namespace] = .online(models: earlier)  // keep a not yet written model change
+                    return
+                }
+                if let written = state.written[namespace], now - written < refreshInterval, state.pending[namespace] == nil { return }
             }
+            state.pending[namespace] = .online(models: models)
+            state.written[namespace] = now
         }
     }
 
     /// `namespace`'s session ended.
     func departed(_ namespace: String) {
-        pending.withLock { $0[namespace] = .offline }
+        state.withLock { state in
+            state.pending[namespace] = .offline
+            state.written[namespace] = nil
+        }
+    }
+
+    /// What the next flush writes (and forgets).
+    func takePending() -> [String: WorkerPresence] {
+        state.withLock { state -> [String: WorkerPresence] in
+            defer { state.pending.removeAll(keepingCapacity: true) }
+            if state.written.isEmpty { state.written = [:] }  // give back a departed fleet's capacity
+            return state.pending
+        }
     }
 
     func run() async throws {
@@ -39,10 +65,7 @@ final class PresenceRecorder: Service, Sendable {
     }
 
     private func flush() async {
-        let updates = pending.withLock { pending -> [String: WorkerPresence] in
-            defer { pending.removeAll(keepingCapacity: true) }
-            return pending
-        }
+        let updates = takePending()
         guard !updates.isEmpty else { return }
         do { try await store.recordPresence(updates, now: Date()) } catch {
             logger.error("could not record worker presence", metadata: ["error": "\(error)", "workers": "\(updates.count)"])

@@ -174,6 +174,7 @@ public final class WorkerRegistry: Sendable {
             state.byNamespace[connection.namespace] = nil
             let (models, groups) = connection.state.withLock { ($0.models, $0.groups) }
             state.unindex(connection, models: models, groups: groups)
+            if state.byNamespace.isEmpty { state.byNamespace = [:] }  // give back a departed fleet's capacity
         }
     }
 

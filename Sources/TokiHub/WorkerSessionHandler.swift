@@ -159,12 +159,14 @@ struct WorkerSessionHandler: Sendable {
             guard let current = connection else { throw Fatal(code: Code.notRegistered, message: "register first") }
             guard let payload = message.heartbeat else { throw Fatal(code: Code.heartbeatPayloadMissing, message: "heartbeat payload is required") }
             let models = payload.currentModels.map(Self.normalizeModels) ?? []
-            current.state.withLock { state in
+            // The same models as before (nearly every heartbeat): no set is built, nothing re-indexed.
+            let same = current.state.withLock { state in
                 state.lastSeen = .now
                 if let node = payload.nodeName, !node.isEmpty { state.nodeName = node }
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
+                return models.count == state.models.count && models.allSatisfy(state.models.contains)
             }
-            let changed = !models.isEmpty && registry.update(current, models: Set(models))
+            let changed = !models.isEmpty && !same && registry.update(current, models: Set(models))
             presence.seen(current.namespace, models: changed ? models : nil)
             channel.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
@@ -222,8 +224,21 @@ struct WorkerSessionHandler: Sendable {
         (requested ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
+    /// Trimmed, non-empty, unique and sorted. Every heartbeat carries the list, almost always
+    /// already in that form: checked in one pass before anything is rebuilt.
     static func normalizeModels(_ models: [String]) -> [String] {
-        Array(Set(models.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty })).sorted()
+        func isTrimmedASCIIEnds(_ model: String) -> Bool {
+            guard let first = model.utf8.first, let last = model.utf8.last else { return false }
+            return first > 0x20 && first < 0x7F && last > 0x20 && last < 0x7F
+        }
+        var previous: String?
+        var normalized = true
+        for model in models {
+            guard isTrimmedASCIIEnds(model), previous.map({ $0 < model }) ?? true else { normalized = false; break }
+            previous = model
+        }
+        if normalized { return models }
+        return Array(Set(models.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty })).sorted()
     }
 }
 
