@@ -26,4 +26,21 @@ struct TunnelFuzzFindingsTests {
                                       eof: $0["eof"] as? Bool) })
         }
     }
+
+    /// FuzzJSONReader: `11e3082345678901234567890123456789` (too large for a Double) was valid
+    /// to `RawJSON(validating:)`, which only checked the syntax, but not to `JSONValue`. Raw
+    /// JSON (hardware_info) now checks numbers as `JSONValue` does (and as Go's decoding into
+    /// `any` does), so a heartbeat carrying one is refused as before; unknown keys' values are
+    /// still only checked for syntax (Go skips them).
+    @Test("raw JSON refuses the numbers JSONValue refuses")
+    func rawJSONNumbers() throws {
+        let huge = "11e3082345678901234567890123456789"
+        #expect(throws: JSONReadError.self) { try JSONValue(jsonBytes: Array(huge.utf8)) }
+        #expect(throws: JSONReadError.self) { try RawJSON(validating: Array(huge.utf8)) }
+        #expect(throws: JSONReadError.self) {
+            try ControlMessage.decode(line: Array(#"{"type":"heartbeat","heartbeat":{"hardware_info":{"x":[\#(huge)]}}}"#.utf8))
+        }
+        #expect(try ControlMessage.decode(line: Array(#"{"type":"heartbeat","future":\#(huge)}"#.utf8)).type == .heartbeat)
+        #expect(try RawJSON(validating: Array(#"{"a":1e-400,"b":123456789012345678901234567890}"#.utf8)).value != nil)
+    }
 }
