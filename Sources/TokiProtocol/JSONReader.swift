@@ -680,6 +680,13 @@ struct JSONReader {
     mutating func readRawObject() throws -> RawJSON? {
         if try readNull() { return nil }
         guard try peek() == UInt8(ascii: "{") else { throw error(.typeMismatch(expected: "an object")) }
-        return RawJSON(unchecked: Array(try rawValue()))
+        return RawJSON(unchecked: Self.withoutLineBreaks(try rawValue()))
+    }
+
+    /// The bytes of a valid JSON value with CR and LF whitespace removed, so that writing
+    /// them back keeps an NDJSON line one line (inside strings they are always escaped).
+    static func withoutLineBreaks(_ raw: some Collection<UInt8>) -> [UInt8] {
+        guard raw.contains(where: { $0 == 0x0A || $0 == 0x0D }) else { return Array(raw) }
+        return raw.filter { $0 != 0x0A && $0 != 0x0D }
     }
 }

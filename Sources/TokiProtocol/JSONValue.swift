@@ -113,7 +113,7 @@ public struct RawJSON: Sendable, Hashable, CustomStringConvertible, ExpressibleB
     public init(validating bytes: some Collection<UInt8>) throws {
         let array = Array(bytes)
         try array.withUnsafeBytes { raw in try JSONReader.read(raw) { try $0.skipValue(checkingNumbers: true) } }
-        self.bytes = array
+        self.bytes = JSONReader.withoutLineBreaks(array)
     }
 
     /// The compact (Go-order) encoding of `value`.

@@ -43,4 +43,18 @@ struct TunnelFuzzFindingsTests {
         #expect(try ControlMessage.decode(line: Array(#"{"type":"heartbeat","future":\#(huge)}"#.utf8)).type == .heartbeat)
         #expect(try RawJSON(validating: Array(#"{"a":1e-400,"b":123456789012345678901234567890}"#.utf8)).value != nil)
     }
+
+    /// FuzzControlLine: hardware_info kept raw with a line break between its tokens was
+    /// written back with the line break, splitting the NDJSON line. Raw JSON now drops CR/LF
+    /// whitespace (inside strings they are always escaped).
+    @Test("raw JSON never carries a line break")
+    func rawJSONLineBreaks() throws {
+        let line = "{\"type\":\"heartbeat\",\"heartbeat\":{\"hardware_info\":{\"a\":\r\n[1,\n2],\"b\":\"x\\ny\"}}}"
+        let m = try ControlMessage.decode(line: Array(line.utf8))
+        #expect(m.heartbeat?.hardwareInfo?.jsonString == #"{"a":[1,2],"b":"x\ny"}"#)
+        let wire = m.encodedLine()
+        #expect(wire.readableBytesView.dropLast().allSatisfy { $0 != 0x0A && $0 != 0x0D })
+        #expect(try ControlMessage.decode(line: wire) == m)
+        #expect(try RawJSON(validating: Array("{\"a\":\n1}".utf8)).jsonString == #"{"a":1}"#)
+    }
 }
