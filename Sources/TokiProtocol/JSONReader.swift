@@ -494,14 +494,17 @@ struct JSONReader {
     // MARK: Whole values
 
     /// Validates and skips any value.
-    mutating func skipValue() throws {
+    /// Validates and skips any value. `checkingNumbers`: numbers must also be representable
+    /// (what `readValue` accepts: an Int64 or a finite Double), as Go checks them when it
+    /// decodes into `any`; unknown keys' values are only checked for syntax, as Go skips them.
+    mutating func skipValue(checkingNumbers: Bool = false) throws {
         switch try peek() {
         case UInt8(ascii: "{"):
             var c = try beginObject()
-            while try nextKey(&c) != nil { try skipValue() }
+            while try nextKey(&c) != nil { try skipValue(checkingNumbers: checkingNumbers) }
         case UInt8(ascii: "["):
             var c = try beginArray()
-            while try nextElement(&c) { try skipValue() }
+            while try nextElement(&c) { try skipValue(checkingNumbers: checkingNumbers) }
         case UInt8(ascii: "\""):
             _ = try readKey()  // same scan as a key: validates escapes and UTF-8, no allocation unless escaped
         case UInt8(ascii: "t"), UInt8(ascii: "f"):
@@ -509,7 +512,11 @@ struct JSONReader {
         case UInt8(ascii: "n"):
             try literal("null")
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            _ = try scanNumber()
+            if checkingNumbers {
+                _ = try readNumber()
+            } else {
+                _ = try scanNumber()
+            }
         case let b:
             throw error(.unexpectedByte(b))
         }
@@ -519,7 +526,7 @@ struct JSONReader {
     mutating func rawValue() throws -> UnsafeRawBufferPointer {
         skipSpace()
         let start = index
-        try skipValue()
+        try skipValue(checkingNumbers: true)
         return UnsafeRawBufferPointer(rebasing: bytes[start..<index])
     }
 
@@ -546,19 +553,24 @@ struct JSONReader {
             try literal("null")
             return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            let start = index
-            let number = try scanNumber()
-            let text = UnsafeRawBufferPointer(rebasing: bytes[start..<index])
-            if number.isInteger, let i = Self.parseInteger(text) { return .int(Int64(i)) }
-            guard let d = Double(String(decoding: text, as: UTF8.self)), d.isFinite else {
-                index = start
-                throw error(.numberOutOfRange)
-            }
-            if d == d.rounded(.towardZero), abs(d) <= 9_007_199_254_740_992 { return .int(Int64(d)) }
-            return .double(d)
+            return try readNumber()
         case let b:
             throw error(.unexpectedByte(b))
         }
+    }
+
+    /// A number as a JSONValue (see `readValue`).
+    private mutating func readNumber() throws -> JSONValue {
+        let start = index
+        let number = try scanNumber()
+        let text = UnsafeRawBufferPointer(rebasing: bytes[start..<index])
+        if number.isInteger, let i = Self.parseInteger(text) { return .int(Int64(i)) }
+        guard let d = Double(String(decoding: text, as: UTF8.self)), d.isFinite else {
+            index = start
+            throw error(.numberOutOfRange)
+        }
+        if d == d.rounded(.towardZero), abs(d) <= 9_007_199_254_740_992 { return .int(Int64(d)) }
+        return .double(d)
     }
 
     // MARK: Typed helpers for the message decoders
@@ -668,6 +680,13 @@ struct JSONReader {
     mutating func readRawObject() throws -> RawJSON? {
         if try readNull() { return nil }
         guard try peek() == UInt8(ascii: "{") else { throw error(.typeMismatch(expected: "an object")) }
-        return RawJSON(unchecked: Array(try rawValue()))
+        return RawJSON(unchecked: Self.withoutLineBreaks(try rawValue()))
+    }
+
+    /// The bytes of a valid JSON value with CR and LF whitespace removed, so that writing
+    /// them back keeps an NDJSON line one line (inside strings they are always escaped).
+    static func withoutLineBreaks(_ raw: some Collection<UInt8>) -> [UInt8] {
+        guard raw.contains(where: { $0 == 0x0A || $0 == 0x0D }) else { return Array(raw) }
+        return raw.filter { $0 != 0x0A && $0 != 0x0D }
     }
 }

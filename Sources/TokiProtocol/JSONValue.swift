@@ -112,8 +112,8 @@ public struct RawJSON: Sendable, Hashable, CustomStringConvertible, ExpressibleB
     /// Validates `bytes` as one JSON value.
     public init(validating bytes: some Collection<UInt8>) throws {
         let array = Array(bytes)
-        try array.withUnsafeBytes { raw in try JSONReader.read(raw) { try $0.skipValue() } }
-        self.bytes = array
+        try array.withUnsafeBytes { raw in try JSONReader.read(raw) { try $0.skipValue(checkingNumbers: true) } }
+        self.bytes = JSONReader.withoutLineBreaks(array)
     }
 
     /// The compact (Go-order) encoding of `value`.

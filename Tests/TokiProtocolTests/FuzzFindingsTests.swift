@@ -26,4 +26,35 @@ struct TunnelFuzzFindingsTests {
                                       eof: $0["eof"] as? Bool) })
         }
     }
+
+    /// FuzzJSONReader: `11e3082345678901234567890123456789` (too large for a Double) was valid
+    /// to `RawJSON(validating:)`, which only checked the syntax, but not to `JSONValue`. Raw
+    /// JSON (hardware_info) now checks numbers as `JSONValue` does (and as Go's decoding into
+    /// `any` does), so a heartbeat carrying one is refused as before; unknown keys' values are
+    /// still only checked for syntax (Go skips them).
+    @Test("raw JSON refuses the numbers JSONValue refuses")
+    func rawJSONNumbers() throws {
+        let huge = "11e3082345678901234567890123456789"
+        #expect(throws: JSONReadError.self) { try JSONValue(jsonBytes: Array(huge.utf8)) }
+        #expect(throws: JSONReadError.self) { try RawJSON(validating: Array(huge.utf8)) }
+        #expect(throws: JSONReadError.self) {
+            try ControlMessage.decode(line: Array(#"{"type":"heartbeat","heartbeat":{"hardware_info":{"x":[\#(huge)]}}}"#.utf8))
+        }
+        #expect(try ControlMessage.decode(line: Array(#"{"type":"heartbeat","future":\#(huge)}"#.utf8)).type == .heartbeat)
+        #expect(try RawJSON(validating: Array(#"{"a":1e-400,"b":123456789012345678901234567890}"#.utf8)).value != nil)
+    }
+
+    /// FuzzControlLine: hardware_info kept raw with a line break between its tokens was
+    /// written back with the line break, splitting the NDJSON line. Raw JSON now drops CR/LF
+    /// whitespace (inside strings they are always escaped).
+    @Test("raw JSON never carries a line break")
+    func rawJSONLineBreaks() throws {
+        let line = "{\"type\":\"heartbeat\",\"heartbeat\":{\"hardware_info\":{\"a\":\r\n[1,\n2],\"b\":\"x\\ny\"}}}"
+        let m = try ControlMessage.decode(line: Array(line.utf8))
+        #expect(m.heartbeat?.hardwareInfo?.jsonString == #"{"a":[1,2],"b":"x\ny"}"#)
+        let wire = m.encodedLine()
+        #expect(wire.readableBytesView.dropLast().allSatisfy { $0 != 0x0A && $0 != 0x0D })
+        #expect(try ControlMessage.decode(line: wire) == m)
+        #expect(try RawJSON(validating: Array("{\"a\":\n1}".utf8)).jsonString == #"{"a":1}"#)
+    }
 }
