@@ -69,19 +69,14 @@ struct WorkerSessionHandler: Sendable {
         // Let the last lines (an error, acks) reach the transport before the session goes:
         // close() drops whatever is still queued. Bounded, in case the worker stopped reading.
         let mux = self.session
+        // (The worker still reads what reached it after the link ends: no linger needed.)
         _ = try? await withTimeLimit(Self.goodbyeLimit, onTimeout: { mux.close() }) { await mux.flush() }
-        // Then a short linger for the worker to read them: a toki worker's MuxSession fails
-        // reads once the transport ends, even of bytes it already received (Go's smux returns
-        // them first), so closing at once could cost it the error line.
-        if session.closedError == nil { try? await Task.sleep(for: Self.linger) }
         session.close()
         await strayStreams
     }
 
     /// How long the last control lines may take to reach the transport before the session closes.
     static let goodbyeLimit: Duration = .seconds(2)
-    /// How long the worker gets to read those lines once they are out.
-    static let linger: Duration = .milliseconds(50)
 
     private func controlLoop(channel: ControlChannel, logger: inout Logger, connection: inout WorkerConnection?) async throws {
         // Tokilake's read deadline: 30 s before registration, 45 s after; any message resets it.

@@ -367,23 +367,36 @@ public final class MuxSession: Sendable {
         return MuxStream(id: id, session: self)
     }
 
+    /// The next bytes of a stream; nil at its end (the peer's FIN). Bytes that arrived before the
+    /// session ended are still delivered, as Go's smux does; only then do reads fail with the
+    /// session's error (never a clean end: a stream cut by a dead link must not look complete).
     func read(streamID id: UInt32) async throws -> ByteBuffer? {
-        let token = try state.withLock { state -> UInt64? in
-            if let error = state.closedError { throw error }
-            return state.machine.isReadable(streamID: id) ? nil : state.token()
-        }
-        guard let token else {
-            return try state.withLock { state -> ByteBuffer? in
-                if let error = state.closedError { throw error }
-                if case .data(let chunk) = state.read(id) { return chunk }
-                return nil
+        enum Next { case done(ByteBuffer?), wait(UInt64) }
+        let next = try state.withLock { state -> Next in
+            if let error = state.closedError {
+                switch state.read(id) {
+                case .data(let chunk): return .done(chunk)
+                case .endOfStream: return .done(nil)
+                case .wouldBlock: throw error
+                }
             }
+            guard state.machine.isReadable(streamID: id) else { return .wait(state.token()) }
+            if case .data(let chunk) = state.read(id) { return .done(chunk) }
+            return .done(nil)
+        }
+        guard case .wait(let token) = next else {
+            guard case .done(let chunk) = next else { return nil }
+            return chunk
         }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 state.withLock { state in
                     if let error = state.closedError {
-                        return continuation.resume(throwing: error)
+                        switch state.read(id) {
+                        case .data(let chunk): return continuation.resume(returning: chunk)
+                        case .endOfStream: return continuation.resume(returning: nil)
+                        case .wouldBlock: return continuation.resume(throwing: error)
+                        }
                     }
                     switch state.read(id) {
                     case .data(let chunk): continuation.resume(returning: chunk)

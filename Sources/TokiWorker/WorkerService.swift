@@ -521,12 +521,10 @@ struct WorkerConnection: Sendable {
             service.registry.cancelAll()
         }
         // MuxSession.close() drops frames still queued: wait until the last eof lines and FINs
-        // have reached the transport (bounded, in case the hub stopped reading), then linger
-        // so that the hub reads them: a toki hub's MuxSession fails reads once the transport
-        // ends, even of bytes it already received (Go's smux returns them first).
+        // have reached the transport (bounded, in case the hub stopped reading). The hub still
+        // reads what reached it after the link ends, as Go's smux does.
         let session = self.session
         _ = try? await withTimeLimit(.seconds(2), onTimeout: { session.close() }) { await session.flush() }
-        if session.closedError == nil { try? await Task.sleep(for: .milliseconds(300)) }
         return ConnectionEnd("graceful shutdown")
     }
 }

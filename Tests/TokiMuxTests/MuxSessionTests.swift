@@ -207,6 +207,41 @@ struct MuxSessionTests {
         await #expect(throws: MuxError.transportEnded) { try await ran.value }
     }
 
+    @Test("bytes that arrived before the transport ended are still read, then the session's error (never a clean end)")
+    func bufferedBytesOutliveTheTransport() async throws {
+        let session = try MuxSession(role: .client)
+        let inbound = AsyncThrowingChannel<ByteBuffer, any Error>()
+        let ran = Task { try await session.run(inbound: inbound, outbound: MemoryPipe()) }
+        await inbound.send(ByteBuffer(bytes: SmuxVector.bytes("01 00 0000 02000000 01 02 0300 02000000 616263 01 02 0300 02000000 646566")))
+        let stream = try await session.accept()
+        inbound.finish()
+        await #expect(throws: MuxError.transportEnded) { try await ran.value }
+        var received = ByteBuffer()
+        while true {
+            do {
+                guard var chunk = try await stream.read() else { Issue.record("a cut stream ended cleanly"); break }
+                received.writeBuffer(&chunk)
+            } catch {
+                #expect(error as? MuxError == .transportEnded)
+                break
+            }
+        }
+        #expect(received == ByteBuffer(string: "abcdef"))
+    }
+
+    @Test("a stream the peer finished before the transport ended reads to its clean end")
+    func finishedStreamOutlivesTheTransport() async throws {
+        let session = try MuxSession(role: .client)
+        let inbound = AsyncThrowingChannel<ByteBuffer, any Error>()
+        let ran = Task { try await session.run(inbound: inbound, outbound: MemoryPipe()) }
+        await inbound.send(ByteBuffer(bytes: SmuxVector.bytes("01 00 0000 02000000 01 02 0100 02000000 78 01 01 0000 02000000")))
+        let stream = try await session.accept()
+        inbound.finish()
+        await #expect(throws: MuxError.transportEnded) { try await ran.value }
+        #expect(try await stream.read() == ByteBuffer(string: "x"))
+        #expect(try await stream.read() == nil)
+    }
+
     @Test("keepalive: a silent peer is detected, NOPs are sent")
     func keepAlive() async throws {
         var c = SmuxConfiguration()
