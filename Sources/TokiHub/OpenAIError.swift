@@ -68,26 +68,3 @@ public struct OpenAIError: HTTPResponseError, CustomStringConvertible, Sendable 
         OpenAIError(.gatewayTimeout, "The worker did not answer within \(seconds) s.", type: "upstream_error", code: "worker_timeout")
     }
 }
-
-extension ByteBuffer {
-    /// Writes `value` as a JSON string literal (quotes and escapes included).
-    mutating func writeJSONString(_ value: String) {
-        writeInteger(UInt8(ascii: "\""))
-        for byte in value.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): writeStaticString("\\\"")
-            case UInt8(ascii: "\\"): writeStaticString("\\\\")
-            case 0x0A: writeStaticString("\\n")
-            case 0x0D: writeStaticString("\\r")
-            case 0x09: writeStaticString("\\t")
-            case 0..<0x20:
-                writeStaticString("\\u00")
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                writeInteger(hex[Int(byte >> 4)])
-                writeInteger(hex[Int(byte & 0xF)])
-            default: writeInteger(byte)
-            }
-        }
-        writeInteger(UInt8(ascii: "\""))
-    }
-}

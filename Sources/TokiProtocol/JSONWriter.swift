@@ -34,6 +34,14 @@ extension NDJSONLine {
 }
 
 
+extension ByteBuffer {
+    /// Writes `value` as a JSON string literal, quotes included, escaped as Go does.
+    public mutating func writeJSONString(_ value: String) { JSONOut.writeString(value, into: &self) }
+
+    /// Writes `bytes` (UTF-8) escaped for the inside of a JSON string, as Go does.
+    public mutating func writeJSONEscaped(_ bytes: UnsafeRawBufferPointer) { JSONOut.writeEscaped(bytes, into: &self) }
+}
+
 enum JSONOut {
     static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
@@ -126,23 +134,21 @@ enum JSONOut {
     }
 
     static func writeObject(_ o: [String: JSONValue], into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt8(ascii: "{"))
-        for (i, k) in o.keys.sorted().enumerated() {
-            if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
-            writeString(k, into: &buffer)
-            buffer.writeInteger(UInt8(ascii: ":"))
-            writeValue(o[k]!, into: &buffer)
-        }
-        buffer.writeInteger(UInt8(ascii: "}"))
+        writeSorted(o, into: &buffer, value: writeValue)
     }
 
     static func writeStringMap(_ m: [String: String], into buffer: inout ByteBuffer) {
+        writeSorted(m, into: &buffer, value: writeString)
+    }
+
+    /// `{"k":v,...}` with keys sorted, as Go's encoder writes maps.
+    static func writeSorted<V>(_ map: [String: V], into buffer: inout ByteBuffer, value: (V, inout ByteBuffer) -> Void) {
         buffer.writeInteger(UInt8(ascii: "{"))
-        for (i, k) in m.keys.sorted().enumerated() {
+        for (i, k) in map.keys.sorted().enumerated() {
             if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
             writeString(k, into: &buffer)
             buffer.writeInteger(UInt8(ascii: ":"))
-            writeString(m[k]!, into: &buffer)
+            value(map[k]!, &buffer)
         }
         buffer.writeInteger(UInt8(ascii: "}"))
     }

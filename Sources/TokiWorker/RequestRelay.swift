@@ -24,11 +24,10 @@ final class InFlightRegistry: Sendable {
     private struct State {
         var entries: [UInt64: Entry] = [:]
         var nextToken: UInt64 = 0
-        var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     }
 
     let limit: Int
-    private let state = Mutex(State())
+    private let state = AsyncCondition(State())
 
     init(limit: Int) { self.limit = limit }
 
@@ -50,13 +49,7 @@ final class InFlightRegistry: Sendable {
     }
 
     func release(_ token: UInt64) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.entries.removeValue(forKey: token)
-            guard state.entries.isEmpty else { return [] }
-            defer { state.idleWaiters = [:] }
-            return Array(state.idleWaiters.values)
-        }
-        for waiter in waiters { waiter.resume() }
+        state.withLock { _ = $0.entries.removeValue(forKey: token) }
     }
 
     /// Cancels every stream serving `requestID`; false if none is known.
@@ -73,22 +66,7 @@ final class InFlightRegistry: Sendable {
 
     /// Returns when no stream is being served (or on cancellation).
     func waitUntilIdle() async {
-        let id = state.withLock { state -> UInt64 in
-            state.nextToken += 1
-            return state.nextToken
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { state -> Bool in
-                    if state.entries.isEmpty || Task.isCancelled { return true }
-                    state.idleWaiters[id] = continuation
-                    return false
-                }
-                if now { continuation.resume() }
-            }
-        } onCancel: {
-            state.withLock { $0.idleWaiters.removeValue(forKey: id) }?.resume()
-        }
+        await state.wait { $0.entries.isEmpty }
     }
 }
 

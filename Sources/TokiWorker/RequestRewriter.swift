@@ -55,7 +55,7 @@ public enum RequestRewriter {
         var encodedModel = ByteBuffer()
         encodedModel.writeInteger(UInt8(ascii: "\""))
         var m = model
-        m.withUTF8 { escapeJSON(UnsafeRawBufferPointer($0), into: &encodedModel) }
+        m.withUTF8 { encodedModel.writeJSONEscaped(UnsafeRawBufferPointer($0)) }
         encodedModel.writeInteger(UInt8(ascii: "\""))
         let modelLiteral = Array(encodedModel.readableBytesView)
 
@@ -203,24 +203,6 @@ public enum RequestRewriter {
     }
 
     static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D }
-
-    static func escapeJSON(_ bytes: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
-        for c in bytes {
-            switch c {
-            case UInt8(ascii: "\""): out.writeStaticString("\\\"")
-            case UInt8(ascii: "\\"): out.writeStaticString("\\\\")
-            case UInt8(ascii: "\n"): out.writeStaticString("\\n")
-            case UInt8(ascii: "\r"): out.writeStaticString("\\r")
-            case UInt8(ascii: "\t"): out.writeStaticString("\\t")
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out.writeStaticString("\\u00")
-                out.writeInteger(hex[Int(c >> 4)])
-                out.writeInteger(hex[Int(c & 0xF)])
-            default: out.writeInteger(c)
-            }
-        }
-    }
 
     // MARK: urlencoded
 
