@@ -61,17 +61,12 @@ final class DeadlineSweeper: Service, Sendable {
             guard current > wheel.swept else { return [] }
             var actions: [@Sendable () -> Void] = []
             // Visit only ticks that have buckets: after a long pause, don't walk every empty tick.
-            if current - wheel.swept > Int64(wheel.buckets.count) {
-                for tick in wheel.buckets.keys where tick <= current {
-                    for id in wheel.buckets.removeValue(forKey: tick) ?? [] {
-                        if let entry = wheel.entries.removeValue(forKey: id) { actions.append(entry.action) }
-                    }
-                }
-            } else {
-                for tick in (wheel.swept + 1)...current {
-                    for id in wheel.buckets.removeValue(forKey: tick) ?? [] {
-                        if let entry = wheel.entries.removeValue(forKey: id) { actions.append(entry.action) }
-                    }
+            let ticks: [Int64] = current - wheel.swept > Int64(wheel.buckets.count)
+                ? wheel.buckets.keys.filter { $0 <= current }
+                : Array((wheel.swept + 1)...current)
+            for tick in ticks {
+                for id in wheel.buckets.removeValue(forKey: tick) ?? [] {
+                    if let entry = wheel.entries.removeValue(forKey: id) { actions.append(entry.action) }
                 }
             }
             wheel.swept = current

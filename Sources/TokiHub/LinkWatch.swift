@@ -9,35 +9,44 @@ import TokiTunnel
 /// every link on a timer instead: at 10,000 idle workers that was most of the hub's idle CPU.
 final class LinkWatch: Sendable {
     private let id: UInt64
+    private let activity: LinkActivity
+    private let interval: Duration
     private let deadlines: DeadlineSweeper
+    private let ping: @Sendable () async throws -> Void
+    private let close: @Sendable () -> Void
 
-    private init(id: UInt64, deadlines: DeadlineSweeper) {
-        self.id = id
+    private init(activity: LinkActivity, interval: Duration, deadlines: DeadlineSweeper,
+                 ping: @escaping @Sendable () async throws -> Void, close: @escaping @Sendable () -> Void) {
+        self.id = deadlines.makeID()
+        self.activity = activity
+        self.interval = interval
         self.deadlines = deadlines
+        self.ping = ping
+        self.close = close
     }
 
     /// Starts watching; `stop()` it when the link ends.
     static func start(activity: LinkActivity, interval: Duration, deadlines: DeadlineSweeper,
                       ping: @escaping @Sendable () async throws -> Void, close: @escaping @Sendable () -> Void) -> LinkWatch {
-        let id = deadlines.makeID()
-        look(id: id, activity: activity, interval: interval, deadlines: deadlines, since: .now(), pinged: false, ping: ping, close: close)
-        return LinkWatch(id: id, deadlines: deadlines)
+        let watch = LinkWatch(activity: activity, interval: interval, deadlines: deadlines, ping: ping, close: close)
+        watch.look(since: .now(), pinged: false)
+        return watch
     }
 
     func stop() { deadlines.disarm(id) }
 
-    private static func look(id: UInt64, activity: LinkActivity, interval: Duration, deadlines: DeadlineSweeper,
-                             since: NIODeadline, pinged: Bool, ping: @escaping @Sendable () async throws -> Void,
-                             close: @escaping @Sendable () -> Void) {
-        deadlines.arm(id, after: interval) {
+    /// Looks again after `interval`: was anything received after `since`?
+    private func look(since: NIODeadline, pinged: Bool) {
+        deadlines.arm(id, after: interval) { [self] in
             let now = NIODeadline.now()
             if !activity.silent(since: since) {
-                look(id: id, activity: activity, interval: interval, deadlines: deadlines, since: now, pinged: false, ping: ping, close: close)
+                look(since: now, pinged: false)
             } else if pinged {
                 close()
             } else {
+                let ping = self.ping
                 Task { try? await ping() }
-                look(id: id, activity: activity, interval: interval, deadlines: deadlines, since: now, pinged: true, ping: ping, close: close)
+                look(since: now, pinged: true)
             }
         }
     }

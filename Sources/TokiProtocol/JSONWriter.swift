@@ -175,21 +175,21 @@ enum JSONOut {
         mutating func optString(_ k: StaticString, _ v: String?, _ buffer: inout ByteBuffer) {
             if let v { string(k, v, &buffer) }
         }
-        mutating func optInt(_ k: StaticString, _ v: Int?, _ buffer: inout ByteBuffer) {
+        /// `"k":v` when `v` is present, the value written by `write`.
+        mutating func opt<V>(_ k: StaticString, _ v: V?, _ buffer: inout ByteBuffer, _ write: (V, inout ByteBuffer) -> Void) {
             if let v {
                 key(k, &buffer)
-                JSONOut.writeInt(v, into: &buffer)
+                write(v, &buffer)
             }
+        }
+        mutating func optInt(_ k: StaticString, _ v: Int?, _ buffer: inout ByteBuffer) {
+            opt(k, v, &buffer, JSONOut.writeInt)
         }
         mutating func optBool(_ k: StaticString, _ v: Bool?, _ buffer: inout ByteBuffer) {
-            if let v {
-                key(k, &buffer)
-                buffer.writeStaticString(v ? "true" : "false")
-            }
+            opt(k, v, &buffer) { v, buffer in buffer.writeStaticString(v ? "true" : "false") }
         }
         mutating func optStrings(_ k: StaticString, _ v: [String]?, _ buffer: inout ByteBuffer) {
-            if let v {
-                key(k, &buffer)
+            opt(k, v, &buffer) { v, buffer in
                 buffer.writeInteger(UInt8(ascii: "["))
                 for (i, s) in v.enumerated() {
                     if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
@@ -199,22 +199,13 @@ enum JSONOut {
             }
         }
         mutating func optObject(_ k: StaticString, _ v: [String: JSONValue]?, _ buffer: inout ByteBuffer) {
-            if let v {
-                key(k, &buffer)
-                JSONOut.writeObject(v, into: &buffer)
-            }
+            opt(k, v, &buffer, JSONOut.writeObject)
         }
         mutating func optRaw(_ k: StaticString, _ v: RawJSON?, _ buffer: inout ByteBuffer) {
-            if let v {
-                key(k, &buffer)
-                buffer.writeBytes(v.bytes)
-            }
+            opt(k, v, &buffer) { v, buffer in buffer.writeBytes(v.bytes) }
         }
         mutating func optStringMap(_ k: StaticString, _ v: [String: String]?, _ buffer: inout ByteBuffer) {
-            if let v {
-                key(k, &buffer)
-                JSONOut.writeStringMap(v, into: &buffer)
-            }
+            opt(k, v, &buffer, JSONOut.writeStringMap)
         }
         func close(_ buffer: inout ByteBuffer) {
             buffer.writeInteger(UInt8(ascii: "}"))

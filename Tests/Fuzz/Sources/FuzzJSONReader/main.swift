@@ -16,18 +16,6 @@ import FuzzSupport
 import NIOCore
 import TokiProtocol
 
-func hasSurrogateEscape(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-    var i = 0
-    while i + 3 < bytes.count {
-        if bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u"), bytes[i + 2] | 0x20 == UInt8(ascii: "d"),
-           (UInt8(ascii: "8")...UInt8(ascii: "9")).contains(bytes[i + 3]) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(bytes[i + 3] | 0x20) {
-            return true
-        }
-        i += 1
-    }
-    return false
-}
-
 func number(_ f: Any) -> Double? {
     guard let n = f as? NSNumber else { return nil }
     return n.doubleValue

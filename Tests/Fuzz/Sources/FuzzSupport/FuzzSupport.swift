@@ -98,3 +98,18 @@ public func pieces(of data: UnsafeBufferPointer<UInt8>, plan: [Int]) -> [ByteBuf
     }
     return out
 }
+
+/// Whether the bytes hold a `\u` escape of a UTF-16 surrogate (Go and toki map unpaired ones to
+/// U+FFFD; Foundation's handling differs, so differential checks skip them).
+public func hasSurrogateEscape(_ bytes: some Collection<UInt8>) -> Bool {
+    let bytes = Array(bytes)
+    var i = 0
+    while i + 3 < bytes.count {
+        if bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u"), bytes[i + 2] | 0x20 == UInt8(ascii: "d"),
+           (UInt8(ascii: "8")...UInt8(ascii: "9")).contains(bytes[i + 3]) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(bytes[i + 3] | 0x20) {
+            return true
+        }
+        i += 1
+    }
+    return false
+}
