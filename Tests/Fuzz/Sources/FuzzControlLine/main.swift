@@ -30,7 +30,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let view = wire.readableBytesView
         check(view.last == 0x0A && view.dropLast().allSatisfy { $0 != 0x0A && $0 != 0x0D },
               "encoded control message is not one line: \(String(buffer: wire))")
-        check((try? JSONSerialization.jsonObject(with: Data(view))) is [String: Any],
+        // hardware_info travels as raw JSON, so an unpaired surrogate escape goes through as
+        // Go's encoder would let it; Foundation rejects those, so they skip this one check.
+        check(hasSurrogateEscape(view) || (try? JSONSerialization.jsonObject(with: Data(view))) is [String: Any],
               "encoded control message is not a JSON object: \(String(buffer: wire))")
         let again: ControlMessage
         do {
