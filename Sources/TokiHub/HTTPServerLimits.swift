@@ -1,11 +1,11 @@
 import Hummingbird
 import HummingbirdCore
-import HummingbirdWebSocket
 import CMalloc
 import Logging
 import NIOCore
 import NIOHTTP1
 import Synchronization
+import TokiTunnel
 
 #if canImport(Glibc)
 import Glibc
@@ -240,17 +240,8 @@ struct QuietClosingLogHandler: LogHandler {
 }
 
 extension HTTPServerBuilder {
-    /// HTTP/1.1 with a WebSocket upgrade decided by `shouldUpgrade`, under the hub's HTTP limits.
-    /// A closure, not a WebSocket router: Hummingbird's router keeps each upgrade's request context
-    /// in a reference that the context itself holds, a cycle that leaked every tunnel connection
-    /// (its channel, pipeline and buffers: ~4.5 KiB each) for the life of the process.
-    static func guardedHTTP1WebSocketUpgrade(
-        webSocket: WebSocketServerConfiguration,
-        limits: HTTPServerLimits,
-        logger: Logger,
-        shouldUpgrade: @escaping @Sendable (HTTPRequest, any Channel, Logger) async throws
-            -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
-    ) -> HTTPServerBuilder {
+    /// HTTP/1.1 with the tunnel endpoint of `tunnel` (`TunnelHTTPChannel`), under the hub's HTTP limits.
+    static func guardedHTTP1Tunnel<Identity: Sendable>(_ tunnel: TunnelServer<Identity>, limits: HTTPServerLimits, logger: Logger) -> HTTPServerBuilder {
         let maxConnections = limits.effectiveMaxConnections(fileDescriptorLimit: FileDescriptorLimit.soft)
         logger.info("HTTP server limits", metadata: [
             "max_connections": "\(maxConnections)", "header_timeout": "\(limits.headerTimeout)",
@@ -261,11 +252,9 @@ extension HTTPServerBuilder {
         let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
             maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes, maxHeaderFieldCount: limits.maxHeaderFields)
         // No Hummingbird idle timeout: the guard's clocks cover every phase, the first request too.
-        let configuration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(httpDecoderConfiguration: decoder), ws: webSocket)
+        let http1 = HTTP1Channel.Configuration(httpDecoderConfiguration: decoder)
         return HTTPServerBuilder { responder in
-            GuardedHTTPChannel(
-                base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: configuration, shouldUpgrade: shouldUpgrade),
-                limits: limits, limiter: limiter)
+            GuardedHTTPChannel(base: TunnelHTTPChannel(responder: responder, tunnel: tunnel, http1: http1), limits: limits, limiter: limiter)
         }
     }
 }

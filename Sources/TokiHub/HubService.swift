@@ -68,8 +68,7 @@ public final class HubService: Service, Sendable {
         let tunnel = WorkerTunnel(hub: self).server()
         let app = Application(
             router: makeRouter(),
-            server: .guardedHTTP1WebSocketUpgrade(webSocket: tunnel.webSocketConfiguration, limits: configuration.httpLimits, logger: logger,
-                                                  shouldUpgrade: tunnel.shouldUpgrade),
+            server: .guardedHTTP1Tunnel(tunnel, limits: configuration.httpLimits, logger: logger),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { [onRunning] channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger

@@ -16,7 +16,6 @@ struct WorkerTunnel: Sendable {
         server.limits = configuration.tunnelLimits
         server.allowLZ4 = configuration.allowLZ4
         server.allowSmux2 = configuration.allowSmux2
-        server.pingInterval = nil  // LinkWatch pings only silent links (see `serve`)
         return server
     }
 

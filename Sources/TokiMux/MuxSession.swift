@@ -28,9 +28,25 @@ public enum MuxError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// An smux session over any byte transport: drives `SmuxSessionMachine` with one reader task,
-/// one writer task (which batches every queued frame into one transport message) and an
-/// optional keepalive task. Streams get async read/write with back-pressure:
+/// What drives a session from a push transport (a NIO channel handler) instead of `run`'s tasks.
+/// The session calls these with its lock held: they must only schedule work (e.g.
+/// `eventLoop.execute`), never call back into the session synchronously.
+public protocol MuxTransportDriver: AnyObject, Sendable {
+    /// Frames are queued: call `takeOutbound()` until it returns nil (or the transport is full).
+    func outboundPending()
+    /// `receive` returned false earlier and the budget is back: read the transport again.
+    func resumeReading()
+    /// The session ended (closed, protocol violation, keepalive timeout): close the transport.
+    func sessionEnded(_ error: MuxError)
+}
+
+/// An smux session over any byte transport, in one of two ways:
+/// - `run(inbound:outbound:)`: one reader task, one writer task (which batches every queued
+///   frame into one transport message) and an optional keepalive task;
+/// - `attach(_:)`: a `MuxTransportDriver` (a channel handler) pushes received bytes in with
+///   `receive` and takes batches out with `takeOutbound`, with no task of its own: an idle
+///   session then costs no task at all.
+/// Streams get async read/write with back-pressure either way:
 /// - reading pauses when the receive budget (or accept backlog) is full;
 /// - writers wait when the outbound queue is full, and in version 2 for the peer's window.
 public final class MuxSession: Sendable {
@@ -57,6 +73,16 @@ public final class MuxSession: Sendable {
         /// `flush()` callers, resumed once everything queued has been handed to the transport.
         var flushWaiters: [UnsafeContinuation<Void, Never>] = []
         var writing = false
+        /// Inbound bytes: the frame decoder and an incomplete frame carried to the next message.
+        var decoder: SmuxFrameDecoder
+        var carried: ByteBuffer?
+        var frames: [SmuxFrame] = []
+        /// Push mode (`attach`): the driver, whether it was told to pause reading, whether it has
+        /// been told about queued frames since it last took them.
+        var driver: (any MuxTransportDriver)?
+        var driverPaused = false
+        var driverNotified = false
+        var lastKeepAliveCheck = ContinuousClock.now
 
         mutating func wakeFlushWaitersIfIdle() {
             guard !writing, !machine.hasOutbound else { return }
@@ -69,20 +95,66 @@ public final class MuxSession: Sendable {
             return nextToken
         }
 
-        /// Resumes the writer task if it sleeps and there is something to send.
+        /// Resumes the writer task if it sleeps (or tells the driver) and there is something to send.
         mutating func wakeWriter() {
-            if machine.hasOutbound, let writer = writerSleeping {
+            guard machine.hasOutbound else { return }
+            if let writer = writerSleeping {
                 writerSleeping = nil
                 writer.resume(returning: true)
+            } else if let driver, !driverNotified {
+                driverNotified = true
+                driver.outboundPending()
             }
         }
 
-        /// Resumes the reader task if it paused for budget and the budget is back.
+        /// Resumes the reader (task or driver) if it paused for budget and the budget is back.
         mutating func wakeReader() {
-            if machine.canReceive, let reader = readerSleeping {
+            guard machine.canReceive else { return }
+            if let reader = readerSleeping {
                 readerSleeping = nil
                 reader.resume()
+            } else if driverPaused, let driver {
+                driverPaused = false
+                driver.resumeReading()
             }
+        }
+
+        /// Decodes a transport message (completing a frame carried from the last one) and feeds
+        /// its frames to the machine. Returns whether more may be received now.
+        mutating func receive(_ message: ByteBuffer) throws -> Bool {
+            var buffer: ByteBuffer
+            if var carried {
+                self.carried = nil
+                carried.writeImmutableBuffer(message)
+                buffer = carried
+            } else {
+                buffer = message
+            }
+            let messageBytes = buffer.readableBytes
+            frames.removeAll(keepingCapacity: true)
+            while var frame = try decoder.decode(buffer: &buffer) {
+                // A small payload sliced out of a large message would pin the whole message
+                // in memory while it waits to be read: copy those (under a quarter of their
+                // message), keep the rest zero-copy. Pinning is then at most 4x the budget.
+                if frame.command == .psh, frame.payload.readableBytes * 4 < messageBytes {
+                    frame.payload = ByteBuffer(bytes: frame.payload.readableBytesView)
+                }
+                frames.append(frame)
+            }
+            if buffer.readableBytes > 0 { carried = buffer }
+            for frame in frames { dispatch(try machine.receive(frame)) }
+            frames.removeAll(keepingCapacity: true)
+            return machine.canReceive
+        }
+
+        /// One keepalive period: queues a NOP; every `keepAliveTimeout`, checks that something
+        /// arrived (like Go, a session paused on its own receive budget is not idle).
+        mutating func keepAlive(now: ContinuousClock.Instant, timeout: Duration) -> Bool {
+            machine.queueKeepAlive()
+            wakeWriter()
+            guard now - lastKeepAliveCheck >= timeout else { return true }
+            lastKeepAliveCheck = now
+            return machine.checkIdle() || !machine.canReceive
         }
 
         mutating func wakeWriters(ofStream id: UInt32) {
@@ -150,6 +222,10 @@ public final class MuxSession: Sendable {
             readerSleeping = nil
             for waiter in flushWaiters { waiter.resume() }
             flushWaiters = []
+            if let driver {
+                self.driver = nil  // the driver holds the session: no cycle past the end
+                driver.sessionEnded(error)
+            }
         }
     }
 
@@ -157,7 +233,9 @@ public final class MuxSession: Sendable {
         self.role = role
         self.configuration = try configuration.validated()
         self.logger = logger
-        self.state = Mutex(State(machine: try SmuxSessionMachine(role: role, configuration: configuration)))
+        self.state = Mutex(State(
+            machine: try SmuxSessionMachine(role: role, configuration: configuration),
+            decoder: SmuxFrameDecoder(version: configuration.version, maxPayload: configuration.maxReceiveFrameSize)))
     }
 
     /// A one-line view of the session's state, for logs and diagnostics.
@@ -220,33 +298,11 @@ public final class MuxSession: Sendable {
     }
 
     private func readLoop<Inbound: AsyncSequence>(_ inbound: Inbound) async -> MuxError where Inbound.Element == ByteBuffer {
-        var decoder = SmuxFrameDecoder(version: configuration.version, maxPayload: configuration.maxReceiveFrameSize)
-        var pending: ByteBuffer?
-        var frames: [SmuxFrame] = []
         do {
             for try await message in inbound {
-                var buffer: ByteBuffer
-                if var carried = pending {
-                    carried.writeImmutableBuffer(message)
-                    buffer = carried
-                } else {
-                    buffer = message
-                }
-                let messageBytes = buffer.readableBytes
-                frames.removeAll(keepingCapacity: true)
-                while var frame = try decoder.decode(buffer: &buffer) {
-                    // A small payload sliced out of a large message would pin the whole message
-                    // in memory while it waits to be read: copy those (under a quarter of their
-                    // message), keep the rest zero-copy. Pinning is then at most 4x the budget.
-                    if frame.command == .psh, frame.payload.readableBytes * 4 < messageBytes {
-                        frame.payload = ByteBuffer(bytes: frame.payload.readableBytesView)
-                    }
-                    frames.append(frame)
-                }
-                pending = buffer.readableBytes > 0 ? buffer : nil
                 let canContinue: Bool = try state.withLock { state in
                     if state.closedError != nil { return false }
-                    for frame in frames { state.dispatch(try state.machine.receive(frame)) }
+                    _ = try state.receive(message)
                     return true
                 }
                 if !canContinue { return .sessionClosed }
@@ -305,20 +361,76 @@ public final class MuxSession: Sendable {
     }
 
     private func keepAliveLoop(interval: Duration) async -> MuxError {
-        let clock = ContinuousClock()
-        var lastCheck = clock.now
         while true {
             do { try await Task.sleep(for: interval) } catch { return .sessionClosed }
-            let now = clock.now
-            let alive = state.withLock { state -> Bool in
-                state.machine.queueKeepAlive()
-                state.wakeWriter()
-                guard now - lastCheck >= configuration.keepAliveTimeout else { return true }
-                // Like Go: a session paused on its own receive budget is not idle.
-                return state.machine.checkIdle() || !state.machine.canReceive
+            if !keepAlive() { return .keepAliveTimeout }
+        }
+    }
+
+    // MARK: Driving from a push transport
+
+    /// Hands the session to `driver` instead of `run`: from now on the driver feeds it with
+    /// `receive`, takes its output with `takeOutbound`, calls `keepAlive()` every
+    /// `keepAliveInterval` if that is set, and reports the transport's end with `transportEnded`.
+    /// Call once, before the first `receive`.
+    public func attach(_ driver: some MuxTransportDriver) {
+        state.withLock { state in
+            guard state.closedError == nil else { return driver.sessionEnded(state.closedError!) }
+            state.driver = driver
+            state.wakeWriter()
+        }
+    }
+
+    /// Bytes from the transport. Returns false when reading should pause until the driver's
+    /// `resumeReading()` (or when the session has ended). A protocol violation ends the session.
+    public func receive(_ message: ByteBuffer) -> Bool {
+        state.withLock { state in
+            guard state.closedError == nil else { return false }
+            do {
+                if try state.receive(message) { return true }
+                state.driverPaused = true
+                return false
+            } catch let error as SmuxProtocolError {
+                logger.warning("closing smux session", metadata: ["error": "\(error)"])
+                state.shutdown(.protocolViolation(error))
+                return false
+            } catch {
+                state.shutdown(.transportEnded)
+                return false
             }
-            if now - lastCheck >= configuration.keepAliveTimeout { lastCheck = now }
-            if !alive { return .keepAliveTimeout }
+        }
+    }
+
+    /// The next batch of queued frames (at most `maxBatchSize` bytes), handed over to the
+    /// transport; nil when nothing is queued. The driver takes batches while its transport has
+    /// room and is told again (`outboundPending`) when more is queued.
+    public func takeOutbound() -> ByteBuffer? {
+        state.withLock { state in
+            state.driverNotified = false
+            guard state.closedError == nil, state.machine.hasOutbound else { return nil }
+            var batch = ByteBufferAllocator().buffer(capacity: min(state.machine.pendingOutboundBytes, configuration.maxBatchSize))
+            state.machine.takeOutbound(into: &batch)
+            state.wakeSpaceWaiters()
+            state.wakeFlushWaitersIfIdle()
+            return batch
+        }
+    }
+
+    /// The transport closed (or failed): the session ends with `transportEnded`.
+    public func transportEnded() {
+        state.withLock { $0.shutdown(.transportEnded) }
+    }
+
+    /// One keepalive period (see `SmuxConfiguration.keepAliveInterval`): queues a NOP and, once
+    /// per timeout, checks that the peer sent something. Returns false, ending the session with
+    /// `keepAliveTimeout`, when it did not.
+    @discardableResult
+    public func keepAlive() -> Bool {
+        state.withLock { state in
+            guard state.closedError == nil else { return false }
+            if state.keepAlive(now: .now, timeout: configuration.keepAliveTimeout) { return true }
+            state.shutdown(.keepAliveTimeout)
+            return false
         }
     }
 

@@ -117,7 +117,7 @@ extension ByteBuffer {
 /// It is a `NIOSingleStepByteToMessageDecoder`, so it works in a channel pipeline
 /// (`ByteToMessageHandler`) as well as sans-IO through `NIOSingleStepByteToMessageProcessor`.
 /// Payloads are slices of the input: no copy.
-public struct SmuxFrameDecoder: NIOSingleStepByteToMessageDecoder {
+public struct SmuxFrameDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     public typealias InboundOut = SmuxFrame
 
     public let version: UInt8

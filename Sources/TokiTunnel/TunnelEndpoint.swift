@@ -1,7 +1,11 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdWebSocket
+import HummingbirdCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
 import Logging
 import NIOCore
 import TokiMux
@@ -18,12 +22,6 @@ public enum TunnelEndpoint {
         guard let target = request.path else { return nil }
         guard let mark = target.firstIndex(of: "?") else { return (target[...], nil) }
         return (target[..<mark], String(target[target.index(after: mark)...]))
-    }
-
-    /// Called first thing once a connection is upgraded: unmask inbound frames 8 bytes at a time,
-    /// and record inbound activity in `activity` if given.
-    public static func optimizePipeline(of channel: any Channel, activity: LinkActivity? = nil) {
-        FastUnmaskingHandler.install(on: channel, activity: activity)
     }
 
     /// The token a worker presented: `Authorization` (a case-insensitive `Bearer ` prefix
@@ -61,17 +59,6 @@ public enum TunnelEndpoint {
     static func selectedSubprotocol(_ headers: HTTPFields, allowLZ4: Bool, allowSmux2: Bool) -> String? {
         TunnelSubprotocol.select(offered: TunnelSubprotocol.parseOffer(headers[.secWebSocketProtocol]), allowLZ4: allowLZ4, allowSmux2: allowSmux2)
     }
-
-    /// WebSocket settings for the tunnel: frames up to the message limit; with `autoPingInterval`
-    /// the library pings every link on its own timer (a silently dead link is noticed within two
-    /// periods). The hub passes nil and pings only silent links itself (`LinkWatch`).
-    public static func webSocketConfiguration(limits: TunnelLimits = .init(), autoPingInterval: Duration? = .seconds(10)) -> WebSocketServerConfiguration {
-        WebSocketServerConfiguration(
-            maxFrameSize: limits.maxMessageSize + LZ4Link.maxHeaderSize,
-            autoPing: autoPingInterval.map { .enabled(timePeriod: $0) } ?? .disabled,
-            closeTimeout: .seconds(2)
-        )
-    }
 }
 
 /// One accepted tunnel, handed to `TunnelServer`'s session handler while its session runs.
@@ -90,14 +77,14 @@ public struct TunnelConnection<Identity: Sendable>: Sendable {
 }
 
 /// The server end of the tunnel, the one code path for the hub and for tests and benchmarks
-/// (`TunnelListener`): the token is checked once, before the upgrade; a refused upgrade is
-/// answered by `refusalRoutes` (401 in Tokilake's shape); an accepted one runs a mux session
-/// over the WebSocket and hands it to `onSession`.
+/// (`TunnelListener`): the token is checked once, before the upgrade; a refused upgrade goes on
+/// to the HTTP routes (`refusalRoutes` answer 401 in Tokilake's shape); an accepted one runs a
+/// mux session driven by a `MuxChannelHandler` and hands it to `onSession`.
 ///
-/// The upgrade is decided by a closure (`shouldUpgrade`), not Hummingbird's WebSocket router:
-/// the router keeps each upgrade's request context in a reference the context itself holds, a
-/// cycle that leaked every tunnel connection (its channel, pipeline and buffers) for the life
-/// of the process.
+/// Served by `TunnelHTTPChannel`, not Hummingbird's WebSocket channel: that one runs several
+/// tasks per connection (and its router kept each upgrade's request context in a cycle that
+/// leaked every connection); here an idle tunnel is a few NIO handlers and the one task of
+/// `onSession`.
 public struct TunnelServer<Identity: Sendable>: Sendable {
     public typealias Authenticate = @Sendable (_ token: String?) async -> Identity?
     public typealias SessionHandler = @Sendable (TunnelConnection<Identity>) async -> Void
@@ -107,8 +94,6 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
     public var limits = TunnelLimits()
     public var allowLZ4 = true
     public var allowSmux2 = true
-    /// The WebSocket library's ping timer on every link; nil: none (the hub uses `LinkWatch`).
-    public var pingInterval: Duration? = .seconds(10)
     public var logger: Logger
     let authenticate: Authenticate
     let onSession: SessionHandler
@@ -121,73 +106,208 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
         self.onSession = onSession
     }
 
-    public var webSocketConfiguration: WebSocketServerConfiguration {
-        TunnelEndpoint.webSocketConfiguration(limits: limits, autoPingInterval: pingInterval)
+    /// The largest WebSocket frame accepted: a whole message (LZ4 adds its header).
+    public var maxFrameSize: Int { limits.maxMessageSize + LZ4Link.maxHeaderSize }
+
+    /// An upgrade the server agreed to: who it is for and what the link speaks.
+    struct Acceptance: Sendable {
+        var identity: Identity
+        var headers: HTTPFields
+        var features: TunnelFeatures
+        var responseHeaders: HTTPFields
     }
 
-    /// The upgrade decision for `HTTP1WebSocketUpgradeChannel`: a GET on one of
-    /// `TunnelEndpoint.paths` whose token authenticates; anything else goes on to the HTTP router.
-    @Sendable
-    public func shouldUpgrade(_ request: HTTPRequest, channel: any Channel, logger: Logger) async
-        -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
-    {
-        guard request.method == .get, let (path, query) = TunnelEndpoint.target(of: request), TunnelEndpoint.paths.contains(path),
-              let identity = await authenticate(TunnelEndpoint.presentedToken(headers: request.headerFields, query: query))
-        else { return .dontUpgrade }
-        let headers = request.headerFields
-        return .upgrade(TunnelEndpoint.upgradeHeaders(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2)) { inbound, outbound, _ in
-            await self.serve(inbound: inbound, outbound: outbound, channel: channel, headers: headers, identity: identity)
+    /// What becomes of an upgrade request.
+    enum Decision: Sendable {
+        case accept(Acceptance)
+        /// Answered with this status and body, then closed (NIO has consumed the request).
+        case refuse(HTTPResponse.Status, ByteBuffer)
+    }
+
+    /// The upgrade decision: a GET on one of `TunnelEndpoint.paths` whose token authenticates.
+    /// A bad or missing token gets Tokilake's 401; an upgrade anywhere else a 400.
+    func decide(_ request: HTTPRequest) async -> Decision {
+        guard request.method == .get, let (path, query) = TunnelEndpoint.target(of: request), TunnelEndpoint.paths.contains(path) else {
+            return .refuse(.badRequest, ByteBuffer())
         }
+        let token = TunnelEndpoint.presentedToken(headers: request.headerFields, query: query)
+        guard let identity = await authenticate(token) else { return .refuse(.unauthorized, Self.refusalBody(token: token)) }
+        let headers = request.headerFields
+        return .accept(Acceptance(identity: identity, headers: headers,
+                                  features: TunnelEndpoint.negotiated(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2),
+                                  responseHeaders: TunnelEndpoint.upgradeHeaders(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2)))
     }
 
-    /// GET on the tunnel paths without a successful upgrade (a refused token, or no upgrade at
-    /// all): 401 `{"success":false,"message":…}`, as Tokilake answers. Mount on the HTTP router.
+    /// Tokilake's 401 body: `{"success":false,"message":…}`.
+    static func refusalBody(token: String?) -> ByteBuffer {
+        var body = ByteBuffer(string: #"{"success":false,"message":""#)
+        body.writeString(token == nil ? "missing authorization token" : "invalid token")
+        body.writeString(#""}"#)
+        return body
+    }
+
+    /// Puts the mux session on an upgraded channel (on its event loop, right after the 101).
+    func start(on channel: any Channel, _ accepted: Acceptance) throws -> TunnelConnection<Identity> {
+        var configuration = mux
+        configuration.version = max(mux.version, accepted.features.smuxVersion)
+        let session = try MuxSession(role: .server, configuration: configuration, logger: logger)
+        let activity = LinkActivity()
+        let handler = MuxChannelHandler(session: session, features: accepted.features, limits: limits, activity: activity,
+                                        eventLoop: channel.eventLoop, logger: logger)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        return TunnelConnection(session: session, identity: accepted.identity, features: accepted.features, activity: activity,
+                                headers: accepted.headers, ping: { handler.ping() })
+    }
+
+    /// Runs `onSession` for an accepted tunnel; the session (and so the link) ends with it.
+    func serve(_ connection: TunnelConnection<Identity>) async {
+        await onSession(connection)
+        connection.session.close()
+    }
+
+    /// GET on the tunnel paths without an upgrade: 401 `{"success":false,"message":…}`, as Tokilake answers. Mount on the HTTP router.
     public static func refusalRoutes<Context: RequestContext>(context: Context.Type) -> RouteCollection<Context> {
         let routes = RouteCollection(context: Context.self)
         for path in TunnelEndpoint.paths {
             routes.get(RouterPath(String(path))) { request, _ -> Response in
-                let token = TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query)
-                let message = token == nil ? "missing authorization token" : "invalid token"
-                var body = ByteBuffer(string: #"{"success":false,"message":""#)
-                body.writeString(message)
-                body.writeString(#""}"#)
+                let body = refusalBody(token: TunnelEndpoint.presentedToken(headers: request.headers, query: request.uri.query))
                 return Response(status: .unauthorized, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
             }
         }
         return routes
     }
+}
 
-    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel, headers: HTTPFields,
-               identity: Identity) async {
-        let activity = LinkActivity()
-        TunnelEndpoint.optimizePipeline(of: channel, activity: activity)
-        let features = TunnelEndpoint.negotiated(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2)
-        var configuration = mux
-        configuration.version = max(mux.version, features.smuxVersion)
-        let session: MuxSession
+/// A Hummingbird server child channel: HTTP/1.1, where a GET that `TunnelServer` accepts is
+/// upgraded to a tunnel, a refused upgrade is answered (401 in Tokilake's shape, or 400) and
+/// closed, and everything else goes to the responder.
+public struct TunnelHTTPChannel<Identity: Sendable>: ServerChildChannel, HTTPChannelHandler {
+    public enum Upgrade: Sendable {
+        case tunnel(TunnelConnection<Identity>)
+        case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, HTTPResponse.Status, ByteBuffer)
+    }
+
+    public struct Value: ServerChildChannelValue {
+        let upgrade: EventLoopFuture<Upgrade>
+        public let channel: any Channel
+    }
+
+    public let responder: HTTPChannelHandler.Responder
+    let tunnel: TunnelServer<Identity>
+    let http1: HTTP1Channel.Configuration
+
+    public init(responder: @escaping HTTPChannelHandler.Responder, tunnel: TunnelServer<Identity>,
+                http1: HTTP1Channel.Configuration = .init()) {
+        self.responder = responder
+        self.tunnel = tunnel
+        self.http1 = http1
+    }
+
+    public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let (tunnel, http1) = (self.tunnel, self.http1)
+            // The decision, from `shouldUpgrade` to the pipeline step that follows it.
+            let decision = NIOLoopBoundBox<TunnelServer<Identity>.Decision?>(nil, eventLoop: channel.eventLoop)
+            let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+                maxFrameSize: tunnel.maxFrameSize,
+                enableAutomaticErrorHandling: true,
+                shouldUpgrade: { channel, head in
+                    let promise = channel.eventLoop.makePromise(of: TunnelServer<Identity>.Decision.self)
+                    promise.completeWithTask {
+                        guard let request = try? HTTPRequest(head, secure: false, splitCookie: false) else { return .refuse(.badRequest, ByteBuffer()) }
+                        return await tunnel.decide(request)
+                    }
+                    return promise.futureResult.map { decided in
+                        decision.value = decided
+                        guard case .accept(let acceptance) = decided else { return nil }
+                        return HTTPHeaders(acceptance.responseHeaders)
+                    }
+                },
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        guard case .accept(let acceptance)? = decision.value else { throw ChannelError.inappropriateOperationForState }
+                        decision.value = nil
+                        return .tunnel(try tunnel.start(on: channel, acceptance))
+                    }
+                }
+            )
+            let upgrades = NIOTypedHTTPServerUpgradeConfiguration<Upgrade>(
+                upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let pipeline = channel.pipeline.syncOperations
+                        try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try pipeline.addHandlers(http1.additionalChannelHandlers())
+                        try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .init($0) }, logger: logger))
+                        let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                        if case .refuse(let status, let body)? = decision.value { return .refused(http, status, body) }
+                        return .http(http)
+                    }
+                }
+            )
+            var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Upgrade>(upgradeConfiguration: upgrades)
+            configuration.enablePipelining = false  // HTTP is pipelined by NIOAsyncChannel
+            configuration.enableErrorHandling = false  // Hummingbird answers errors
+            configuration.enableResponseHeaderValidation = false  // HTTPTypes validated them
+            configuration.decoderConfiguration.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
+            configuration.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
+            configuration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
+            let upgrade = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            // NIO consumes a request that asks for any upgrade, even one no upgrader considers
+            // (another protocol, missing WebSocket headers): such a request is refused with a
+            // 400 unless `shouldUpgrade` decides otherwise, or it would wait for an answer forever.
+            let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try channel.pipeline.syncOperations.addHandler(UpgradeRequestMarker {
+                decision.value = .refuse(.badRequest, ByteBuffer())
+            }, position: .after(decoder))
+            return Value(upgrade: upgrade, channel: channel)
+        }
+    }
+
+    public func handle(value: Value, logger: Logger) async {
         do {
-            session = try MuxSession(role: .server, configuration: configuration, logger: logger)
+            switch try await value.upgrade.get() {
+            case .http(let http): await handleHTTP(asyncChannel: http, logger: logger)
+            case .tunnel(let connection): await tunnel.serve(connection)
+            case .refused(let http, let status, let body): await Self.answer(http, status: status, body: body)
+            }
         } catch {
-            logger.error("cannot start tunnel session", metadata: ["error": "\(error)"])
-            return
+            logger.debug("connection ended before its first request", metadata: ["error": "\(error)"])
         }
-        let tunnelOutbound = ServerTunnelOutbound(outbound, lz4: features.lz4, limits: limits)
-        let connection = TunnelConnection(session: session, identity: identity, features: features, activity: activity, headers: headers,
-                                          ping: { try await tunnelOutbound.ping() })
-        // The session runs in this task, the handler in one child (each task of an idle session
-        // costs its stack). When either ends the session closes, which ends the other.
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await onSession(connection)
-                session.close()
-            }
-            do {
-                try await session.run(inbound: ServerTunnelInbound(inbound, lz4: features.lz4, limits: limits), outbound: tunnelOutbound)
-            } catch {
-                logger.debug("tunnel session ended", metadata: ["error": "\(error)"])
-            }
-            session.close()
+    }
+
+    /// A refused upgrade: its answer, then the connection closes.
+    static func answer(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, status: HTTPResponse.Status, body: ByteBuffer) async {
+        var fields: HTTPFields = [.connection: "close", .contentLength: "\(body.readableBytes)"]
+        if body.readableBytes > 0 { fields[.contentType] = "application/json" }
+        try? await http.executeThenClose { _, outbound in
+            try await outbound.write(contentsOf: [.head(HTTPResponse(status: status, headerFields: fields))] + (body.readableBytes > 0 ? [.body(body)] : []) + [.end(nil)])
         }
+    }
+}
+
+/// Calls `marked` if the connection's first request asks for an upgrade; then leaves the pipeline.
+final class UpgradeRequestMarker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    let marked: () -> Void
+
+    init(_ marked: @escaping () -> Void) { self.marked = marked }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
+        if head.headers.contains(name: "upgrade") { marked() }
+        context.fireChannelRead(data)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1.1 with the tunnel endpoint of `tunnel` on the same port.
+    public static func http1Tunnel<Identity: Sendable>(_ tunnel: TunnelServer<Identity>, http1: HTTP1Channel.Configuration = .init()) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in TunnelHTTPChannel(responder: responder, tunnel: tunnel, http1: http1) }
     }
 }
 
@@ -220,7 +340,7 @@ public struct TunnelListener: Sendable {
         router.addRoutes(TunnelServer<Void>.refusalRoutes(context: BasicRequestContext.self))
         let app = Application(
             router: router,
-            server: .http1WebSocketUpgrade(configuration: .init(ws: server.webSocketConfiguration), shouldUpgrade: server.shouldUpgrade),
+            server: .http1Tunnel(server),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger

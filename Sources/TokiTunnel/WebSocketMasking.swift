@@ -33,41 +33,6 @@ extension ByteBuffer {
     }
 }
 
-/// Server side: unmasks each inbound frame in one copy-and-XOR pass and clears its key, so
-/// later layers (Hummingbird's `unmaskedData`) take the data as is. Placed right after NIO's
-/// frame decoder once the tunnel is upgraded.
-/// It also records inbound activity (every frame, control frames included) when asked to.
-final class FastUnmaskingHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias InboundOut = WebSocketFrame
-    let activity: LinkActivity?
-
-    init(activity: LinkActivity? = nil) {
-        self.activity = activity
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        activity?.touch()
-        var frame = unwrapInboundIn(data)
-        if let key = frame.maskKey, frame.extensionData == nil {
-            var plain = context.channel.allocator.buffer(capacity: frame.data.readableBytes)
-            plain.writeMasked(frame.data, key: key)
-            frame.data = plain
-            frame.maskKey = nil
-        }
-        context.fireChannelRead(wrapInboundOut(frame))
-    }
-
-    /// Inserts the handler after the WebSocket frame decoder of `channel`'s pipeline.
-    static func install(on channel: any Channel, activity: LinkActivity? = nil) {
-        channel.eventLoop.execute {
-            let pipeline = channel.pipeline.syncOperations
-            guard let decoder = try? pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self) else { return }
-            try? pipeline.addHandler(FastUnmaskingHandler(activity: activity), position: .after(decoder))
-        }
-    }
-}
-
 /// Client side: encodes frames with a fresh random mask, header and masked payload in one buffer
 /// and one pass (gorilla does the same). Replaces NIO's `WebSocketFrameEncoder`.
 final class MaskingFrameEncoder: ChannelOutboundHandler {

@@ -1,5 +1,4 @@
 import Foundation
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -9,68 +8,6 @@ import NIOWebSocket
 import Synchronization
 import TokiMux
 import TokiProtocol
-
-// MARK: Server side (Hummingbird's WebSocket upgrade on the hub's HTTP port)
-
-/// The mux byte stream read out of a Hummingbird WebSocket (pings are answered by Hummingbird).
-public struct ServerTunnelInbound: AsyncSequence, Sendable {
-    public typealias Element = ByteBuffer
-    let stream: WebSocketInboundStream
-    let lz4: Bool
-    let limits: TunnelLimits
-
-    public init(_ stream: WebSocketInboundStream, lz4: Bool, limits: TunnelLimits = .init()) {
-        self.stream = stream
-        self.lz4 = lz4
-        self.limits = limits
-    }
-
-    public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: WebSocketInboundStream.AsyncIterator
-        var reader: TunnelFrameReader
-
-        public mutating func next() async throws -> ByteBuffer? {
-            while let frame = try await base.next() {
-                let opcode: TunnelFrameReader.Opcode =
-                    switch frame.opcode {
-                    case .binary: .binary
-                    case .text: .text
-                    case .continuation: .continuation
-                    }
-                if let bytes = try reader.receive(opcode: opcode, fin: frame.fin, data: frame.data) { return bytes }
-            }
-            return nil
-        }
-    }
-
-    public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: stream.makeAsyncIterator(), reader: TunnelFrameReader(lz4: lz4, limits: limits))
-    }
-}
-
-/// Sends mux batches as binary WebSocket messages through Hummingbird's writer.
-public final class ServerTunnelOutbound: MuxOutbound {
-    let writer: WebSocketOutboundWriter
-    let messages: Mutex<TunnelMessageWriter>
-    let compressing: Bool
-
-    public init(_ writer: WebSocketOutboundWriter, lz4: Bool, limits: TunnelLimits = .init()) {
-        self.writer = writer
-        self.messages = Mutex(TunnelMessageWriter(lz4: lz4, limits: limits))
-        self.compressing = lz4
-    }
-
-    public func write(_ batch: ByteBuffer) async throws {
-        let message = compressing ? messages.withLock { $0.message(for: batch) } : batch
-        try await writer.write(.binary(message))
-    }
-
-    /// Sends a ping; a live peer answers with a pong (any peer: gorilla and toki answer in their
-    /// read loops). Hummingbird ignores pongs whose data is not its own ping's.
-    public func ping() async throws {
-        try await writer.write(.custom(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(string: "toki-probe"))))
-    }
-}
 
 // MARK: Client side (the worker dials out; SwiftNIO directly, so the upgrade response is visible)
 

@@ -1,5 +1,4 @@
 import Hummingbird
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import TestSupport
@@ -24,13 +23,12 @@ struct TunnelServerTests {
             identities.withLock { $0.append(connection.identity) }
             await StreamProbe.serve(connection.session)
         }
-        server.pingInterval = .seconds(30)
         let router = Router()
         router.addRoutes(TunnelServer<String>.refusalRoutes(context: BasicRequestContext.self))
         let (ports, port) = AsyncStream<Int>.makeStream()
         let app = Application(
             router: router,
-            server: .http1WebSocketUpgrade(configuration: .init(ws: server.webSocketConfiguration), shouldUpgrade: server.shouldUpgrade),
+            server: .http1Tunnel(server),
             configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
             onServerRunning: { port.yield($0.localAddress?.port ?? 0) },
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })

@@ -46,18 +46,4 @@ struct WebSocketMaskingTests {
         _ = try channel.finish()
         _ = try receiver.finish()
     }
-
-    @Test("the server-side unmasking handler hands on unmasked frames")
-    func unmaskingHandler() throws {
-        let channel = EmbeddedChannel(handler: FastUnmaskingHandler())
-        let payload = ByteBuffer(bytes: Array(0..<200).map { UInt8($0) })
-        let key: WebSocketMaskingKey = [1, 2, 3, 4]
-        var masked = payload
-        masked.webSocketMask(key)
-        try channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, maskKey: key, data: masked))
-        let frame = try #require(try channel.readInbound(as: WebSocketFrame.self))
-        #expect(frame.maskKey == nil)
-        #expect(frame.data == payload)
-        _ = try channel.finish()
-    }
 }
