@@ -72,6 +72,16 @@ final class MuxChannelHandler: ChannelDuplexHandler, MuxTransportDriver, @unchec
         context.fireChannelInactive()
     }
 
+    /// The server allows half-closure (for HTTP), so a peer that hangs up shows as end of input
+    /// rather than an inactive channel: the link is over either way.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            session.transportEnded()
+            context.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("tunnel link error", metadata: ["error": "\(error)"])
         session.transportEnded()

@@ -7,6 +7,7 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
 import Logging
+import ServiceLifecycle
 import NIOCore
 import TokiMux
 import TokiProtocol
@@ -159,10 +160,16 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
                                 headers: accepted.headers, ping: { handler.ping() })
     }
 
-    /// Runs `onSession` for an accepted tunnel; the session (and so the link) ends with it.
+    /// Runs `onSession` for an accepted tunnel; the session (and so the link) ends with it, or
+    /// when the server shuts down gracefully (after the hub's drain).
     func serve(_ connection: TunnelConnection<Identity>) async {
-        await onSession(connection)
-        connection.session.close()
+        let session = connection.session
+        await withGracefulShutdownHandler {
+            await onSession(connection)
+        } onGracefulShutdown: {
+            session.close()
+        }
+        session.close()
     }
 
     /// GET on the tunnel paths without an upgrade: 401 `{"success":false,"message":…}`, as Tokilake answers. Mount on the HTTP router.

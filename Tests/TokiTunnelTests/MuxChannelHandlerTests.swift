@@ -238,6 +238,14 @@ struct MuxChannelHandlerTests {
         _ = try link.channel.finish()
     }
 
+    @Test("a peer that hangs up (end of input on a half-closable channel) ends the session and the connection")
+    func inputClosed() throws {
+        let link = try Link()
+        link.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(link.session.closedError == .transportEnded)
+        #expect(!link.channel.isActive)
+    }
+
     @Test("the connection going away ends the session: pending reads fail, never a clean end")
     func transportGone() async throws {
         let link = try Link()
