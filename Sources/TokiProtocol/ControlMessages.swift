@@ -1,40 +1,29 @@
 // Control-stream messages of the Tokilake/Tokiame tunnel (spec §4).
 //
-// Field names are exactly the Go originals'. Each message has one encoder (`writeJSON`: compact
-// JSON, fields in Go's declaration order, optional fields omitted when nil like Go's
-// `omitempty`) and one decoder (`ControlMessage.decode`: the one-pass JSONReader; unknown keys
-// ignored, null = absent, a repeated key's last value wins — nested payloads merge like Go's
-// decoding into an existing struct). `hardware_info` stays raw JSON bytes (`RawJSON`).
+// Field names are exactly the Go originals'. Each message lists its fields once (`fields`, in Go's
+// declaration order); that list is its one encoder (compact JSON, optional fields omitted when nil
+// like Go's `omitempty`) and its one decoder (the one-pass JSONReader; unknown keys ignored,
+// null = absent, a repeated key's last value wins — nested payloads merge like Go's decoding into
+// an existing struct). See WireFields.swift. `hardware_info` stays raw JSON bytes (`RawJSON`).
 
 import NIOCore
 
 // MARK: - Payloads
 
 /// `auth` payload (QUIC only). `token` may carry `sk-` and/or `Bearer `.
-public struct AuthPayload: Sendable, Equatable {
+public struct AuthPayload: WireObject, Sendable, Equatable {
     public var token: String
     public init(token: String) { self.token = token }
 
-    func writeJSON(into buffer: inout ByteBuffer) {
-        var p = JSONOut.ObjectWriter(&buffer)
-        p.string("token", token, &buffer)
-        p.close(&buffer)
-    }
+    static let absent = AuthPayload(token: "")
 
-    static func read(_ r: inout JSONReader, into existing: AuthPayload?) throws -> AuthPayload? {
-        try r.readObject(into: existing, or: AuthPayload(token: "")) { r, p, key in
-            if key == "token" {
-                try r.read(&p.token)
-            } else {
-                return false
-            }
-            return true
-        }
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("token", &p.token)
     }
 }
 
 /// `register` payload.
-public struct RegisterPayload: Sendable, Equatable {
+public struct RegisterPayload: WireObject, Sendable, Equatable {
     public var namespace: String
     public var nodeName: String?
     public var group: String?
@@ -52,41 +41,20 @@ public struct RegisterPayload: Sendable, Equatable {
         self.backendType = backendType
     }
 
-    func writeJSON(into buffer: inout ByteBuffer) {
-        var p = JSONOut.ObjectWriter(&buffer)
-        p.string("namespace", namespace, &buffer)
-        p.optString("node_name", nodeName, &buffer)
-        p.optString("group", group, &buffer)
-        p.optStrings("models", models, &buffer)
-        p.optRaw("hardware_info", hardwareInfo, &buffer)
-        p.optString("backend_type", backendType, &buffer)
-        p.close(&buffer)
-    }
+    static let absent = RegisterPayload(namespace: "")
 
-    static func read(_ r: inout JSONReader, into existing: RegisterPayload?) throws -> RegisterPayload? {
-        try r.readObject(into: existing, or: RegisterPayload(namespace: "")) { r, p, key in
-            if key == "namespace" {
-                try r.read(&p.namespace)
-            } else if key == "node_name" {
-                try r.read(&p.nodeName)
-            } else if key == "group" {
-                try r.read(&p.group)
-            } else if key == "models" {
-                p.models = try r.readStrings()
-            } else if key == "hardware_info" {
-                p.hardwareInfo = try r.readRawObject()
-            } else if key == "backend_type" {
-                try r.read(&p.backendType)
-            } else {
-                return false
-            }
-            return true
-        }
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("namespace", &p.namespace)
+        try c.field("node_name", &p.nodeName)
+        try c.field("group", &p.group)
+        try c.field("models", &p.models)
+        try c.field("hardware_info", &p.hardwareInfo)
+        try c.field("backend_type", &p.backendType)
     }
 }
 
 /// `heartbeat` payload. The Go worker never sets `status`.
-public struct HeartbeatPayload: Sendable, Equatable {
+public struct HeartbeatPayload: WireObject, Sendable, Equatable {
     public var status: Int?
     public var nodeName: String?
     public var hardwareInfo: RawJSON?
@@ -100,35 +68,18 @@ public struct HeartbeatPayload: Sendable, Equatable {
         self.currentModels = currentModels
     }
 
-    func writeJSON(into buffer: inout ByteBuffer) {
-        var p = JSONOut.ObjectWriter(&buffer)
-        p.optInt("status", status, &buffer)
-        p.optString("node_name", nodeName, &buffer)
-        p.optRaw("hardware_info", hardwareInfo, &buffer)
-        p.optStrings("current_models", currentModels, &buffer)
-        p.close(&buffer)
-    }
+    static let absent = HeartbeatPayload()
 
-    static func read(_ r: inout JSONReader, into existing: HeartbeatPayload?) throws -> HeartbeatPayload? {
-        try r.readObject(into: existing, or: HeartbeatPayload()) { r, p, key in
-            if key == "status" {
-                try r.read(&p.status)
-            } else if key == "node_name" {
-                try r.read(&p.nodeName)
-            } else if key == "hardware_info" {
-                p.hardwareInfo = try r.readRawObject()
-            } else if key == "current_models" {
-                p.currentModels = try r.readStrings()
-            } else {
-                return false
-            }
-            return true
-        }
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("status", &p.status)
+        try c.field("node_name", &p.nodeName)
+        try c.field("hardware_info", &p.hardwareInfo)
+        try c.field("current_models", &p.currentModels)
     }
 }
 
 /// `models_sync` payload.
-public struct ModelsSyncPayload: Sendable, Equatable {
+public struct ModelsSyncPayload: WireObject, Sendable, Equatable {
     public var group: String?
     public var models: [String]?
     public var hardwareInfo: RawJSON?
@@ -142,35 +93,18 @@ public struct ModelsSyncPayload: Sendable, Equatable {
         self.backendType = backendType
     }
 
-    func writeJSON(into buffer: inout ByteBuffer) {
-        var p = JSONOut.ObjectWriter(&buffer)
-        p.optString("group", group, &buffer)
-        p.optStrings("models", models, &buffer)
-        p.optRaw("hardware_info", hardwareInfo, &buffer)
-        p.optString("backend_type", backendType, &buffer)
-        p.close(&buffer)
-    }
+    static let absent = ModelsSyncPayload()
 
-    static func read(_ r: inout JSONReader, into existing: ModelsSyncPayload?) throws -> ModelsSyncPayload? {
-        try r.readObject(into: existing, or: ModelsSyncPayload()) { r, p, key in
-            if key == "group" {
-                try r.read(&p.group)
-            } else if key == "models" {
-                p.models = try r.readStrings()
-            } else if key == "hardware_info" {
-                p.hardwareInfo = try r.readRawObject()
-            } else if key == "backend_type" {
-                try r.read(&p.backendType)
-            } else {
-                return false
-            }
-            return true
-        }
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("group", &p.group)
+        try c.field("models", &p.models)
+        try c.field("hardware_info", &p.hardwareInfo)
+        try c.field("backend_type", &p.backendType)
     }
 }
 
 /// `cancel_request` payload (hub → worker only).
-public struct CancelRequestPayload: Sendable, Equatable {
+public struct CancelRequestPayload: WireObject, Sendable, Equatable {
     public var targetRequestID: String
     public var reason: String?
 
@@ -179,29 +113,16 @@ public struct CancelRequestPayload: Sendable, Equatable {
         self.reason = reason
     }
 
-    func writeJSON(into buffer: inout ByteBuffer) {
-        var p = JSONOut.ObjectWriter(&buffer)
-        p.string("target_request_id", targetRequestID, &buffer)
-        p.optString("reason", reason, &buffer)
-        p.close(&buffer)
-    }
+    static let absent = CancelRequestPayload(targetRequestID: "")
 
-    static func read(_ r: inout JSONReader, into existing: CancelRequestPayload?) throws -> CancelRequestPayload? {
-        try r.readObject(into: existing, or: CancelRequestPayload(targetRequestID: "")) { r, p, key in
-            if key == "target_request_id" {
-                try r.read(&p.targetRequestID)
-            } else if key == "reason" {
-                try r.read(&p.reason)
-            } else {
-                return false
-            }
-            return true
-        }
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("target_request_id", &p.targetRequestID)
+        try c.field("reason", &p.reason)
     }
 }
 
 /// `ack` payload. Every ack on the wire carries one (the Go worker crashes otherwise).
-public struct AckPayload: Sendable, Equatable {
+public struct AckPayload: WireObject, Sendable, Equatable {
     public var message: String?
     public var namespace: String?
     public var workerID: Int?
@@ -214,35 +135,18 @@ public struct AckPayload: Sendable, Equatable {
         self.channelID = channelID
     }
 
-    func writeJSON(into buffer: inout ByteBuffer) {
-        var p = JSONOut.ObjectWriter(&buffer)
-        p.optString("message", message, &buffer)
-        p.optString("namespace", namespace, &buffer)
-        p.optInt("worker_id", workerID, &buffer)
-        p.optInt("channel_id", channelID, &buffer)
-        p.close(&buffer)
-    }
+    static let absent = AckPayload()
 
-    static func read(_ r: inout JSONReader, into existing: AckPayload?) throws -> AckPayload? {
-        try r.readObject(into: existing, or: AckPayload()) { r, p, key in
-            if key == "message" {
-                try r.read(&p.message)
-            } else if key == "namespace" {
-                try r.read(&p.namespace)
-            } else if key == "worker_id" {
-                try r.read(&p.workerID)
-            } else if key == "channel_id" {
-                try r.read(&p.channelID)
-            } else {
-                return false
-            }
-            return true
-        }
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("message", &p.message)
+        try c.field("namespace", &p.namespace)
+        try c.field("worker_id", &p.workerID)
+        try c.field("channel_id", &p.channelID)
     }
 }
 
 /// `error` payload, also used as `TunnelResponse.error`: `{code?, message}`.
-public struct ErrorPayload: Sendable, Equatable, Error {
+public struct ErrorPayload: WireObject, Sendable, Equatable, Error {
     public var code: String?
     public var message: String
 
@@ -251,24 +155,11 @@ public struct ErrorPayload: Sendable, Equatable, Error {
         self.message = message
     }
 
-    func writeJSON(into buffer: inout ByteBuffer) {
-        var p = JSONOut.ObjectWriter(&buffer)
-        p.optString("code", code, &buffer)
-        p.string("message", message, &buffer)
-        p.close(&buffer)
-    }
+    static let absent = ErrorPayload(message: "")
 
-    static func read(_ r: inout JSONReader, into existing: ErrorPayload?) throws -> ErrorPayload? {
-        try r.readObject(into: existing, or: ErrorPayload(message: "")) { r, p, key in
-            if key == "code" {
-                try r.read(&p.code)
-            } else if key == "message" {
-                try r.read(&p.message)
-            } else {
-                return false
-            }
-            return true
-        }
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("code", &p.code)
+        try c.field("message", &p.message)
     }
 }
 
@@ -277,7 +168,7 @@ public struct ErrorPayload: Sendable, Equatable, Error {
 /// The control-stream envelope (spec §4.2). Build messages with the static constructors
 /// (`.register(...)`, `.ack(...)`, ...). An ack always encodes a non-null `ack` object, even if
 /// someone builds `ControlMessage(type: .ack)` by hand.
-public struct ControlMessage: NDJSONLine, Sendable, Equatable {
+public struct ControlMessage: NDJSONLine, WireObject, Sendable, Equatable {
     public var type: ControlMessageType
     public var requestID: String?
     public var auth: AuthPayload?
@@ -353,40 +244,25 @@ public struct ControlMessage: NDJSONLine, Sendable, Equatable {
     public var encodedLengthHint: Int { 256 }
 
     /// The encoder: `{"type","request_id"?,"auth"?,"register"?,"heartbeat"?,"models_sync"?,
-    /// "cancel_request"?,"ack"?,"error"?}` (Go field order).
+    /// "cancel_request"?,"ack"?,"error"?}` (Go field order); an ack always carries its object.
     public func writeJSON(into buffer: inout ByteBuffer) {
-        var o = JSONOut.ObjectWriter(&buffer)
-        o.string("type", type.rawValue, &buffer)
-        o.optString("request_id", requestID, &buffer)
-        if let auth {
-            o.key("auth", &buffer)
-            auth.writeJSON(into: &buffer)
-        }
-        if let register {
-            o.key("register", &buffer)
-            register.writeJSON(into: &buffer)
-        }
-        if let heartbeat {
-            o.key("heartbeat", &buffer)
-            heartbeat.writeJSON(into: &buffer)
-        }
-        if let modelsSync {
-            o.key("models_sync", &buffer)
-            modelsSync.writeJSON(into: &buffer)
-        }
-        if let cancelRequest {
-            o.key("cancel_request", &buffer)
-            cancelRequest.writeJSON(into: &buffer)
-        }
-        if let ack = effectiveAck {
-            o.key("ack", &buffer)
-            ack.writeJSON(into: &buffer)
-        }
-        if let error {
-            o.key("error", &buffer)
-            error.writeJSON(into: &buffer)
-        }
-        o.close(&buffer)
+        var m = self
+        m.ack = effectiveAck
+        m.writeFields(into: &buffer)
+    }
+
+    static let absent = ControlMessage(type: ControlMessageType(""))
+
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ m: inout Self) throws(Coder.Failure) {
+        try c.field("type", &m.type)
+        try c.field("request_id", &m.requestID)
+        try c.field("auth", &m.auth)
+        try c.field("register", &m.register)
+        try c.field("heartbeat", &m.heartbeat)
+        try c.field("models_sync", &m.modelsSync)
+        try c.field("cancel_request", &m.cancelRequest)
+        try c.field("ack", &m.ack)
+        try c.field("error", &m.error)
     }
 
     // MARK: Decoding
@@ -405,33 +281,6 @@ public struct ControlMessage: NDJSONLine, Sendable, Equatable {
     }
 
     public static func decode(bytes: UnsafeRawBufferPointer) throws -> ControlMessage {
-        try JSONReader.read(bytes) { r in
-            var m = ControlMessage(type: ControlMessageType(""))
-            try r.readFields(of: &m) { r, m, key in
-                if key == "type" {
-                    if let v = try r.readOptionalString() { m.type = ControlMessageType(v) }
-                } else if key == "request_id" {
-                    try r.read(&m.requestID)
-                } else if key == "heartbeat" {
-                    m.heartbeat = try HeartbeatPayload.read(&r, into: m.heartbeat)
-                } else if key == "ack" {
-                    m.ack = try AckPayload.read(&r, into: m.ack)
-                } else if key == "register" {
-                    m.register = try RegisterPayload.read(&r, into: m.register)
-                } else if key == "models_sync" {
-                    m.modelsSync = try ModelsSyncPayload.read(&r, into: m.modelsSync)
-                } else if key == "cancel_request" {
-                    m.cancelRequest = try CancelRequestPayload.read(&r, into: m.cancelRequest)
-                } else if key == "error" {
-                    m.error = try ErrorPayload.read(&r, into: m.error)
-                } else if key == "auth" {
-                    m.auth = try AuthPayload.read(&r, into: m.auth)
-                } else {
-                    return false
-                }
-                return true
-            }
-            return m
-        }
+        try decodeFields(bytes)
     }
 }

@@ -5,8 +5,9 @@
 // Bytes fields are standard padded base64 on the wire (Go `[]byte`); decoding also accepts a
 // JSON array of 0-255 integers (what the Rust prototype emits).
 //
-// Each line type has exactly one encoder (Go field order, header maps sorted) and one decoder
-// (the one-pass JSONReader; base64 payloads decoded straight from the line).
+// Each line type lists its fields once (`fields`, Go's order; see WireFields.swift): that list is
+// its one encoder (header maps sorted) and its one decoder (the one-pass JSONReader; base64
+// payloads decoded straight from the line).
 
 import NIOCore
 
@@ -50,7 +51,7 @@ public enum RouteKind: String, Sendable, CaseIterable {
 // MARK: - TunnelRequest
 
 /// Hub → worker, exactly one NDJSON line per data stream.
-public struct TunnelRequest: NDJSONLine, Sendable, Equatable {
+public struct TunnelRequest: NDJSONLine, WireObject, Sendable, Equatable {
     public var requestID: String
     public var routeKind: String
     public var method: String
@@ -88,22 +89,19 @@ public struct TunnelRequest: NDJSONLine, Sendable, Equatable {
     public var encodedLengthHint: Int { 256 + Base64.encodedLength(body?.readableBytes ?? 0) }
 
     /// The encoder: `{"request_id","route_kind","method","path","model"?,"headers"?,"is_stream"?,"body"?}`.
-    public func writeJSON(into buffer: inout ByteBuffer) {
-        var o = JSONOut.ObjectWriter(&buffer)
-        o.string("request_id", requestID, &buffer)
-        o.string("route_kind", routeKind, &buffer)
-        o.string("method", method, &buffer)
-        o.string("path", path, &buffer)
-        o.optString("model", model, &buffer)
-        o.optStringMap("headers", headers, &buffer)
-        o.optBool("is_stream", isStream, &buffer)
-        if let body {
-            o.key("body", &buffer)
-            buffer.writeInteger(UInt8(ascii: "\""))
-            Base64.encode(body, into: &buffer)
-            buffer.writeInteger(UInt8(ascii: "\""))
-        }
-        o.close(&buffer)
+    public func writeJSON(into buffer: inout ByteBuffer) { writeFields(into: &buffer) }
+
+    static let absent = TunnelRequest(requestID: "", routeKind: "", method: "", path: "")
+
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ m: inout Self) throws(Coder.Failure) {
+        try c.field("request_id", &m.requestID)
+        try c.field("route_kind", &m.routeKind)
+        try c.field("method", &m.method)
+        try c.field("path", &m.path)
+        try c.field("model", &m.model)
+        try c.field("headers", &m.headers)
+        try c.field("is_stream", &m.isStream)
+        try c.field("body", &m.body)
     }
 
     // MARK: Decoding
@@ -115,39 +113,14 @@ public struct TunnelRequest: NDJSONLine, Sendable, Equatable {
     }
 
     public static func decode(bytes: UnsafeRawBufferPointer) throws -> TunnelRequest {
-        try JSONReader.read(bytes) { r in
-            var m = TunnelRequest(requestID: "", routeKind: "", method: "", path: "")
-            try r.readFields(of: &m) { r, m, key in
-                if key == "request_id" {
-                    try r.read(&m.requestID)
-                } else if key == "route_kind" {
-                    try r.read(&m.routeKind)
-                } else if key == "method" {
-                    try r.read(&m.method)
-                } else if key == "path" {
-                    try r.read(&m.path)
-                } else if key == "model" {
-                    try r.read(&m.model)
-                } else if key == "headers" {
-                    m.headers = try r.readStringMap(into: m.headers)
-                } else if key == "is_stream" {
-                    try r.read(&m.isStream)
-                } else if key == "body" {
-                    m.body = try r.readBytes()
-                } else {
-                    return false
-                }
-                return true
-            }
-            return m
-        }
+        try decodeFields(bytes)
     }
 }
 
 // MARK: - TunnelResponse
 
 /// Worker → hub NDJSON frames.
-public struct TunnelResponse: NDJSONLine, Sendable, Equatable {
+public struct TunnelResponse: NDJSONLine, WireObject, Sendable, Equatable {
     public var requestID: String
     public var statusCode: Int?
     public var headers: [String: String]?
@@ -172,75 +145,44 @@ public struct TunnelResponse: NDJSONLine, Sendable, Equatable {
 
     public var encodedLengthHint: Int { 128 + Base64.encodedLength(bodyChunk?.readableBytes ?? 0) }
 
-    /// The encoder (see `write(requestID:…)`).
-    public func writeJSON(into buffer: inout ByteBuffer) {
-        if let bodyChunk {
-            bodyChunk.withUnsafeReadableBytes { chunk in
-                Self.write(requestID: requestID, statusCode: statusCode, headers: headers, bodyChunk: chunk, eof: eof,
-                           error: error, into: &buffer)
-            }
-        } else {
-            Self.write(requestID: requestID, statusCode: statusCode, headers: headers, bodyChunk: nil, eof: eof,
-                       error: error, into: &buffer)
-        }
+    /// The encoder: `{"request_id","status_code"?,"headers"?,"body_chunk"?,"eof"?,"error"?}` (Go field order).
+    public func writeJSON(into buffer: inout ByteBuffer) { writeFields(into: &buffer) }
+
+    static let absent = TunnelResponse(requestID: "")
+
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ m: inout Self) throws(Coder.Failure) {
+        try c.field("request_id", &m.requestID)
+        try c.field("status_code", &m.statusCode)
+        try c.field("headers", &m.headers)
+        try c.field("body_chunk", &m.bodyChunk)
+        try c.field("eof", &m.eof)
+        try c.field("error", &m.error)
     }
 
-    /// The encoder, shared by `writeLine` and the per-frame helpers below:
-    /// `{"request_id","status_code"?,"headers"?,"body_chunk"?,"eof"?,"error"?}` (Go field order).
-    static func write(requestID: String, statusCode: Int?, headers: [String: String]?, bodyChunk: UnsafeRawBufferPointer?,
-                      eof: Bool?, error: ErrorPayload?, into buffer: inout ByteBuffer) {
-        var o = JSONOut.ObjectWriter(&buffer)
-        o.string("request_id", requestID, &buffer)
-        o.optInt("status_code", statusCode, &buffer)
-        o.optStringMap("headers", headers, &buffer)
-        if let bodyChunk {
-            o.key("body_chunk", &buffer)
-            buffer.writeInteger(UInt8(ascii: "\""))
-            Base64.encode(bodyChunk, into: &buffer)
-            buffer.writeInteger(UInt8(ascii: "\""))
-        }
-        o.optBool("eof", eof, &buffer)
-        if let error {
-            o.key("error", &buffer)
-            error.writeJSON(into: &buffer)
-        }
-        o.close(&buffer)
-    }
-
-    // MARK: Frame helpers for the worker's hot path (no TunnelResponse value, no body copy)
+    // MARK: Frame helpers for the worker's hot path (the body is never copied, only referenced)
 
     /// `{"request_id":…,"status_code":S,"headers":{…}}\n`; `headers` omitted when empty.
     public static func writeHeadLine(requestID: String, statusCode: Int, headers: [String: String],
                                      into buffer: inout ByteBuffer) {
-        write(requestID: requestID, statusCode: statusCode, headers: headers.isEmpty ? nil : headers, bodyChunk: nil,
-              eof: nil, error: nil, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "\n"))
+        TunnelResponse(requestID: requestID, statusCode: statusCode, headers: headers.isEmpty ? nil : headers)
+            .writeLine(into: &buffer)
     }
 
     /// `{"request_id":…,"body_chunk":"<base64>"}\n`, base64 written straight into `buffer`.
     public static func writeBodyChunkLine(requestID: String, chunk: ByteBuffer, into buffer: inout ByteBuffer) {
-        chunk.withUnsafeReadableBytes { writeBodyChunkLine(requestID: requestID, bytes: $0, into: &buffer) }
-    }
-
-    public static func writeBodyChunkLine(requestID: String, bytes: UnsafeRawBufferPointer,
-                                          into buffer: inout ByteBuffer) {
-        buffer.reserveCapacity(minimumWritableBytes: requestID.utf8.count + 36 + Base64.encodedLength(bytes.count))
-        write(requestID: requestID, statusCode: nil, headers: nil, bodyChunk: bytes, eof: nil, error: nil, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "\n"))
+        buffer.reserveCapacity(minimumWritableBytes: requestID.utf8.count + 36 + Base64.encodedLength(chunk.readableBytes))
+        TunnelResponse(requestID: requestID, bodyChunk: chunk).writeLine(into: &buffer)
     }
 
     /// `{"request_id":…,"eof":true}\n`
     public static func writeEOFLine(requestID: String, into buffer: inout ByteBuffer) {
-        write(requestID: requestID, statusCode: nil, headers: nil, bodyChunk: nil, eof: true, error: nil, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "\n"))
+        TunnelResponse(requestID: requestID, eof: true).writeLine(into: &buffer)
     }
 
     /// `{"request_id":…,"error":{"code":…,"message":…}}\n` (`code` omitted when nil).
     public static func writeErrorLine(requestID: String, code: String?, message: String,
                                       into buffer: inout ByteBuffer) {
-        write(requestID: requestID, statusCode: nil, headers: nil, bodyChunk: nil, eof: nil,
-              error: ErrorPayload(code: code, message: message), into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "\n"))
+        TunnelResponse(requestID: requestID, error: ErrorPayload(code: code, message: message)).writeLine(into: &buffer)
     }
 
     // MARK: Decoding
@@ -253,27 +195,6 @@ public struct TunnelResponse: NDJSONLine, Sendable, Equatable {
     }
 
     public static func decode(bytes: UnsafeRawBufferPointer) throws -> TunnelResponse {
-        try JSONReader.read(bytes) { r in
-            var m = TunnelResponse(requestID: "")
-            try r.readFields(of: &m) { r, m, key in
-                if key == "request_id" {
-                    try r.read(&m.requestID)
-                } else if key == "body_chunk" {
-                    m.bodyChunk = try r.readBytes()
-                } else if key == "eof" {
-                    try r.read(&m.eof)
-                } else if key == "status_code" {
-                    try r.read(&m.statusCode)
-                } else if key == "headers" {
-                    m.headers = try r.readStringMap(into: m.headers)
-                } else if key == "error" {
-                    m.error = try ErrorPayload.read(&r, into: m.error)
-                } else {
-                    return false
-                }
-                return true
-            }
-            return m
-        }
+        try decodeFields(bytes)
     }
 }

@@ -575,25 +575,6 @@ struct JSONReader {
 
     // MARK: Typed helpers for the message decoders
 
-    /// Reads an object's members into `value`: `field` reads the value of a key it knows and
-    /// returns true; other keys' values are skipped (unknown keys are ignored).
-    mutating func readFields<T>(of value: inout T, _ field: (inout JSONReader, inout T, JSONKey) throws -> Bool) throws {
-        var c = try beginObject()
-        while let key = try nextKey(&c) {
-            if try !field(&self, &value, key) { try skipValue() }
-        }
-    }
-
-    /// A nested object (a payload): nil for null; otherwise read into `existing` (a repeated
-    /// key merges into the earlier value, as Go decodes into an existing struct) or `empty`.
-    mutating func readObject<T>(into existing: T?, or empty: @autoclosure () -> T,
-                                _ field: (inout JSONReader, inout T, JSONKey) throws -> Bool) throws -> T? {
-        if try readNull() { return nil }
-        var value = existing ?? empty()
-        try readFields(of: &value, field)
-        return value
-    }
-
     /// A string field: null leaves it as it is (Go's decoding of null into a string).
     mutating func read(_ target: inout String) throws {
         if let v = try readOptionalString() { target = v }

@@ -133,6 +133,15 @@ enum JSONOut {
         }
     }
 
+    static func writeStrings(_ a: [String], into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt8(ascii: "["))
+        for (i, s) in a.enumerated() {
+            if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+            writeString(s, into: &buffer)
+        }
+        buffer.writeInteger(UInt8(ascii: "]"))
+    }
+
     static func writeObject(_ o: [String: JSONValue], into buffer: inout ByteBuffer) {
         writeSorted(o, into: &buffer, value: writeValue)
     }
@@ -154,7 +163,7 @@ enum JSONOut {
     }
 
     /// Writes `{"k":v,...}` with keys in call order: `var o = ObjectWriter(&buffer)`, then fields,
-    /// then `o.close(&buffer)`. Nested objects are written between `key` and the next field.
+    /// then `o.close(&buffer)` (the wire objects' `FieldWriter` is built on it).
     struct ObjectWriter {
         private var first = true
 
@@ -172,40 +181,12 @@ enum JSONOut {
             key(k, &buffer)
             JSONOut.writeString(v, into: &buffer)
         }
-        mutating func optString(_ k: StaticString, _ v: String?, _ buffer: inout ByteBuffer) {
-            if let v { string(k, v, &buffer) }
-        }
         /// `"k":v` when `v` is present, the value written by `write`.
         mutating func opt<V>(_ k: StaticString, _ v: V?, _ buffer: inout ByteBuffer, _ write: (V, inout ByteBuffer) -> Void) {
             if let v {
                 key(k, &buffer)
                 write(v, &buffer)
             }
-        }
-        mutating func optInt(_ k: StaticString, _ v: Int?, _ buffer: inout ByteBuffer) {
-            opt(k, v, &buffer, JSONOut.writeInt)
-        }
-        mutating func optBool(_ k: StaticString, _ v: Bool?, _ buffer: inout ByteBuffer) {
-            opt(k, v, &buffer) { v, buffer in buffer.writeStaticString(v ? "true" : "false") }
-        }
-        mutating func optStrings(_ k: StaticString, _ v: [String]?, _ buffer: inout ByteBuffer) {
-            opt(k, v, &buffer) { v, buffer in
-                buffer.writeInteger(UInt8(ascii: "["))
-                for (i, s) in v.enumerated() {
-                    if i > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
-                    JSONOut.writeString(s, into: &buffer)
-                }
-                buffer.writeInteger(UInt8(ascii: "]"))
-            }
-        }
-        mutating func optObject(_ k: StaticString, _ v: [String: JSONValue]?, _ buffer: inout ByteBuffer) {
-            opt(k, v, &buffer, JSONOut.writeObject)
-        }
-        mutating func optRaw(_ k: StaticString, _ v: RawJSON?, _ buffer: inout ByteBuffer) {
-            opt(k, v, &buffer) { v, buffer in buffer.writeBytes(v.bytes) }
-        }
-        mutating func optStringMap(_ k: StaticString, _ v: [String: String]?, _ buffer: inout ByteBuffer) {
-            opt(k, v, &buffer, JSONOut.writeStringMap)
         }
         func close(_ buffer: inout ByteBuffer) {
             buffer.writeInteger(UInt8(ascii: "}"))

@@ -378,31 +378,23 @@ struct WorkerConnection: Sendable {
                 }
                 return ConnectionEnd("heartbeat stopped")
             }
-            // Control reader.
+            // Control reader, and liveness: the hub answers every heartbeat, so a control stream
+            // silent for the limit means a dead link. Each line received re-arms the deadline.
             group.addTask {
+                let limit = options.effectiveLivenessTimeout
                 do {
-                    while let (message, _) = try await channel.receive() {
+                    while true {
+                        guard let received = try await withTimeLimit(limit, { try await channel.receive() }) else {
+                            return ConnectionEnd("nothing received on the control stream for \(limit); link presumed dead")
+                        }
+                        guard let (message, _) = received else { return ConnectionEnd("the hub closed the control stream") }
                         if let end = handle(message, send: send) { return end }
                     }
-                    return ConnectionEnd("the hub closed the control stream")
                 } catch let malformed as ControlChannel.Malformed {
                     return ConnectionEnd("malformed control message from the hub: \(malformed)")
                 } catch {
                     return ConnectionEnd("control stream read failed: \(error)")
                 }
-            }
-            // Liveness: the hub answers every heartbeat, so silence means a dead link.
-            group.addTask {
-                let limit = options.effectiveLivenessTimeout
-                let tick = min(limit / 4, .seconds(1))
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: tick)
-                    let silent = channel.silence
-                    if silent >= limit {
-                        return ConnectionEnd("nothing received on the control stream for \(silent) (limit \(limit)); link presumed dead")
-                    }
-                }
-                return ConnectionEnd("liveness check stopped")
             }
             // Model changes → models_sync (the ack is logged by the reader).
             group.addTask {

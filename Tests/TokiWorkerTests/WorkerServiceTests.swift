@@ -258,6 +258,22 @@ struct WorkerServiceTests {
         }
     }
 
+    @Test("a hub that answers every heartbeat keeps the link alive well past the liveness limit")
+    func livenessRearmedPerLine() async throws {
+        try await withWorker(options: { $0.livenessTimeout = .seconds(2) }) { hub, _, worker in
+            let connection = try await hub.nextConnection()
+            try await connection.handshake()
+            // Ten heartbeats (several liveness limits' worth), each answered as the hub does.
+            for _ in 0..<10 {
+                let heartbeat = try await connection.next(.heartbeat)
+                try await connection.send(.ack(requestID: heartbeat.message.requestID,
+                                               message: TunnelProtocol.AckMessage.heartbeatOK))
+            }
+            #expect(hub.connectionCount == 1)
+            #expect(worker.service.status.registrations == 1)
+        }
+    }
+
     @Test("a rejected register is logged and retried with back-off")
     func registerRejected() async throws {
         try await withWorker(options: { $0.reconnectDelay = .milliseconds(50); $0.reconnectDelayCap = .milliseconds(200) }) { hub, _, worker in

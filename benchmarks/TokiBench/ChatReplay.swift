@@ -142,7 +142,7 @@ enum ChatReplay {
         out.append(head)
         for event in call.events {
             var line = ByteBuffer()
-            event.withUnsafeBytes { TunnelResponse.writeBodyChunkLine(requestID: id, bytes: $0, into: &line) }
+            TunnelResponse.writeBodyChunkLine(requestID: id, chunk: ByteBuffer(bytes: event), into: &line)
             out.append(line)
         }
         var eof = ByteBuffer()
