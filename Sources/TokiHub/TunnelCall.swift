@@ -57,12 +57,13 @@ struct TunnelHead: Sendable {
 final class TunnelCall: @unchecked Sendable {
     let stream: MuxStream
     let requestID: String
-    private var framer = NDJSONLineFramer(maxLineLength: TunnelProtocol.maxResponseLineLength)
+    private let lines: StreamLineReader
     private var finished = false
 
     init(stream: MuxStream, requestID: String) {
         self.stream = stream
         self.requestID = requestID
+        lines = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxResponseLineLength)
     }
 
     /// Opens the data stream. The request goes out with `send`, so deadlines can be armed in
@@ -85,30 +86,26 @@ final class TunnelCall: @unchecked Sendable {
     /// The next response line if it has already arrived (nil: not yet).
     private func bufferedLine() throws -> TunnelResponse? {
         let line: ByteBuffer?
-        do { line = try framer.nextLine() } catch { throw UpstreamFailure.malformed("\(error)") }
-        guard let line else { return nil }
-        do { return try TunnelResponse.decodeLine(line) } catch { throw UpstreamFailure.malformed("\(error)") }
+        do { line = try lines.bufferedLine() } catch { throw UpstreamFailure.malformed("\(error)") }
+        return try line.map(Self.decode)
     }
 
-    /// Reads the next response line, or nil when the stream ended.
+    /// Reads the next response line, or nil when the stream ended. A last line without "\n"
+    /// still counts, as bufio.ReadBytes would return it.
     private func nextLine() async throws -> TunnelResponse? {
-        while true {
-            if let response = try bufferedLine() { return response }
-            let chunk: ByteBuffer?
-            do { chunk = try await stream.read() } catch is CancellationError {
-                throw CancellationError()
-            } catch {
-                throw UpstreamFailure.transport("\(error)")
-            }
-            guard let chunk else {
-                // A last line without "\n" still counts, as bufio.ReadBytes would return it.
-                if let tail = framer.finish(), tail.readableBytes > 0 {
-                    do { return try TunnelResponse.decodeLine(tail) } catch { throw UpstreamFailure.malformed("\(error)") }
-                }
-                return nil
-            }
-            do { try framer.append(chunk) } catch { throw UpstreamFailure.malformed("\(error)") }
+        let line: ByteBuffer?
+        do { line = try await lines.nextLine() } catch is CancellationError {
+            throw CancellationError()
+        } catch let error as LineTooLong {
+            throw UpstreamFailure.malformed("\(error)")
+        } catch {
+            throw UpstreamFailure.transport("\(error)")
         }
+        return try line.map(Self.decode)
+    }
+
+    private static func decode(_ line: ByteBuffer) throws -> TunnelResponse {
+        do { return try TunnelResponse.decodeLine(line) } catch { throw UpstreamFailure.malformed("\(error)") }
     }
 
     /// An error line ends the call with the worker's error; `eof` ends it normally.

@@ -24,13 +24,19 @@ public final class StreamLineReader: Sendable {
     /// dropped otherwise. Throws `LineTooLong` or the stream's read error.
     public func nextLine(includingTail: Bool = true) async throws -> ByteBuffer? {
         while true {
-            if let line = try framer.withLock({ try $0.nextLine() }) { return line }
+            if let line = try bufferedLine() { return line }
             guard let chunk = try await stream.read() else {
                 let tail = framer.withLock { $0.finish() }
                 return includingTail ? tail : nil
             }
             try framer.withLock { try $0.append(chunk) }
         }
+    }
+
+    /// The next line if it has already arrived, without reading the stream (nil: no complete
+    /// line is buffered yet). Throws `LineTooLong`.
+    public func bufferedLine() throws -> ByteBuffer? {
+        try framer.withLock { try $0.nextLine() }
     }
 }
 
@@ -52,7 +58,6 @@ public final class ControlChannel: Sendable {
     public let lines: StreamLineReader
     private let outbox: AsyncStream<ByteBuffer>
     private let input: AsyncStream<ByteBuffer>.Continuation
-    private let lastReceived = Mutex(ContinuousClock.now)
 
     public init(_ stream: MuxStream, maxLineLength: Int = TunnelProtocol.maxControlLineLength, backlog: Int = defaultBacklog) {
         self.stream = stream
@@ -76,15 +81,10 @@ public final class ControlChannel: Sendable {
         for await line in outbox { try await stream.write(line) }
     }
 
-    /// The liveness hook: how long since a line last arrived (or since the channel was made).
-    /// The worker's watchdog polls it; the hub re-arms its shared deadline sweeper per message.
-    public var silence: Duration { lastReceived.withLock { $0 }.duration(to: .now) }
-
     /// The next message with its line; nil at end of stream. `includingTail`: see
     /// `StreamLineReader.nextLine`. Throws `Malformed`, `LineTooLong`, or the read error.
     public func receive(includingTail: Bool = true) async throws -> (message: ControlMessage, line: ByteBuffer)? {
         guard let line = try await lines.nextLine(includingTail: includingTail) else { return nil }
-        lastReceived.withLock { $0 = .now }
         do {
             return (try ControlMessage.decode(line: line), line)
         } catch let error as JSONReadError {

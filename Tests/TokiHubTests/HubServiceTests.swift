@@ -71,8 +71,14 @@ struct HubServiceTests {
             let (worker, _) = try f.hub.registry.addFake("w", models: ["m"]) { _ in .respond(body: "ok") }
             #expect(worker.begin(requestID: "in flight"))
             await group.triggerGracefulShutdown()
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(try await get(url + "/readyz") == 503)
+            // The drain starts when the service group gets to it: wait for it (bounded), as a
+            // fixed sleep fails on a loaded machine.
+            var ready = 200
+            for _ in 0..<100 where ready != 503 {
+                try await Task.sleep(for: .milliseconds(100))
+                ready = try await get(url + "/readyz")
+            }
+            #expect(ready == 503)
             let refused = try await post(url, token: f.alice, json: chat("m"))
             #expect(refused.status == 503)
             #expect(refused.body.contains("shutting_down"))
