@@ -550,6 +550,17 @@ public final class MuxSession: Sendable {
         }
     }
 
+    /// Queues `data` only if it can be taken whole at once (see `MuxStream.tryWrite`).
+    func tryWrite(streamID id: UInt32, _ data: ByteBuffer) -> Bool {
+        state.withLock { state in
+            guard state.closedError == nil, state.machine.canWriteAtOnce(streamID: id, count: data.readableBytes) else { return false }
+            var data = data
+            guard (try? state.machine.write(streamID: id, &data)) != nil else { return false }
+            state.wakeWriter()
+            return true
+        }
+    }
+
     private func waitForWriteRoom(streamID id: UInt32) async throws {
         let token = state.withLock { $0.token() }
         try await withTaskCancellationHandler {
@@ -620,6 +631,14 @@ public final class MuxStream: Sendable, AsyncSequence {
     /// Queues `data` as PSH frames; waits while the outbound queue or (v2) the peer's window is full.
     public func write(_ data: ByteBuffer) async throws {
         try await session.write(streamID: id, data)
+    }
+
+    /// Queues `data` now if the stream can take all of it without waiting (it fits one frame,
+    /// the outbound queue has room and, in v2, the peer's window); false, with nothing queued,
+    /// otherwise or once the session has ended. For small messages sent from code that must not
+    /// wait (a control line): no task, no suspension.
+    public func tryWrite(_ data: ByteBuffer) -> Bool {
+        session.tryWrite(streamID: id, data)
     }
 
     /// Half close: sends FIN after the data written so far; reading continues.

@@ -212,6 +212,16 @@ public struct SmuxSessionMachine: Sendable {
         return taken
     }
 
+    /// Whether `write` would take `count` bytes for this stream whole, at once: one frame's
+    /// worth, room in the outbound queue and (v2) in the peer's window.
+    public func canWriteAtOnce(streamID id: UInt32, count: Int) -> Bool {
+        guard count <= configuration.maxFrameSize, queuedDataBytes < configuration.maxOutboundQueue,
+              let stream = streams[id], !stream.finSent else { return false }
+        guard version == 2 else { return true }
+        let inflight = Int32(bitPattern: stream.sent &- stream.peerConsumed)
+        return inflight >= 0 && Int(Int32(bitPattern: stream.peerWindow)) - Int(inflight) >= count
+    }
+
     /// Version 2: whether the peer's window has room for this stream now.
     public func hasSendWindow(streamID id: UInt32) -> Bool {
         guard version == 2, let stream = streams[id] else { return true }

@@ -42,9 +42,11 @@ public final class StreamLineReader: Sendable {
 
 /// A control stream: decoded messages in, one serialized bounded queue of lines out.
 ///
-/// Any task may `send`; exactly one task runs `runWriter`, so lines are never interleaved and
-/// a slow peer holds at most `backlog` lines (beyond that, messages are dropped and `send`
-/// says so). One task at a time calls `receive`.
+/// Any task may `send`. A line goes straight into the mux stream when nothing is queued before
+/// it and the stream can take it at once (the common case: no task switch per line); otherwise
+/// it waits in the queue that `runWriter` (exactly one task) drains in order. A slow peer holds
+/// at most `backlog` queued lines (beyond that, messages are dropped and `send` says so). One
+/// task at a time calls `receive`.
 public final class ControlChannel: Sendable {
     /// A line that is not a control message (the hub treats it as fatal, the worker reconnects).
     public struct Malformed: Error, CustomStringConvertible {
@@ -58,6 +60,9 @@ public final class ControlChannel: Sendable {
     public let lines: StreamLineReader
     private let outbox: AsyncStream<ByteBuffer>
     private let input: AsyncStream<ByteBuffer>.Continuation
+    /// Lines handed to the queue and not yet written by `runWriter` (while any are, later lines
+    /// queue behind them, in order), and whether `finish()` was called.
+    private let outboxState = Mutex((queued: 0, finished: false))
 
     public init(_ stream: MuxStream, maxLineLength: Int = TunnelProtocol.maxControlLineLength, backlog: Int = defaultBacklog) {
         self.stream = stream
@@ -65,20 +70,32 @@ public final class ControlChannel: Sendable {
         (outbox, input) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingOldest(backlog))
     }
 
-    /// Queues `message`; false if it was dropped (backlog full, or the channel finished).
+    /// Sends `message` now or queues it; false if it was dropped (backlog full, or finished).
     @discardableResult
     public func send(_ message: ControlMessage) -> Bool {
-        if case .enqueued = input.yield(message.encodedLine()) { return true }
-        return false
+        let line = message.encodedLine()
+        return outboxState.withLock { state in
+            guard !state.finished else { return false }
+            if state.queued == 0, stream.tryWrite(line) { return true }
+            guard case .enqueued = input.yield(line) else { return false }
+            state.queued += 1
+            return true
+        }
     }
 
     /// No more messages: the writer returns once what is queued has been written.
-    public func finish() { input.finish() }
+    public func finish() {
+        outboxState.withLock { $0.finished = true }
+        input.finish()
+    }
 
     /// The one writer: writes queued lines in order until `finish()`, or throws the first write
     /// error (the session is gone or closing).
     public func runWriter() async throws {
-        for await line in outbox { try await stream.write(line) }
+        for await line in outbox {
+            try await stream.write(line)
+            outboxState.withLock { $0.queued -= 1 }
+        }
     }
 
     /// The next message with its line; nil at end of stream. `includingTail`: see
