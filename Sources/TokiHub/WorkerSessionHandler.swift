@@ -43,11 +43,9 @@ struct WorkerSessionHandler: Sendable {
             return
         }
         let channel = ControlChannel(control)
-        // Streams a worker opens after the control stream are never used (as in Go); close them
-        // at once so they cannot fill the accept backlog and stall the session.
-        async let strayStreams: Void = {
-            while let stray = try? await session.accept() { stray.close() }
-        }()
+        // Streams a worker opens after the control stream are never used (as in Go); they are
+        // closed at once so they cannot fill the accept backlog and stall the session.
+        session.refuseIncomingStreams()
         async let writing: Void = { try? await channel.runWriter() }()
         var connection: WorkerConnection?
         do {
@@ -72,7 +70,6 @@ struct WorkerSessionHandler: Sendable {
         // (The worker still reads what reached it after the link ends: no linger needed.)
         _ = try? await withTimeLimit(Self.goodbyeLimit, onTimeout: { mux.close() }) { await mux.flush() }
         session.close()
-        await strayStreams
     }
 
     /// How long the last control lines may take to reach the transport before the session closes.

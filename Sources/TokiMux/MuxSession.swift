@@ -83,6 +83,15 @@ public final class MuxSession: Sendable {
         var driverPaused = false
         var driverNotified = false
         var lastKeepAliveCheck = ContinuousClock.now
+        /// `refuseIncomingStreams()` was called: streams the peer opens are closed at once.
+        var refusingStreams = false
+
+        /// Closes every stream the peer opened and nobody accepted.
+        mutating func refuseBacklog() {
+            while let id = machine.accept() { machine.close(streamID: id) }
+            wakeReader()
+            wakeWriter()
+        }
 
         mutating func wakeFlushWaitersIfIdle() {
             guard !writing, !machine.hasOutbound else { return }
@@ -184,7 +193,9 @@ public final class MuxSession: Sendable {
             case .none:
                 break
             case .accepted:
-                if let waiter = acceptWaiter, let id = machine.accept() {
+                if refusingStreams {
+                    refuseBacklog()
+                } else if let waiter = acceptWaiter, let id = machine.accept() {
                     acceptWaiter = nil
                     waiter.continuation.resume(returning: id)
                 }
@@ -445,6 +456,17 @@ public final class MuxSession: Sendable {
             return id
         }
         return MuxStream(id: id, session: self)
+    }
+
+    /// From now on every stream the peer opens (and any not accepted yet) is closed at once,
+    /// without a task waiting in `accept()`: for an end that uses only the streams it accepted
+    /// so far (the hub's side of a worker: one control stream) and must not let others fill the
+    /// accept backlog. `accept()` must not be called afterwards.
+    public func refuseIncomingStreams() {
+        state.withLock { state in
+            state.refusingStreams = true
+            state.refuseBacklog()
+        }
     }
 
     /// Waits for the next stream the peer opens. One caller at a time.

@@ -80,3 +80,29 @@ struct MuxPushDriverTests {
         }
     }
 }
+
+@Suite("smux session: refusing streams")
+struct MuxRefuseStreamsTests {
+    @Test("after refuseIncomingStreams, streams the peer opens are closed at once (FIN) and take no budget")
+    func refuse() async throws {
+        var configuration = SmuxConfiguration()
+        configuration.acceptBacklog = 2
+        let session = try MuxSession(role: .server, configuration: configuration)
+        var first = ByteBuffer()
+        first.writeSmuxFrame(SmuxFrame(version: 1, command: .syn, streamID: 3))
+        #expect(session.receive(first))
+        let control = try await session.accept()
+        #expect(control.id == 3)
+        session.refuseIncomingStreams()
+        var strays = ByteBuffer()
+        for id in stride(from: UInt32(5), through: 21, by: 2) {
+            strays.writeSmuxFrame(SmuxFrame(version: 1, command: .syn, streamID: id))
+            strays.writeSmuxFrame(SmuxFrame(version: 1, command: .psh, streamID: id, payload: ByteBuffer(string: "stray")))
+        }
+        #expect(session.receive(strays), "nine strays never fill a backlog of two")
+        let sent = try MuxPushDriverTests.frames(MuxPushDriverTests.drain(session))
+        #expect(Set(sent.filter { $0.command == .fin }.map(\.streamID)) == Set(stride(from: UInt32(5), through: 21, by: 2)))
+        #expect(session.state.withLock { $0.machine.openStreamCount } == 1, "only the control stream is left")
+        #expect(control.tryWrite(ByteBuffer(string: "still works")))
+    }
+}
