@@ -100,9 +100,13 @@ final class ConnectionLimiter: Sendable {
     static let trimDelay: Duration = .seconds(2)
     static let trimInterval: Duration = .seconds(10)
 
-    init(limit: Int, logger: Logger) {
+    /// Called (off the event loops) before the heap is trimmed: other caches to give back.
+    let beforeTrim: @Sendable () -> Void
+
+    init(limit: Int, logger: Logger, beforeTrim: @escaping @Sendable () -> Void = {}) {
         self.limit = limit
         self.logger = logger
+        self.beforeTrim = beforeTrim
     }
 
     var openConnections: Int { open.load(ordering: .relaxed) }
@@ -153,6 +157,7 @@ final class ConnectionLimiter: Sendable {
             state.peak = openConnections
             state.lastTrim = .now
         }
+        beforeTrim()
         _ = toki_malloc_trim()
     }
 }
@@ -241,14 +246,16 @@ struct QuietClosingLogHandler: LogHandler {
 
 extension HTTPServerBuilder {
     /// HTTP/1.1 with the tunnel endpoint of `tunnel` (`TunnelHTTPChannel`), under the hub's HTTP limits.
-    static func guardedHTTP1Tunnel<Identity: Sendable>(_ tunnel: TunnelServer<Identity>, limits: HTTPServerLimits, logger: Logger) -> HTTPServerBuilder {
+    /// `beforeTrim` runs when memory is given back after many connections closed.
+    static func guardedHTTP1Tunnel<Identity: Sendable>(_ tunnel: TunnelServer<Identity>, limits: HTTPServerLimits, logger: Logger,
+                                                       beforeTrim: @escaping @Sendable () -> Void = {}) -> HTTPServerBuilder {
         let maxConnections = limits.effectiveMaxConnections(fileDescriptorLimit: FileDescriptorLimit.soft)
         logger.info("HTTP server limits", metadata: [
             "max_connections": "\(maxConnections)", "header_timeout": "\(limits.headerTimeout)",
             "idle_timeout": "\(limits.idleTimeout)", "body_timeout": "\(limits.bodyTimeout)",
             "max_header_bytes": "\(limits.maxHeaderBytes)", "max_header_fields": "\(limits.maxHeaderFields)",
         ])
-        let limiter = ConnectionLimiter(limit: maxConnections, logger: logger)
+        let limiter = ConnectionLimiter(limit: maxConnections, logger: logger, beforeTrim: beforeTrim)
         let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
             maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes, maxHeaderFieldCount: limits.maxHeaderFields)
         // No Hummingbird idle timeout: the guard's clocks cover every phase, the first request too.

@@ -68,7 +68,8 @@ public final class HubService: Service, Sendable {
         let tunnel = WorkerTunnel(hub: self).server()
         let app = Application(
             router: makeRouter(),
-            server: .guardedHTTP1Tunnel(tunnel, limits: configuration.httpLimits, logger: logger),
+            server: .guardedHTTP1Tunnel(tunnel, limits: configuration.httpLimits, logger: logger,
+                                        beforeTrim: { [store] in store.releaseMemory() }),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { [onRunning] channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger

@@ -54,9 +54,12 @@ final class PresenceRecorder: Service, Sendable {
     /// What the next flush writes (and forgets).
     func takePending() -> [String: WorkerPresence] {
         state.withLock { state -> [String: WorkerPresence] in
-            defer { state.pending.removeAll(keepingCapacity: true) }
             if state.written.isEmpty { state.written = [:] }  // give back a departed fleet's capacity
-            return state.pending
+            // Handed over, not copied: emptying a shared dictionary "keeping capacity" would
+            // allocate a copy as large as the biggest burst (a fleet's departure) and keep it.
+            let pending = state.pending
+            state.pending = [:]
+            return pending
         }
     }
 

@@ -41,7 +41,17 @@ public protocol UsageLog: Sendable {
     func recordUsage(_ entries: [UsageRecord]) async throws
 }
 
-/// Everything the hub uses.
-public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog
+/// Caches a store can rebuild and give back when asked (after a fleet left: SQLite's page cache).
+public protocol MemoryReleasing: Sendable {
+    /// Frees what can be rebuilt on demand; may block briefly (call off the event loops).
+    func releaseMemory()
+}
 
-extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog {}
+extension MemoryReleasing {
+    public func releaseMemory() {}
+}
+
+/// Everything the hub uses.
+public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog & MemoryReleasing
+
+extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, MemoryReleasing {}

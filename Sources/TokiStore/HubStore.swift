@@ -177,6 +177,18 @@ enum Validate {
     }
 }
 
+extension HubStore {
+    /// SQLite's page caches of every connection, rebuilt from the file as needed (after a fleet
+    /// left, they hold pages of rows nobody reads).
+    public func releaseMemory() {
+        if let pool = db as? DatabasePool {
+            pool.releaseMemory()
+        } else if let queue = db as? DatabaseQueue {
+            queue.releaseMemory()
+        }
+    }
+}
+
 // MARK: - Introspection for tests and diagnostics (internal)
 
 extension HubStore {

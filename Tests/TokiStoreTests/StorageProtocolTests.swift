@@ -28,4 +28,22 @@ import TokiStore
             #expect(try await (store as! HubStore).listUsage().map(\.requestID) == ["r"])
         }
     }
+
+    @Test("releaseMemory gives back SQLite's caches; the store answers the same afterwards")
+    func releaseMemory() async throws {
+        try await withTempDataDir { dir in
+            let store: any HubStorage = try HubStore(dataDirectory: dir, logger: quietLogger)
+            let now = Date()
+            let (plaintext, _) = try await store.createToken(user: "alice", name: "box", role: .user, group: "default",
+                                                             expiresAt: nil, models: nil, now: now)
+            let alice = try #require(try await store.authenticate(token: plaintext, now: now)).userID
+            for i in 0..<300 {
+                _ = try await store.claimNamespace(namespace: "gpu-\(i)", userID: alice, nodeName: nil, group: "default", models: ["m"], now: now)
+            }
+            let before = try await store.listWorkers(userID: nil).map(\.namespace)
+            store.releaseMemory()
+            #expect(try await store.listWorkers(userID: nil).map(\.namespace) == before)
+            #expect(before.count == 300)
+        }
+    }
 }
