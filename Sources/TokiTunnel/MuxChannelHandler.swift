@@ -18,6 +18,19 @@ import TokiMux
 ///
 /// Threading: the session calls the driver methods from any thread with its lock held; they only
 /// schedule work on the event loop, where all of this handler's state lives.
+extension TunnelFrameReader.Opcode {
+    /// The opcodes that carry tunnel bytes; nil for control frames (ping, pong, close) and
+    /// reserved ones.
+    init?(_ opcode: WebSocketOpcode) {
+        switch opcode {
+        case .binary: self = .binary
+        case .text: self = .text
+        case .continuation: self = .continuation
+        default: return nil
+        }
+    }
+}
+
 final class MuxChannelHandler: ChannelDuplexHandler, MuxTransportDriver, @unchecked Sendable {
     typealias InboundIn = WebSocketFrame
     typealias OutboundIn = WebSocketFrame
@@ -97,22 +110,19 @@ final class MuxChannelHandler: ChannelDuplexHandler, MuxTransportDriver, @unchec
             frame.data = plain
             frame.maskKey = nil
         }
-        let opcode: TunnelFrameReader.Opcode
-        switch frame.opcode {
-        case .binary: opcode = .binary
-        case .text: opcode = .text
-        case .continuation: opcode = .continuation
-        case .ping:
-            guard !closing else { return }
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.data)), promise: nil)
+        guard let opcode = TunnelFrameReader.Opcode(frame.opcode) else {
+            switch frame.opcode {
+            case .ping:
+                guard !closing else { return }
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.data)), promise: nil)
+            case .connectionClose:
+                // Answer with the peer's code (RFC 6455 §5.5.1) and hang up.
+                var code = frame.data
+                close(context, code: code.readWebSocketErrorCode() ?? .normalClosure)
+            default:
+                break  // pongs and reserved opcodes carry nothing for the mux
+            }
             return
-        case .connectionClose:
-            // Answer with the peer's code (RFC 6455 §5.5.1) and hang up.
-            var code = frame.data
-            close(context, code: code.readWebSocketErrorCode() ?? .normalClosure)
-            return
-        default:
-            return  // pongs and reserved opcodes carry nothing for the mux
         }
         guard !closing else { return }
         do {

@@ -167,22 +167,20 @@ struct ClientTunnelInbound: AsyncSequence, Sendable {
 
         mutating func next() async throws -> ByteBuffer? {
             while let frame = try await base.next() {
-                let opcode: TunnelFrameReader.Opcode
-                switch frame.opcode {
-                case .binary: opcode = .binary
-                case .text: opcode = .text
-                case .continuation: opcode = .continuation
-                case .ping:
-                    try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
+                guard let opcode = TunnelFrameReader.Opcode(frame.opcode) else {
+                    switch frame.opcode {
+                    case .ping:
+                        try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
+                    case .connectionClose:
+                        // Echo the status code back, as RFC 6455 asks.
+                        let payload = frame.unmaskedData
+                        let code = payload.getSlice(at: payload.readerIndex, length: Swift.min(2, payload.readableBytes)) ?? ByteBuffer()
+                        try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: code))
+                        return nil
+                    default:
+                        break  // pong and reserved opcodes: nothing to do
+                    }
                     continue
-                case .connectionClose:
-                    // Echo the status code back, as RFC 6455 asks.
-                    let payload = frame.unmaskedData
-                    let code = payload.getSlice(at: payload.readerIndex, length: Swift.min(2, payload.readableBytes)) ?? ByteBuffer()
-                    try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: code))
-                    return nil
-                default:
-                    continue  // pong and reserved opcodes: nothing to do
                 }
                 if let bytes = try reader.receive(opcode: opcode, fin: frame.fin, data: frame.unmaskedData) { return bytes }
             }
