@@ -85,6 +85,12 @@ public final class MuxSession: Sendable {
         var lastKeepAliveCheck = ContinuousClock.now
         /// `refuseIncomingStreams()` was called: streams the peer opens are closed at once.
         var refusingStreams = false
+        /// Continuations to resume once the lock is released (`MuxSession.locked`). Resuming a
+        /// task takes the runtime's lock on it, and a task being cancelled holds that lock while
+        /// its cancellation handler waits for ours: resuming under our lock could deadlock.
+        var resumptions: [@Sendable () -> Void] = []
+
+        mutating func later(_ resume: @escaping @Sendable () -> Void) { resumptions.append(resume) }
 
         /// Closes every stream the peer opened and nobody accepted.
         mutating func refuseBacklog() {
@@ -95,7 +101,7 @@ public final class MuxSession: Sendable {
 
         mutating func wakeFlushWaitersIfIdle() {
             guard !writing, !machine.hasOutbound else { return }
-            for waiter in flushWaiters { waiter.resume() }
+            for waiter in flushWaiters { later { waiter.resume() } }
             flushWaiters = []
         }
 
@@ -109,7 +115,7 @@ public final class MuxSession: Sendable {
             guard machine.hasOutbound else { return }
             if let writer = writerSleeping {
                 writerSleeping = nil
-                writer.resume(returning: true)
+                later { writer.resume(returning: true) }
             } else if let driver, !driverNotified {
                 driverNotified = true
                 driver.outboundPending()
@@ -121,7 +127,7 @@ public final class MuxSession: Sendable {
             guard machine.canReceive else { return }
             if let reader = readerSleeping {
                 readerSleeping = nil
-                reader.resume()
+                later { reader.resume() }
             } else if driverPaused, let driver {
                 driverPaused = false
                 driver.resumeReading()
@@ -168,7 +174,7 @@ public final class MuxSession: Sendable {
 
         mutating func wakeWriters(ofStream id: UInt32) {
             if let waiter = writeWaiters.removeValue(forKey: id) {
-                waiter.continuation.resume()
+                later { waiter.continuation.resume() }
             }
         }
 
@@ -197,17 +203,17 @@ public final class MuxSession: Sendable {
                     refuseBacklog()
                 } else if let waiter = acceptWaiter, let id = machine.accept() {
                     acceptWaiter = nil
-                    waiter.continuation.resume(returning: id)
+                    later { waiter.continuation.resume(returning: id) }
                 }
             case .readable(let id):
                 if let waiter = readWaiters[id] {
                     switch read(id) {
                     case .data(let chunk):
                         readWaiters[id] = nil
-                        waiter.continuation.resume(returning: chunk)
+                        later { waiter.continuation.resume(returning: chunk) }
                     case .endOfStream:
                         readWaiters[id] = nil
-                        waiter.continuation.resume(returning: nil)
+                        later { waiter.continuation.resume(returning: nil) }
                     case .wouldBlock:
                         break
                     }
@@ -220,24 +226,39 @@ public final class MuxSession: Sendable {
         mutating func shutdown(_ error: MuxError) {
             guard closedError == nil else { return }
             closedError = error
-            for waiter in readWaiters.values { waiter.continuation.resume(throwing: error) }
+            for waiter in readWaiters.values { later { waiter.continuation.resume(throwing: error) } }
             readWaiters = [:]
-            for waiter in writeWaiters.values { waiter.continuation.resume(throwing: error) }
+            for waiter in writeWaiters.values { later { waiter.continuation.resume(throwing: error) } }
             writeWaiters = [:]
             spaceWaiters.removeAll()
-            acceptWaiter?.continuation.resume(throwing: error)
+            if let waiter = acceptWaiter { later { waiter.continuation.resume(throwing: error) } }
             acceptWaiter = nil
-            writerSleeping?.resume(returning: false)
+            if let writer = writerSleeping { later { writer.resume(returning: false) } }
             writerSleeping = nil
-            readerSleeping?.resume()
+            if let reader = readerSleeping { later { reader.resume() } }
             readerSleeping = nil
-            for waiter in flushWaiters { waiter.resume() }
+            for waiter in flushWaiters { later { waiter.resume() } }
             flushWaiters = []
             if let driver {
                 self.driver = nil  // the driver holds the session: no cycle past the end
                 driver.sessionEnded(error)
             }
         }
+    }
+
+    /// Runs `body` under the session's lock, then resumes the continuations it released (never
+    /// under the lock: see `State.resumptions`).
+    @inline(__always)
+    func locked<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+        var resumptions: [@Sendable () -> Void] = []
+        let result: Result<R, E> = state.withLock { state in
+            let result: Result<R, E>
+            do throws(E) { result = .success(try body(&state)) } catch { result = .failure(error) }
+            if !state.resumptions.isEmpty { swap(&resumptions, &state.resumptions) }
+            return result
+        }
+        for resume in resumptions { resume() }
+        return try result.get()
     }
 
     public init(role: SmuxRole, configuration: SmuxConfiguration = .tokilake, logger: Logger = Logger(label: "toki.mux")) throws {
@@ -251,7 +272,7 @@ public final class MuxSession: Sendable {
 
     /// A one-line view of the session's state, for logs and diagnostics.
     public var diagnostics: String {
-        state.withLock { state in
+        locked { state in
             "streams=\(state.machine.openStreamCount) unread=\(state.machine.unreadBytes) queued=\(state.machine.queuedDataBytes) "
                 + "readers=\(state.readWaiters.keys.sorted()) writers=\(state.writeWaiters.keys.sorted()) space=\(Array(state.spaceWaiters)) "
                 + "accepting=\(state.acceptWaiter != nil) writerSleeping=\(state.writerSleeping != nil) readerSleeping=\(state.readerSleeping != nil) "
@@ -261,11 +282,11 @@ public final class MuxSession: Sendable {
 
     /// Whether frames are queued or being handed to the transport (the peer is taking data).
     public var isSending: Bool {
-        state.withLock { $0.writing || $0.machine.hasOutbound }
+        locked { $0.writing || $0.machine.hasOutbound }
     }
 
     /// Why the session ended, or nil while it runs.
-    public var closedError: MuxError? { state.withLock { $0.closedError } }
+    public var closedError: MuxError? { locked { $0.closedError } }
 
     // MARK: Running
 
@@ -281,9 +302,9 @@ public final class MuxSession: Sendable {
                 group.addTask { await self.keepAliveLoop(interval: interval) }
             }
             let first = await group.next() ?? .sessionClosed
-            self.state.withLock { $0.shutdown(first) }
+            self.locked { $0.shutdown(first) }
             group.cancelAll()
-            return self.state.withLock { $0.closedError } ?? first
+            return self.locked { $0.closedError } ?? first
         }
         if ending != .sessionClosed { throw ending }
     }
@@ -291,16 +312,16 @@ public final class MuxSession: Sendable {
     /// Ends the session: every pending and later stream operation fails, `run` returns.
     /// Frames still queued are dropped; use `flush()` first to send them.
     public func close() {
-        state.withLock { $0.shutdown(.sessionClosed) }
+        locked { $0.shutdown(.sessionClosed) }
     }
 
     /// Waits until every frame queued so far has been handed to the transport (or the session
     /// ended). For a clean goodbye: finish streams, `await flush()`, then `close()`.
     public func flush() async {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            state.withLock { state in
+            locked { state in
                 if state.closedError != nil || (!state.writing && !state.machine.hasOutbound) {
-                    continuation.resume()
+                    state.later { continuation.resume() }
                 } else {
                     state.flushWaiters.append(continuation)
                 }
@@ -311,7 +332,7 @@ public final class MuxSession: Sendable {
     private func readLoop<Inbound: AsyncSequence>(_ inbound: Inbound) async -> MuxError where Inbound.Element == ByteBuffer {
         do {
             for try await message in inbound {
-                let canContinue: Bool = try state.withLock { state in
+                let canContinue: Bool = try locked { state in
                     if state.closedError != nil { return false }
                     _ = try state.receive(message)
                     return true
@@ -319,9 +340,9 @@ public final class MuxSession: Sendable {
                 if !canContinue { return .sessionClosed }
                 // Back-pressure: stop reading the transport until the application catches up.
                 await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                    state.withLock { state in
+                    locked { state in
                         if state.closedError != nil || state.machine.canReceive {
-                            continuation.resume()
+                            state.later { continuation.resume() }
                         } else {
                             state.readerSleeping = continuation
                         }
@@ -341,11 +362,11 @@ public final class MuxSession: Sendable {
         let allocator = ByteBufferAllocator()
         while true {
             let hasWork = await withUnsafeContinuation { (continuation: UnsafeContinuation<Bool, Never>) in
-                state.withLock { state in
+                locked { state in
                     if state.closedError != nil {
-                        continuation.resume(returning: false)
+                        state.later { continuation.resume(returning: false) }
                     } else if state.machine.hasOutbound {
-                        continuation.resume(returning: true)
+                        state.later { continuation.resume(returning: true) }
                     } else {
                         state.writerSleeping = continuation
                     }
@@ -353,8 +374,8 @@ public final class MuxSession: Sendable {
             }
             guard hasWork else { return .sessionClosed }
             // A fresh buffer per batch: the transport may still hold the previous one.
-            var batch = allocator.buffer(capacity: state.withLock { $0.machine.pendingOutboundBytes })
-            state.withLock { state in
+            var batch = allocator.buffer(capacity: locked { $0.machine.pendingOutboundBytes })
+            locked { state in
                 state.machine.takeOutbound(into: &batch)
                 state.writing = true
                 state.wakeSpaceWaiters()
@@ -364,7 +385,7 @@ public final class MuxSession: Sendable {
             } catch {
                 return Task.isCancelled ? .sessionClosed : .transportEnded
             }
-            state.withLock { state in
+            locked { state in
                 state.writing = false
                 state.wakeFlushWaitersIfIdle()
             }
@@ -385,7 +406,7 @@ public final class MuxSession: Sendable {
     /// `keepAliveInterval` if that is set, and reports the transport's end with `transportEnded`.
     /// Call once, before the first `receive`.
     public func attach(_ driver: some MuxTransportDriver) {
-        state.withLock { state in
+        locked { state in
             guard state.closedError == nil else { return driver.sessionEnded(state.closedError!) }
             state.driver = driver
             state.wakeWriter()
@@ -395,7 +416,7 @@ public final class MuxSession: Sendable {
     /// Bytes from the transport. Returns false when reading should pause until the driver's
     /// `resumeReading()` (or when the session has ended). A protocol violation ends the session.
     public func receive(_ message: ByteBuffer) -> Bool {
-        state.withLock { state in
+        locked { state in
             guard state.closedError == nil else { return false }
             do {
                 if try state.receive(message) { return true }
@@ -416,7 +437,7 @@ public final class MuxSession: Sendable {
     /// transport; nil when nothing is queued. The driver takes batches while its transport has
     /// room and is told again (`outboundPending`) when more is queued.
     public func takeOutbound() -> ByteBuffer? {
-        state.withLock { state in
+        locked { state in
             state.driverNotified = false
             guard state.closedError == nil, state.machine.hasOutbound else { return nil }
             var batch = ByteBufferAllocator().buffer(capacity: min(state.machine.pendingOutboundBytes, configuration.maxBatchSize))
@@ -429,7 +450,7 @@ public final class MuxSession: Sendable {
 
     /// The transport closed (or failed): the session ends with `transportEnded`.
     public func transportEnded() {
-        state.withLock { $0.shutdown(.transportEnded) }
+        locked { $0.shutdown(.transportEnded) }
     }
 
     /// One keepalive period (see `SmuxConfiguration.keepAliveInterval`): queues a NOP and, once
@@ -437,7 +458,7 @@ public final class MuxSession: Sendable {
     /// `keepAliveTimeout`, when it did not.
     @discardableResult
     public func keepAlive() -> Bool {
-        state.withLock { state in
+        locked { state in
             guard state.closedError == nil else { return false }
             if state.keepAlive(now: .now, timeout: configuration.keepAliveTimeout) { return true }
             state.shutdown(.keepAliveTimeout)
@@ -449,7 +470,7 @@ public final class MuxSession: Sendable {
 
     /// Opens a stream (queues its SYN; no round trip, as in smux).
     public func openStream() throws -> MuxStream {
-        let id = try state.withLock { state -> UInt32 in
+        let id = try locked { state -> UInt32 in
             if let error = state.closedError { throw error }
             let id = try state.machine.openStream()
             state.wakeWriter()
@@ -463,7 +484,7 @@ public final class MuxSession: Sendable {
     /// so far (the hub's side of a worker: one control stream) and must not let others fill the
     /// accept backlog. `accept()` must not be called afterwards.
     public func refuseIncomingStreams() {
-        state.withLock { state in
+        locked { state in
             state.refusingStreams = true
             state.refuseBacklog()
         }
@@ -471,33 +492,33 @@ public final class MuxSession: Sendable {
 
     /// Waits for the next stream the peer opens. One caller at a time.
     public func accept() async throws -> MuxStream {
-        let token = state.withLock { $0.token() }
+        let token = locked { $0.token() }
         let id: UInt32 = try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
-                state.withLock { state in
+                locked { state in
                     if let error = state.closedError {
-                        continuation.resume(throwing: error)
+                        state.later { continuation.resume(throwing: error) }
                     } else if Task.isCancelled {
                         // Cancelled before the waiter existed: the handler has already run.
-                        continuation.resume(throwing: CancellationError())
+                        state.later { continuation.resume(throwing: CancellationError()) }
                     } else if let id = state.machine.accept() {
                         state.wakeReader()
-                        continuation.resume(returning: id)
+                        state.later { continuation.resume(returning: id) }
                     } else {
-                        state.acceptWaiter?.continuation.resume(throwing: CancellationError())
+                        if let old = state.acceptWaiter { state.later { old.continuation.resume(throwing: CancellationError()) } }
                         state.acceptWaiter = Waiter(token: token, continuation: continuation)
                     }
                 }
             }
         } onCancel: {
-            state.withLock { state in
+            locked { state in
                 if let waiter = state.acceptWaiter, waiter.token == token {
                     state.acceptWaiter = nil
-                    waiter.continuation.resume(throwing: CancellationError())
+                    state.later { waiter.continuation.resume(throwing: CancellationError()) }
                 }
             }
         }
-        state.withLock { $0.wakeReader() }
+        locked { $0.wakeReader() }
         return MuxStream(id: id, session: self)
     }
 
@@ -506,7 +527,7 @@ public final class MuxSession: Sendable {
     /// session's error (never a clean end: a stream cut by a dead link must not look complete).
     func read(streamID id: UInt32) async throws -> ByteBuffer? {
         enum Next { case done(ByteBuffer?), wait(UInt64) }
-        let next = try state.withLock { state -> Next in
+        let next = try locked { state -> Next in
             if let error = state.closedError {
                 switch state.read(id) {
                 case .data(let chunk): return .done(chunk)
@@ -524,29 +545,29 @@ public final class MuxSession: Sendable {
         }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
-                state.withLock { state in
+                locked { state in
                     if let error = state.closedError {
                         switch state.read(id) {
-                        case .data(let chunk): return continuation.resume(returning: chunk)
-                        case .endOfStream: return continuation.resume(returning: nil)
-                        case .wouldBlock: return continuation.resume(throwing: error)
+                        case .data(let chunk): return state.later { continuation.resume(returning: chunk) }
+                        case .endOfStream: return state.later { continuation.resume(returning: nil) }
+                        case .wouldBlock: return state.later { continuation.resume(throwing: error) }
                         }
                     }
                     switch state.read(id) {
-                    case .data(let chunk): continuation.resume(returning: chunk)
-                    case .endOfStream: continuation.resume(returning: nil)
+                    case .data(let chunk): state.later { continuation.resume(returning: chunk) }
+                    case .endOfStream: state.later { continuation.resume(returning: nil) }
                     case .wouldBlock:
-                        if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
-                        state.readWaiters[id]?.continuation.resume(throwing: CancellationError())
+                        if Task.isCancelled { return state.later { continuation.resume(throwing: CancellationError()) } }
+                        if let old = state.readWaiters[id] { state.later { old.continuation.resume(throwing: CancellationError()) } }
                         state.readWaiters[id] = Waiter(token: token, continuation: continuation)
                     }
                 }
             }
         } onCancel: {
-            state.withLock { state in
+            locked { state in
                 if let waiter = state.readWaiters[id], waiter.token == token {
                     state.readWaiters[id] = nil
-                    waiter.continuation.resume(throwing: CancellationError())
+                    state.later { waiter.continuation.resume(throwing: CancellationError()) }
                 }
             }
         }
@@ -555,7 +576,7 @@ public final class MuxSession: Sendable {
     func write(streamID id: UInt32, _ data: ByteBuffer) async throws {
         var data = data
         while true {
-            let done = try state.withLock { state -> Bool in
+            let done = try locked { state -> Bool in
                 if let error = state.closedError { throw error }
                 let taken: Int
                 do {
@@ -574,7 +595,7 @@ public final class MuxSession: Sendable {
 
     /// Queues `data` only if it can be taken whole at once (see `MuxStream.tryWrite`).
     func tryWrite(streamID id: UInt32, _ data: ByteBuffer) -> Bool {
-        state.withLock { state in
+        locked { state in
             guard state.closedError == nil, state.machine.canWriteAtOnce(streamID: id, count: data.readableBytes) else { return false }
             var data = data
             guard (try? state.machine.write(streamID: id, &data)) != nil else { return false }
@@ -584,35 +605,35 @@ public final class MuxSession: Sendable {
     }
 
     private func waitForWriteRoom(streamID id: UInt32) async throws {
-        let token = state.withLock { $0.token() }
+        let token = locked { $0.token() }
         try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-                state.withLock { state in
+                locked { state in
                     if let error = state.closedError {
-                        return continuation.resume(throwing: error)
+                        return state.later { continuation.resume(throwing: error) }
                     }
                     let queueRoom = state.machine.outboundHasRoom
                     if queueRoom && state.machine.hasSendWindow(streamID: id) {
-                        return continuation.resume()
+                        return state.later { continuation.resume() }
                     }
-                    if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
-                    state.writeWaiters[id]?.continuation.resume(throwing: CancellationError())
+                    if Task.isCancelled { return state.later { continuation.resume(throwing: CancellationError()) } }
+                    if let old = state.writeWaiters[id] { state.later { old.continuation.resume(throwing: CancellationError()) } }
                     state.writeWaiters[id] = Waiter(token: token, continuation: continuation)
                     if !queueRoom { state.spaceWaiters.append(id) }
                 }
             }
         } onCancel: {
-            state.withLock { state in
+            locked { state in
                 if let waiter = state.writeWaiters[id], waiter.token == token {
                     state.writeWaiters[id] = nil
-                    waiter.continuation.resume(throwing: CancellationError())
+                    state.later { waiter.continuation.resume(throwing: CancellationError()) }
                 }
             }
         }
     }
 
     func closeWrite(streamID id: UInt32) {
-        state.withLock { state in
+        locked { state in
             guard state.closedError == nil else { return }
             state.machine.closeWrite(streamID: id)
             state.wakeWriter()
@@ -620,11 +641,11 @@ public final class MuxSession: Sendable {
     }
 
     func close(streamID id: UInt32) {
-        state.withLock { state in
+        locked { state in
             guard state.closedError == nil else { return }
             state.machine.close(streamID: id)
-            state.readWaiters.removeValue(forKey: id)?.continuation.resume(returning: nil)
-            state.writeWaiters.removeValue(forKey: id)?.continuation.resume(throwing: SmuxSessionMachine.StreamError.unknownStream(id))
+            if let reader = state.readWaiters.removeValue(forKey: id) { state.later { reader.continuation.resume(returning: nil) } }
+            if let writer = state.writeWaiters.removeValue(forKey: id) { state.later { writer.continuation.resume(throwing: SmuxSessionMachine.StreamError.unknownStream(id)) } }
             state.wakeReader()
             state.wakeWriter()
         }
