@@ -50,6 +50,13 @@ public struct SmuxSessionMachine: Sendable {
         var peerWindow: UInt32
         var consumed: UInt32 = 0
         var consumedSinceUpdate: UInt32 = 0
+
+        /// Version 2: bytes the peer's window still takes; nil when the peer claims to have
+        /// consumed more than was sent (a protocol violation).
+        var windowRoom: Int? {
+            let inflight = Int32(bitPattern: sent &- peerConsumed)
+            return inflight >= 0 ? Int(Int32(bitPattern: peerWindow)) - Int(inflight) : nil
+        }
     }
 
     public let configuration: SmuxConfiguration
@@ -196,10 +203,7 @@ public struct SmuxSessionMachine: Sendable {
         while data.readableBytes > 0, queuedDataBytes < configuration.maxOutboundQueue {
             var n = min(data.readableBytes, configuration.maxFrameSize)
             if version == 2 {
-                let stream = streams.values[index]
-                let inflight = Int32(bitPattern: stream.sent &- stream.peerConsumed)
-                guard inflight >= 0 else { throw SmuxProtocolError.peerConsumedMoreThanSent(streamID: id) }
-                let room = Int(Int32(bitPattern: stream.peerWindow)) - Int(inflight)
+                guard let room = streams.values[index].windowRoom else { throw SmuxProtocolError.peerConsumedMoreThanSent(streamID: id) }
                 guard room > 0 else { break }
                 n = min(n, room)
             }
@@ -218,15 +222,13 @@ public struct SmuxSessionMachine: Sendable {
         guard count <= configuration.maxFrameSize, queuedDataBytes < configuration.maxOutboundQueue,
               let stream = streams[id], !stream.finSent else { return false }
         guard version == 2 else { return true }
-        let inflight = Int32(bitPattern: stream.sent &- stream.peerConsumed)
-        return inflight >= 0 && Int(Int32(bitPattern: stream.peerWindow)) - Int(inflight) >= count
+        return stream.windowRoom.map { $0 >= count } ?? false
     }
 
     /// Version 2: whether the peer's window has room for this stream now.
     public func hasSendWindow(streamID id: UInt32) -> Bool {
         guard version == 2, let stream = streams[id] else { return true }
-        let inflight = Int32(bitPattern: stream.sent &- stream.peerConsumed)
-        return Int(Int32(bitPattern: stream.peerWindow)) - Int(inflight) > 0
+        return stream.windowRoom.map { $0 > 0 } ?? true  // a violation: let `write` report it
     }
 
     /// Half close: queue FIN after the stream's data; reading continues.
