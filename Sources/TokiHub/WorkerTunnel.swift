@@ -31,6 +31,6 @@ struct WorkerTunnel: Sendable {
         let handler = WorkerSessionHandler(session: connection.session, link: WorkerLink(activity: connection.activity, ping: connection.ping),
                                            principal: connection.identity, remote: remote, admission: hub.admission, presence: hub.presence,
                                            registry: hub.registry, deadlines: hub.deadlines, configuration: hub.configuration, logger: hub.logger)
-        await handler.run()
+        await handler.run(on: connection.eventLoop)
     }
 }

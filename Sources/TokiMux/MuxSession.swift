@@ -525,7 +525,7 @@ public final class MuxSession: Sendable {
     /// The next bytes of a stream; nil at its end (the peer's FIN). Bytes that arrived before the
     /// session ended are still delivered, as Go's smux does; only then do reads fail with the
     /// session's error (never a clean end: a stream cut by a dead link must not look complete).
-    func read(streamID id: UInt32) async throws -> ByteBuffer? {
+    nonisolated(nonsending) func read(streamID id: UInt32) async throws -> ByteBuffer? {
         enum Next { case done(ByteBuffer?), wait(UInt64) }
         let next = try locked { state -> Next in
             if let error = state.closedError {
@@ -667,7 +667,8 @@ public final class MuxStream: Sendable, AsyncSequence {
     deinit { session.close(streamID: id) }
 
     /// The next chunk of data, or nil once the peer has sent FIN and everything was read.
-    public func read() async throws -> ByteBuffer? {
+    /// Runs on the caller's executor (no hop to the global pool and back per chunk).
+    public nonisolated(nonsending) func read() async throws -> ByteBuffer? {
         try await session.read(streamID: id)
     }
 

@@ -22,7 +22,7 @@ public final class StreamLineReader: Sendable {
     /// The next line (trimmed, never blank); nil at end of stream. A last line without "\n" is
     /// returned before the nil when `includingTail` (Go's `ReadBytes` hands it over with io.EOF),
     /// dropped otherwise. Throws `LineTooLong` or the stream's read error.
-    public func nextLine(includingTail: Bool = true) async throws -> ByteBuffer? {
+    public nonisolated(nonsending) func nextLine(includingTail: Bool = true) async throws -> ByteBuffer? {
         while true {
             if let line = try bufferedLine() { return line }
             guard let chunk = try await stream.read() else {
@@ -100,7 +100,7 @@ public final class ControlChannel: Sendable {
 
     /// The next message with its line; nil at end of stream. `includingTail`: see
     /// `StreamLineReader.nextLine`. Throws `Malformed`, `LineTooLong`, or the read error.
-    public func receive(includingTail: Bool = true) async throws -> (message: ControlMessage, line: ByteBuffer)? {
+    public nonisolated(nonsending) func receive(includingTail: Bool = true) async throws -> (message: ControlMessage, line: ByteBuffer)? {
         guard let line = try await lines.nextLine(includingTail: includingTail) else { return nil }
         do {
             return (try ControlMessage.decode(line: line), line)

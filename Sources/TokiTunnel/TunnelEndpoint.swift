@@ -75,6 +75,9 @@ public struct TunnelConnection<Identity: Sendable>: Sendable {
     public let headers: HTTPFields
     /// Sends a WebSocket ping on the link.
     public let ping: @Sendable () async throws -> Void
+    /// The link's event loop: a session handler isolated to it (`EventLoopIsolation`) reads
+    /// its streams without a thread switch per message.
+    public let eventLoop: any EventLoop
 }
 
 /// The server end of the tunnel, the one code path for the hub and for tests and benchmarks
@@ -157,7 +160,7 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
                                         eventLoop: channel.eventLoop, logger: logger)
         try channel.pipeline.syncOperations.addHandler(handler)
         return TunnelConnection(session: session, identity: accepted.identity, features: accepted.features, activity: activity,
-                                headers: accepted.headers, ping: { handler.ping() })
+                                headers: accepted.headers, ping: { handler.ping() }, eventLoop: channel.eventLoop)
     }
 
     /// Runs `onSession` for an accepted tunnel; the session (and so the link) ends with it, or
