@@ -40,9 +40,7 @@ public final class HubService: Service, Sendable {
         self.admission = admission ?? StoreWorkerAdmission(tokens: tokens, directory: store)
         self.usage = UsageRecorder(store: store, logger: logger)
         self.presence = PresenceRecorder(store: store, logger: logger)
-        let streamer = ResponseStreamer(usage: usage, deadlines: deadlines, slowClientTimeout: configuration.slowClientTimeout,
-                                        idleTimeout: configuration.streamIdleTimeout, keepAliveInterval: configuration.sseKeepAliveInterval,
-                                        bufferLimit: configuration.responseBufferBytes)
+        let streamer = ResponseStreamer(usage: usage, deadlines: deadlines, configuration: configuration)
         self.forwarder = RequestForwarder(registry: registry, directory: store, streamer: streamer, configuration: configuration)
     }
 

@@ -29,17 +29,16 @@ struct ForwardedCall: Sendable {
 /// - A client that acknowledges no bytes for `slowClientTimeout` while a write is pending is cut
 ///   off (`SlowClientWatch`); a steady slow reader never is. The socket's unsent-data low-water
 ///   mark keeps the kernel from queueing megabytes for a client that does not read.
-/// - After the head, a worker silent for `idleTimeout` fails the response; while an SSE response is
-///   idle, a comment line every `keepAliveInterval` keeps proxies from cutting the client.
+/// - After the head, a worker silent for `streamIdleTimeout` fails the response; while an SSE
+///   response is idle, a comment line every `sseKeepAliveInterval` keeps proxies from cutting the client.
 /// - A failure after the head ends the response visibly: an SSE `error` event (and no `[DONE]`),
 ///   or an aborted body.
 struct ResponseStreamer: Sendable {
     let usage: UsageRecorder
     let deadlines: DeadlineSweeper
-    let slowClientTimeout: Duration
-    let idleTimeout: Duration
-    let keepAliveInterval: Duration
-    let bufferLimit: Int
+    /// The hub's settings; the streamer reads `slowClientTimeout`, `responseBufferBytes`,
+    /// `streamIdleTimeout` and `sseKeepAliveInterval`.
+    let configuration: HubConfiguration
 
     /// Unsent bytes the kernel may hold for a streamed response before the socket stops being
     /// writable (TCP_NOTSENT_LOWAT).
@@ -115,7 +114,7 @@ struct ResponseStreamer: Sendable {
         }
         Self.limitUnsentBytes(on: forwarded.client)
         let (alreadyArrived, earlyOutcome) = (arrived, early)
-        let buffer = ResponseBuffer(limit: bufferLimit, overflow: worker.route.overflow)
+        let buffer = ResponseBuffer(limit: configuration.responseBufferBytes, overflow: worker.route.overflow)
         let cutOff: @Sendable (String) -> Void = { why in
             // The blocked write fails once the connection is closed; `finish` then cancels on the worker.
             logger.warning("cutting off a client", metadata: ["worker": "\(worker.namespace)", "reason": "\(why)"])
@@ -123,10 +122,12 @@ struct ResponseStreamer: Sendable {
             buffer.close()
             forwarded.client.close(promise: nil)
         }
-        let watch = SlowClientWatch(deadlines: deadlines, timeout: slowClientTimeout, client: forwarded.client) { [slowClientTimeout] in
+        let slowClientTimeout = configuration.slowClientTimeout
+        let watch = SlowClientWatch(deadlines: deadlines, timeout: slowClientTimeout, client: forwarded.client) {
             cutOff("it accepted no bytes for \(slowClientTimeout)")
         }
         let ticker = deadlines.makeID()
+        let (idleTimeout, keepAliveInterval) = (configuration.streamIdleTimeout, configuration.sseKeepAliveInterval)
         let tickPeriod = min(idleTimeout, keepAliveInterval)
         let deadlines = self.deadlines
         var outcome: Result<Void, any Error> = .success(())

@@ -1,18 +1,8 @@
 import Foundation
 import GRDB
 
-extension TokenRecord {
-    init(row: Row) {
-        id = row["id"]
-        userID = row["user_id"]
-        name = row["name"]
-        displayPrefix = row["key_prefix"]
-        createdAt = row["created_at"]
-        expiresAt = row["expires_at"]
-        disabled = row["disabled"]
-        models = JSONColumn.decode(row["models"])
-        lastUsedAt = row["last_used_at"]
-    }
+extension TokenRecord: StoredRecord {
+    static let renamedColumns = ["key_prefix": "displayPrefix"]
 }
 
 /// What `authenticate` reads, copied out of the row inside the read transaction.
@@ -92,7 +82,7 @@ extension HubStore {
                     id: row["user_id"], name: row["u_name"],
                     role: UserRole(rawValue: row["u_role"] as String) ?? .user,
                     group: row["u_group"], createdAt: row["u_created_at"])
-                return TokenLookup(storedHash: row["key_hash"], record: TokenRecord(row: row), user: user)
+                return try TokenLookup(storedHash: row["key_hash"], record: TokenRecord(row: row), user: user)
             }
         }
         guard let found else { return nil }
@@ -129,10 +119,10 @@ extension HubStore {
         let name = String(Substring(user).trimmingWhitespace())
         return try await run {
             try await db.read { db in
-                try Row.fetchAll(db, sql: """
+                try TokenRecord.fetchAll(db, sql: """
                     SELECT t.* FROM tokens t JOIN users u ON u.id = t.user_id
                     WHERE u.name = ? ORDER BY t.id
-                    """, arguments: [name]).map(TokenRecord.init(row:))
+                    """, arguments: [name])
             }
         }
     }
@@ -141,8 +131,7 @@ extension HubStore {
     public func listTokens(userID: Int64) async throws -> [TokenRecord] {
         try await run {
             try await db.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM tokens WHERE user_id = ? ORDER BY id", arguments: [userID])
-                    .map(TokenRecord.init(row:))
+                try TokenRecord.fetchAll(db, sql: "SELECT * FROM tokens WHERE user_id = ? ORDER BY id", arguments: [userID])
             }
         }
     }
@@ -150,7 +139,7 @@ extension HubStore {
     public func token(id: Int64) async throws -> TokenRecord? {
         try await run {
             try await db.read { db in
-                try Row.fetchOne(db, sql: "SELECT * FROM tokens WHERE id = ?", arguments: [id]).map(TokenRecord.init(row:))
+                try TokenRecord.fetchOne(db, sql: "SELECT * FROM tokens WHERE id = ?", arguments: [id])
             }
         }
     }

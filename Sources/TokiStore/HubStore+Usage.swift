@@ -1,21 +1,7 @@
 import Foundation
 import GRDB
 
-extension UsageRecord {
-    init(row: Row) {
-        id = row["id"]
-        requestID = row["request_id"]
-        userID = row["user_id"]
-        tokenID = row["token_id"]
-        model = row["model"]
-        namespace = row["namespace"]
-        statusCode = row["status_code"]
-        promptTokens = row["prompt_tokens"]
-        completionTokens = row["completion_tokens"]
-        durationMS = row["duration_ms"]
-        createdAt = row["created_at"]
-    }
-}
+extension UsageRecord: StoredRecord {}
 
 extension HubStore {
     /// Appends one usage row and returns its id.
@@ -64,7 +50,7 @@ extension HubStore {
         let sql = "SELECT * FROM usage \(whereClause) ORDER BY created_at DESC, id DESC LIMIT ?"
         let args = arguments
         return try await run {
-            try await db.read { db in try Row.fetchAll(db, sql: sql, arguments: args).map(UsageRecord.init(row:)) }
+            try await db.read { db in try UsageRecord.fetchAll(db, sql: sql, arguments: args) }
         }
     }
 

@@ -150,6 +150,59 @@ enum JSONColumn {
     }
 }
 
+/// A record read from rows by name through its `Decodable` conformance (GRDB's row decoding):
+/// each property reads the column that spells its name in snake case, initialisms whole
+/// (`createdAt` ← `created_at`, `userID` ← `user_id`, `durationMS` ← `duration_ms`);
+/// `renamedColumns` maps the columns named otherwise. Other columns of the row are ignored.
+/// JSON array columns decode as `[String]`.
+protocol StoredRecord: Decodable {
+    /// Column → property, where the property's name is not the column's.
+    static var renamedColumns: [String: String] { get }
+}
+
+extension StoredRecord {
+    static var renamedColumns: [String: String] { [:] }
+
+    init(row: Row) throws { self = try RowDecoded<Self>(row: row).record }
+
+    static func fetchAll(_ db: Database, sql: String, arguments: StatementArguments = []) throws -> [Self] {
+        try RowDecoded<Self>.fetchAll(db, sql: sql, arguments: arguments).map(\.record)
+    }
+
+    static func fetchOne(_ db: Database, sql: String, arguments: StatementArguments = []) throws -> Self? {
+        try RowDecoded<Self>.fetchOne(db, sql: sql, arguments: arguments)?.record
+    }
+
+    /// `user_id` → `userID`: words after the first capitalised, `id` and `ms` upper-cased.
+    static func propertyName(column: String) -> String {
+        let words = column.split(separator: "_")
+        guard let first = words.first else { return column }
+        return words.dropFirst().reduce(String(first)) { name, word in
+            name + (["id", "ms"].contains(word) ? word.uppercased() : word.prefix(1).uppercased() + word.dropFirst())
+        }
+    }
+}
+
+/// GRDB's record conformance for a `StoredRecord`, kept off the public model types.
+private struct RowDecoded<Record: StoredRecord>: FetchableRecord, Decodable {
+    var record: Record
+
+    init(from decoder: any Decoder) throws { record = try Record(from: decoder) }
+
+    static var databaseColumnDecodingStrategy: DatabaseColumnDecodingStrategy {
+        let renamed = Record.renamedColumns
+        return .custom { column in ColumnKey(renamed[column] ?? Record.propertyName(column: column)) }
+    }
+}
+
+private struct ColumnKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(_ name: String) { stringValue = name }
+    init(stringValue: String) { self.init(stringValue) }
+    init?(intValue: Int) { nil }
+}
+
 enum Validate {
     static func hasControlCharacters(_ s: String) -> Bool {
         s.unicodeScalars.contains { $0.properties.generalCategory == .control }

@@ -15,7 +15,7 @@ public struct User: Sendable, Equatable, Identifiable {
 }
 
 /// What the store keeps about an API token. Never contains the plaintext or the hash.
-public struct TokenRecord: Sendable, Equatable, Identifiable {
+public struct TokenRecord: Sendable, Equatable, Identifiable, Decodable {
     public var id: Int64
     public var userID: Int64
     public var name: String?
@@ -80,7 +80,7 @@ public struct NamespaceClaim: Sendable, Equatable {
 }
 
 /// One row of the usage log.
-public struct UsageRecord: Sendable, Equatable {
+public struct UsageRecord: Sendable, Equatable, Decodable {
     /// Assigned by the store; ignored when recording.
     public var id: Int64?
     public var requestID: String

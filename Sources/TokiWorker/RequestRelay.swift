@@ -171,23 +171,22 @@ enum StreamOutcome: String, Sendable {
     case badRequest
 }
 
+/// Serves the data streams of one session, with the service's backend client, in-flight
+/// registry and model catalog (as `WorkerConnection` reads its options and logger).
 struct RequestRelay: Sendable {
-    let client: HTTPClient
-    let registry: InFlightRegistry
-    let catalog: ModelCatalog
-    let requestLineTimeout: Duration
-    let logger: Logger
+    let service: WorkerService
+    var logger: Logger { service.logger }
 
     /// Serves `stream` (already counted in `registry` under `token`), then closes it.
     func serve(_ stream: MuxStream, token: UInt64, cancel: AsyncEvent) async {
         defer {
             stream.close()
-            registry.release(token)
+            service.registry.release(token)
         }
         let reader = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxRequestLineLength)
         let request: TunnelRequest
         do {
-            guard let line = try await withTimeLimit(requestLineTimeout, onTimeout: { stream.close() }, { try await reader.nextLine() }) else {
+            guard let line = try await withTimeLimit(service.options.requestLineTimeout, onTimeout: { stream.close() }, { try await reader.nextLine() }) else {
                 logger.warning("no request line on data stream within the time limit; closing it", metadata: ["stream": "\(stream.id)"])
                 return
             }
@@ -201,7 +200,7 @@ struct RequestRelay: Sendable {
             try? await stream.write(out)
             return
         }
-        registry.setRequestID(request.requestID, for: token)
+        service.registry.setRequestID(request.requestID, for: token)
         var requestLogger = self.logger
         requestLogger[metadataKey: "request_id"] = "\(request.requestID)"
         requestLogger[metadataKey: "model"] = "\(request.model ?? "")"
@@ -241,7 +240,7 @@ struct RequestRelay: Sendable {
 
         let local: HTTPClientRequest
         do throws(WorkerRequestError) {
-            let target = try catalog.snapshot.resolver.resolve(model: request.model)
+            let target = try service.catalog.snapshot.resolver.resolve(model: request.model)
             local = try LocalRequestBuilder.build(request, target: target)
         } catch {
             logger.info("request refused", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
@@ -250,7 +249,7 @@ struct RequestRelay: Sendable {
 
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(local, deadline: .distantFuture, logger: logger)
+            response = try await service.client.execute(local, deadline: .distantFuture, logger: logger)
         } catch {
             if Task.isCancelled { return .cancelled }
             logger.warning("local request failed", metadata: ["url": "\(local.url)", "error": "\(error)"])

@@ -94,9 +94,6 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
 
     public init() {}
 
-    /// The keys toki reads in a `model_targets` entry.
-    static let modelTargetKeys: Set<String> = ["url", "headers", "mapped_name", "backend_type", "api_keys", "api_key_header", "api_key_prefix"]
-
     /// Any key, to list the keys a JSON object has.
     struct AnyKey: CodingKey {
         var stringValue: String
@@ -137,7 +134,7 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
         if modelTargets.isEmpty == false, let targets = try? c.nestedContainer(keyedBy: AnyKey.self, forKey: .modelTargets) {
             for name in targets.allKeys {
                 guard let entry = try? targets.nestedContainer(keyedBy: AnyKey.self, forKey: name) else { continue }
-                for key in entry.allKeys where !Self.modelTargetKeys.contains(key.stringValue) {
+                for key in entry.allKeys where ModelTargetConfig.CodingKeys(stringValue: key.stringValue) == nil {
                     unknownKeys.append("model_targets.\(name.stringValue).\(key.stringValue)")
                 }
             }

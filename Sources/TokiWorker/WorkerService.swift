@@ -454,8 +454,7 @@ struct WorkerConnection: Sendable {
     /// Accepts data streams until the session ends. After a graceful-shutdown request new
     /// streams are refused with an error line.
     func acceptLoop() async -> ConnectionEnd {
-        let relay = RequestRelay(client: service.client, registry: service.registry, catalog: service.catalog,
-                                 requestLineTimeout: options.requestLineTimeout, logger: logger)
+        let relay = RequestRelay(service: service)
         return await withDiscardingTaskGroup { requests -> ConnectionEnd in
             while true {
                 let stream: MuxStream

@@ -90,7 +90,7 @@ struct HubCommand: AsyncParsableCommand {
         let address = try HostPort(listen)
         configuration.host = address.host
         configuration.port = address.port
-        configuration.dataDirectory = dataDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) ?? "./toki-data"
+        configuration.dataDirectory = hubDataDirectory(dataDir)
         configuration.maxBodyBytes = maxBodyMib * 1024 * 1024
         configuration.responseTimeout = .seconds(responseTimeout)
         configuration.heartbeatTimeout = .seconds(heartbeatTimeout)
@@ -149,8 +149,7 @@ struct TokenCommand: AsyncParsableCommand {
         var dataDir: String?
 
         func open() throws -> HubStore {
-            let dir = dataDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) ?? "./toki-data"
-            return try HubStore(dataDirectory: dir, logger: makeLogger(label: "toki.token", level: .warning))
+            try HubStore(dataDirectory: hubDataDirectory(dataDir), logger: makeLogger(label: "toki.token", level: .warning))
         }
     }
 
@@ -209,6 +208,12 @@ struct HostPort {
         self.host = host
         self.port = port
     }
+}
+
+/// The hub's data directory: `--data-dir`, else systemd's $STATE_DIRECTORY (its first entry),
+/// else ./toki-data. `toki hub` and `toki token` open the same database by it.
+func hubDataDirectory(_ dataDir: String?) -> String {
+    dataDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) ?? "./toki-data"
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}

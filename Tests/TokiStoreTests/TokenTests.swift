@@ -118,6 +118,18 @@ import Testing
         #expect(abs(used2.timeIntervalSince(t0.addingTimeInterval(100))) < 0.01)
     }
 
+    @Test func aTokenReadBackIsTheRecordCreated() async throws {
+        let store = try HubStore.inMemory(logger: quietLogger)
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let (_, created) = try await store.createToken(
+            user: "alice", name: "ci", expiresAt: t0.addingTimeInterval(3600), models: ["qwen", "llama3"], now: t0)
+        #expect(try await store.token(id: created.id) == created)
+        #expect(try await store.listTokens(user: "alice") == [created])
+        #expect(try await store.listTokens(userID: created.userID) == [created])
+        let (_, plain) = try await store.createToken(user: "alice", now: t0)
+        #expect(try await store.token(id: plain.id) == plain)
+    }
+
     @Test func createTokenForUnknownUserIDFails() async throws {
         let store = try HubStore.inMemory(logger: quietLogger)
         await #expect(throws: StoreError.userIDNotFound(42)) { try await store.createToken(userID: 42) }
