@@ -48,5 +48,14 @@ public struct HubConfiguration: Sendable {
     // HTTP server limits: timeouts, header size, connections (HTTPServerLimits.swift).
     public var httpLimits = HTTPServerLimits()
 
+    /// This node's id in relay chains (loop detection, `/admin/workers`' `via`): the host name
+    /// and a random suffix, new at each start.
+    public var nodeID = HubConfiguration.makeNodeID()
+
     public init() {}
+
+    public static func makeNodeID() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
+        return "\(host.isEmpty ? "node" : host)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+    }
 }

@@ -63,7 +63,8 @@ public final class HubService: Service, Sendable {
 
     public func run() async throws {
         _ = try? await store.markAllOffline()
-        let tunnel = WorkerTunnel(hub: self).server()
+        let tunnel = WorkerTunnel(node: .root(id: configuration.nodeID), admission: admission, presence: presence, registry: registry,
+                                  deadlines: deadlines, configuration: configuration, logger: logger).server()
         let app = Application(
             router: makeRouter(),
             server: .guardedHTTP1Tunnel(tunnel, limits: configuration.httpLimits, logger: logger,

@@ -75,3 +75,17 @@ final class PresenceRecorder: Service, Sendable {
         }
     }
 }
+
+/// Where a worker's life is reported: the hub records it in its store (`PresenceRecorder`); a
+/// relay announces it to its parent.
+public protocol WorkerPresenceSink: Sendable {
+    /// The worker was heard from; `models` is its new list when it changed.
+    func seen(_ worker: WorkerConnection, models: [String]?)
+    /// The worker's session ended.
+    func departed(_ worker: WorkerConnection)
+}
+
+extension PresenceRecorder: WorkerPresenceSink {
+    func seen(_ worker: WorkerConnection, models: [String]?) { seen(worker.namespace, models: models) }
+    func departed(_ worker: WorkerConnection) { departed(worker.namespace) }
+}

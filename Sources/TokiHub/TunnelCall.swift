@@ -57,20 +57,23 @@ struct TunnelHead: Sendable {
 final class TunnelCall: @unchecked Sendable {
     let stream: MuxStream
     let requestID: String
+    /// Bytes that go out before the request line (a relay's `route` line).
+    private let preamble: ByteBuffer?
     private let lines: StreamLineReader
     private var finished = false
 
-    init(stream: MuxStream, requestID: String) {
+    init(stream: MuxStream, requestID: String, preamble: ByteBuffer? = nil) {
         self.stream = stream
         self.requestID = requestID
+        self.preamble = preamble
         lines = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxResponseLineLength)
     }
 
     /// Opens the data stream. The request goes out with `send`, so deadlines can be armed in
     /// between: a worker that never reads its request must not hold the caller in `send`.
-    static func open(on session: MuxSession, requestID: String) throws -> TunnelCall {
+    static func open(on session: MuxSession, requestID: String, preamble: ByteBuffer? = nil) throws -> TunnelCall {
         do {
-            return TunnelCall(stream: try session.openStream(), requestID: requestID)
+            return TunnelCall(stream: try session.openStream(), requestID: requestID, preamble: preamble)
         } catch {
             throw UpstreamFailure.transport("\(error)")
         }
@@ -78,7 +81,14 @@ final class TunnelCall: @unchecked Sendable {
 
     /// Writes the request line (waits while the worker does not take it: back-pressure).
     func send(_ request: TunnelRequest) async throws {
-        do { try await stream.write(request.encodedLine()) } catch {
+        let line: ByteBuffer
+        if var preamble {
+            request.writeLine(into: &preamble)
+            line = preamble
+        } else {
+            line = request.encodedLine()
+        }
+        do { try await stream.write(line) } catch {
             throw UpstreamFailure.transport("\(error)")
         }
     }

@@ -11,12 +11,16 @@ public struct WorkerPrincipal: Sendable, Equatable {
     public var group: String
     /// The token presented (nil where the principal was vouched for by a parent hub).
     public var tokenID: Int64?
+    /// The token itself, kept only by relays (which re-announce their workers upstream after
+    /// a reconnect); nil at the root.
+    public var token: String?
 
-    public init(userID: Int64, userName: String, group: String, tokenID: Int64? = nil) {
+    public init(userID: Int64, userName: String, group: String, tokenID: Int64? = nil, token: String? = nil) {
         self.userID = userID
         self.userName = userName
         self.group = group
         self.tokenID = tokenID
+        self.token = token
     }
 }
 
@@ -28,6 +32,16 @@ public struct WorkerAdmissionRequest: Sendable, Equatable {
     public var models: [String]
     /// Groups asked for; empty: the principal's primary group.
     public var groups: [String]
+    /// The relays the worker sits behind, nearest this node first (empty: direct).
+    public var via: [String] = []
+
+    public init(namespace: String, nodeName: String, models: [String], groups: [String], via: [String] = []) {
+        self.namespace = namespace
+        self.nodeName = nodeName
+        self.models = models
+        self.groups = groups
+        self.via = via
+    }
 }
 
 /// Admission granted: what the registry records about the worker.

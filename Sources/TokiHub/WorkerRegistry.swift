@@ -10,8 +10,12 @@ import TokiTunnel
 public final class WorkerConnection: Sendable {
     public let sessionID: UInt64
     public let namespace: String
-    public let userID: Int64
     public let workerID: Int64
+    /// Who the worker acts for (at a relay, with the token it presented: re-announcing the
+    /// worker upstream after a reconnect needs it).
+    public let principal: WorkerPrincipal
+    /// The relays between this node and the worker, nearest first; empty for a direct worker.
+    public let via: [String]
     let route: any WorkerRoute
     let logger: Logger
     let state: Mutex<State>
@@ -30,17 +34,19 @@ public final class WorkerConnection: Sendable {
         var probing = false
     }
 
-    init(sessionID: UInt64, namespace: String, userID: Int64, workerID: Int64, nodeName: String, groups: Set<String>,
-         models: Set<String>, hardwareInfo: RawJSON?, route: any WorkerRoute, logger: Logger) {
+    init(sessionID: UInt64, namespace: String, principal: WorkerPrincipal, workerID: Int64, nodeName: String, groups: Set<String>,
+         models: Set<String>, hardwareInfo: RawJSON?, via: [String] = [], route: any WorkerRoute, logger: Logger) {
         self.sessionID = sessionID
         self.namespace = namespace
-        self.userID = userID
+        self.principal = principal
+        self.via = via
         self.workerID = workerID
         self.route = route
         self.logger = logger
         self.state = Mutex(State(models: models, groups: groups, nodeName: nodeName, hardwareInfo: hardwareInfo))
     }
 
+    public var userID: Int64 { principal.userID }
     public var models: Set<String> { state.withLock { $0.models } }
     public var groups: Set<String> { state.withLock { $0.groups } }
     public var nodeName: String { state.withLock { $0.nodeName } }
@@ -61,8 +67,13 @@ public final class WorkerConnection: Sendable {
         }
     }
 
+    /// Opens a raw data stream to the worker (a relay splices its parent's stream into it).
+    public func openStream() async throws -> MuxStream {
+        try await route.openStream()
+    }
+
     /// Asks the worker to abort a request (the client went away).
-    func cancel(requestID: String) {
+    public func cancel(requestID: String) {
         route.cancel(requestID: requestID)
     }
 
@@ -196,6 +207,11 @@ public final class WorkerRegistry: Sendable {
             }
             return true
         }
+    }
+
+    /// The worker registered under `namespace`, if any.
+    public func worker(namespace: String) -> WorkerConnection? {
+        state.withLock { $0.byNamespace[namespace] }
     }
 
     public var workers: [WorkerConnection] {

@@ -16,7 +16,7 @@ struct WorkerSessionHandler: Sendable {
     let principal: WorkerPrincipal
     let remote: String
     let admission: any WorkerAdmission
-    let presence: PresenceRecorder
+    let presence: any WorkerPresenceSink
     let registry: WorkerRegistry
     let deadlines: DeadlineSweeper
     let configuration: HubConfiguration
@@ -72,7 +72,7 @@ struct WorkerSessionHandler: Sendable {
         if let connection {
             registry.release(connection)
             connection.markClosed()
-            presence.departed(connection.namespace)
+            presence.departed(connection)
             logger.info("worker offline", metadata: ["namespace": "\(connection.namespace)"])
         }
         // Let the last lines (an error, acks) reach the transport before the session goes:
@@ -164,7 +164,7 @@ struct WorkerSessionHandler: Sendable {
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
                 state.lastSeen = .now
             }
-            presence.seen(current.namespace, models: models)
+            presence.seen(current, models: models)
             channel.send(.ack(requestID: message.requestID, message: Ack.modelsSyncOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
             logger.info("worker models synced", metadata: ["models": "\(models)"])
@@ -180,7 +180,7 @@ struct WorkerSessionHandler: Sendable {
                 return models.count == state.models.count && models.allSatisfy(state.models.contains)
             }
             let changed = !models.isEmpty && !same && registry.update(current, models: Set(models))
-            presence.seen(current.namespace, models: changed ? models : nil)
+            presence.seen(current, models: changed ? models : nil)
             channel.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
         case TunnelProtocol.MessageType.ack:
@@ -211,7 +211,7 @@ struct WorkerSessionHandler: Sendable {
             throw Fatal(code: error.code, message: error.message)
         }
         let connection = WorkerConnection(
-            sessionID: registry.nextSessionID(), namespace: namespace, userID: verdict.userID, workerID: verdict.workerID,
+            sessionID: registry.nextSessionID(), namespace: namespace, principal: principal, workerID: verdict.workerID,
             nodeName: nodeName, groups: verdict.groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
             route: SessionRoute(session: session, control: channel, link: link, namespace: namespace), logger: logger
         )

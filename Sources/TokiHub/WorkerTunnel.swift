@@ -1,36 +1,98 @@
 import HTTPTypes
+import Hummingbird
 import Logging
+import ServiceLifecycle
 import TokiTunnel
 
-/// The hub's worker endpoint: `TunnelServer` with admission deciding who may connect, and a
-/// `WorkerSessionHandler` running each connection's control protocol.
-struct WorkerTunnel: Sendable {
-    let hub: HubService
+/// The tunnel endpoint of a hub or a relay: `TunnelServer` with admission deciding who may
+/// connect; each connection runs a `WorkerSessionHandler` (a worker) or, when the peer asked
+/// for the relay role at the upgrade, a `RelayLinkHandler` (a child relay). What admission and
+/// presence mean is the node's business: the hub's store, or a relay's parent.
+public struct WorkerTunnel: Sendable {
+    let node: RelayNodeIdentity
+    let admission: any WorkerAdmission
+    let presence: any WorkerPresenceSink
+    let registry: WorkerRegistry
+    let deadlines: DeadlineSweeper
+    let configuration: HubConfiguration
+    let logger: Logger
+
+    init(node: RelayNodeIdentity, admission: any WorkerAdmission, presence: any WorkerPresenceSink, registry: WorkerRegistry,
+         deadlines: DeadlineSweeper, configuration: HubConfiguration, logger: Logger) {
+        self.node = node
+        self.admission = admission
+        self.presence = presence
+        self.registry = registry
+        self.deadlines = deadlines
+        self.configuration = configuration
+        self.logger = logger
+    }
 
     func server() -> TunnelServer<WorkerPrincipal> {
-        let (admission, configuration) = (hub.admission, hub.configuration)
-        var server = TunnelServer<WorkerPrincipal>(logger: hub.logger, authenticate: { token in
+        let admission = self.admission
+        var server = TunnelServer<WorkerPrincipal>(logger: logger, authenticate: { token in
             guard let token else { return nil }
             return await admission.authenticate(token: token)
         }, onSession: { connection in await self.serve(connection) })
         server.limits = configuration.tunnelLimits
         server.allowLZ4 = configuration.allowLZ4
         server.allowSmux2 = configuration.allowSmux2
+        server.relayNodeID = node.id
         return server
     }
 
     func serve(_ connection: TunnelConnection<WorkerPrincipal>) async {
         let remote = connection.headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
-        let (session, logger) = (connection.session, hub.logger)
-        let watch = LinkWatch.start(activity: connection.activity, interval: hub.configuration.pingInterval, deadlines: hub.deadlines,
+        let (session, logger) = (connection.session, self.logger)
+        let link = WorkerLink(activity: connection.activity, ping: connection.ping)
+        if let childID = connection.relayNodeID {
+            // Relay links carry smux keepalives (TunnelServer): a dead one ends by itself.
+            let handler = RelayLinkHandler(session: session, link: link, childID: childID, principal: connection.identity, node: node,
+                                           admission: admission, presence: presence, registry: registry, deadlines: deadlines,
+                                           configuration: configuration, logger: logger)
+            await handler.run(on: connection.eventLoop)
+            return
+        }
+        let watch = LinkWatch.start(activity: connection.activity, interval: configuration.pingInterval, deadlines: deadlines,
                                     ping: connection.ping, close: {
                                         logger.info("tunnel link silent past a ping; closing", metadata: ["remote": "\(remote)"])
                                         session.close()
                                     })
         defer { watch.stop() }
-        let handler = WorkerSessionHandler(session: connection.session, link: WorkerLink(activity: connection.activity, ping: connection.ping),
-                                           principal: connection.identity, remote: remote, admission: hub.admission, presence: hub.presence,
-                                           registry: hub.registry, deadlines: hub.deadlines, configuration: hub.configuration, logger: hub.logger)
+        let handler = WorkerSessionHandler(session: session, link: link, principal: connection.identity, remote: remote,
+                                           admission: admission, presence: presence, registry: registry, deadlines: deadlines,
+                                           configuration: configuration, logger: logger)
         await handler.run(on: connection.eventLoop)
+    }
+}
+
+/// A node's worker-facing half on its own port: the tunnel endpoint (workers and child relays)
+/// with `/healthz`, the node's deadlines, nothing else. `toki relay-only` runs one beside its
+/// upstream link; the hub serves the same endpoint next to the OpenAI API instead.
+public struct WorkerEndpointService: Service {
+    let tunnel: WorkerTunnel
+    let onRunning: @Sendable (Int) async -> Void
+
+    public init(configuration: HubConfiguration, node: RelayNodeIdentity, admission: any WorkerAdmission, presence: any WorkerPresenceSink,
+                registry: WorkerRegistry, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
+        tunnel = WorkerTunnel(node: node, admission: admission, presence: presence, registry: registry, deadlines: DeadlineSweeper(),
+                              configuration: configuration, logger: logger)
+        self.onRunning = onRunning
+    }
+
+    public func run() async throws {
+        let (configuration, logger) = (tunnel.configuration, tunnel.logger)
+        let router = Router(context: BasicRequestContext.self)
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: BasicRequestContext.self))
+        let app = Application(
+            router: router,
+            server: .guardedHTTP1Tunnel(tunnel.server(), limits: configuration.httpLimits, logger: logger),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            onServerRunning: { [onRunning] channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger
+        )
+        let parts = ServiceGroup(configuration: .init(services: [.init(service: tunnel.deadlines), .init(service: app)], logger: logger))
+        try await parts.run()
     }
 }

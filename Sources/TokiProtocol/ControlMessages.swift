@@ -168,7 +168,7 @@ public struct ErrorPayload: WireObject, Sendable, Equatable, Error {
 /// The control-stream envelope (spec §4.2). Build messages with the static constructors
 /// (`.register(...)`, `.ack(...)`, ...). An ack always encodes a non-null `ack` object, even if
 /// someone builds `ControlMessage(type: .ack)` by hand.
-public struct ControlMessage: NDJSONLine, WireObject, Sendable, Equatable {
+public struct ControlMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, Equatable {
     public var type: ControlMessageType
     public var requestID: String?
     public var auth: AuthPayload?

@@ -4,6 +4,12 @@
 import NIOCore
 
 /// A message that travels as one NDJSON line: compact JSON, then "\n".
+/// A line type with a decoder (`ControlChannel.receive(_:)` reads any of them).
+public protocol NDJSONDecodable {
+    /// Decodes one line; throws `JSONReadError`.
+    static func decode(line: ByteBuffer) throws -> Self
+}
+
 public protocol NDJSONLine {
     /// The message's one encoder: compact JSON in Go's field order, no newline.
     func writeJSON(into buffer: inout ByteBuffer)

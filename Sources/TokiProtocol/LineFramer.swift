@@ -97,6 +97,16 @@ public struct NDJSONLineFramer: Sendable {
         return rest.readableBytes > 0 ? rest : nil
     }
 
+    /// The bytes buffered after the last line taken, untouched (a stream that switches from
+    /// lines to raw bytes: a relay's data stream after its `route` line).
+    public mutating func takeRemainder() -> ByteBuffer? {
+        guard buffer.readableBytes > 0 else { return nil }
+        let rest = buffer.readSlice(length: buffer.readableBytes)!
+        buffer.clear()
+        scanned = 0
+        return rest
+    }
+
     private mutating func checkPendingTail() throws {
         guard buffer.readableBytes > maxLineLength else { return }
         if let nl = findNewline() {

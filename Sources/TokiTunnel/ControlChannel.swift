@@ -38,6 +38,11 @@ public final class StreamLineReader: Sendable {
     public func bufferedLine() throws -> ByteBuffer? {
         try framer.withLock { try $0.nextLine() }
     }
+
+    /// What arrived after the lines read so far (the reader is done with lines).
+    public func takeRemainder() -> ByteBuffer? {
+        framer.withLock { $0.takeRemainder() }
+    }
 }
 
 /// A control stream: decoded messages in, one serialized bounded queue of lines out.
@@ -73,7 +78,16 @@ public final class ControlChannel: Sendable {
     /// Sends `message` now or queues it; false if it was dropped (backlog full, or finished).
     @discardableResult
     public func send(_ message: ControlMessage) -> Bool {
-        let line = message.encodedLine()
+        send(line: message.encodedLine())
+    }
+
+    /// Sends any line type (a relay link's `RelayMessage`); see `send(_:)`.
+    @discardableResult
+    public func send<Message: NDJSONLine>(_ message: Message) -> Bool {
+        send(line: message.encodedLine())
+    }
+
+    private func send(line: ByteBuffer) -> Bool {
         return outboxState.withLock { state in
             guard !state.finished else { return false }
             if state.queued == 0, stream.tryWrite(line) { return true }
@@ -101,9 +115,15 @@ public final class ControlChannel: Sendable {
     /// The next message with its line; nil at end of stream. `includingTail`: see
     /// `StreamLineReader.nextLine`. Throws `Malformed`, `LineTooLong`, or the read error.
     public nonisolated(nonsending) func receive(includingTail: Bool = true) async throws -> (message: ControlMessage, line: ByteBuffer)? {
+        try await receive(ControlMessage.self, includingTail: includingTail)
+    }
+
+    /// The next line decoded as `Message` (a relay link's control stream carries `RelayMessage`).
+    public nonisolated(nonsending) func receive<Message: NDJSONDecodable>(_ type: Message.Type, includingTail: Bool = true) async throws
+        -> (message: Message, line: ByteBuffer)? {
         guard let line = try await lines.nextLine(includingTail: includingTail) else { return nil }
         do {
-            return (try ControlMessage.decode(line: line), line)
+            return (try Message.decode(line: line), line)
         } catch let error as JSONReadError {
             throw Malformed(error: error)
         }

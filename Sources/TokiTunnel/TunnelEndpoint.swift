@@ -57,6 +57,15 @@ public enum TunnelEndpoint {
         return fields
     }
 
+    /// The relay role header (`TunnelProtocol.relayHeader`).
+    public static let relayField = HTTPField.Name(TunnelProtocol.relayHeader)!
+
+    /// The node id a child relay sent, if any (trimmed, at most 128 bytes, else ignored).
+    public static func relayNodeID(_ headers: HTTPFields) -> String? {
+        guard let value = headers[relayField]?.trimmingCharacters(in: .whitespaces), !value.isEmpty, value.utf8.count <= 128 else { return nil }
+        return value
+    }
+
     static func selectedSubprotocol(_ headers: HTTPFields, allowLZ4: Bool, allowSmux2: Bool) -> String? {
         TunnelSubprotocol.select(offered: TunnelSubprotocol.parseOffer(headers[.secWebSocketProtocol]), allowLZ4: allowLZ4, allowSmux2: allowSmux2)
     }
@@ -78,6 +87,9 @@ public struct TunnelConnection<Identity: Sendable>: Sendable {
     /// The link's event loop: a session handler isolated to it (`EventLoopIsolation`) reads
     /// its streams without a thread switch per message.
     public let eventLoop: any EventLoop
+    /// The child relay's node id when the peer is a relay (relay role agreed at the upgrade);
+    /// nil for a worker.
+    public let relayNodeID: String?
 }
 
 /// The server end of the tunnel, the one code path for the hub and for tests and benchmarks
@@ -98,6 +110,12 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
     public var limits = TunnelLimits()
     public var allowLZ4 = true
     public var allowSmux2 = true
+    /// This node's id, answered to a child relay's `X-Toki-Relay` request header; nil: the
+    /// relay role is not offered (the child then refuses the link).
+    public var relayNodeID: String?
+    /// smux keepalive on relay links (toki peers only): a NOP every interval whatever the
+    /// traffic, and the link closed when nothing arrived for two of them.
+    public var relayKeepAlive: Duration = .seconds(5)
     public var logger: Logger
     let authenticate: Authenticate
     let onSession: SessionHandler
@@ -119,6 +137,8 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
         var headers: HTTPFields
         var features: TunnelFeatures
         var responseHeaders: HTTPFields
+        /// The peer is a child relay and this server agreed to be its parent.
+        var relay: Bool
     }
 
     /// What becomes of an upgrade request.
@@ -137,9 +157,12 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
         let token = TunnelEndpoint.presentedToken(headers: request.headerFields, query: query)
         guard let identity = await authenticate(token) else { return .refuse(.unauthorized, Self.refusalBody(token: token)) }
         let headers = request.headerFields
+        var responseHeaders = TunnelEndpoint.upgradeHeaders(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2)
+        let relay = relayNodeID != nil && TunnelEndpoint.relayNodeID(headers) != nil
+        if relay, let relayNodeID { responseHeaders[TunnelEndpoint.relayField] = relayNodeID }
         return .accept(Acceptance(identity: identity, headers: headers,
                                   features: TunnelEndpoint.negotiated(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2),
-                                  responseHeaders: TunnelEndpoint.upgradeHeaders(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2)))
+                                  responseHeaders: responseHeaders, relay: relay))
     }
 
     /// Tokilake's 401 body: `{"success":false,"message":…}`.
@@ -154,13 +177,18 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
     func start(on channel: any Channel, _ accepted: Acceptance) throws -> TunnelConnection<Identity> {
         var configuration = mux
         configuration.version = max(mux.version, accepted.features.smuxVersion)
+        if accepted.relay {
+            configuration.keepAliveInterval = relayKeepAlive
+            configuration.keepAliveTimeout = relayKeepAlive * 2
+        }
         let session = try MuxSession(role: .server, configuration: configuration, logger: logger)
         let activity = LinkActivity()
         let handler = MuxChannelHandler(session: session, features: accepted.features, limits: limits, activity: activity,
                                         eventLoop: channel.eventLoop, logger: logger)
         try channel.pipeline.syncOperations.addHandler(handler)
         return TunnelConnection(session: session, identity: accepted.identity, features: accepted.features, activity: activity,
-                                headers: accepted.headers, ping: { handler.ping() }, eventLoop: channel.eventLoop)
+                                headers: accepted.headers, ping: { handler.ping() }, eventLoop: channel.eventLoop,
+                                relayNodeID: accepted.relay ? TunnelEndpoint.relayNodeID(accepted.headers) : nil)
     }
 
     /// Runs `onSession` for an accepted tunnel; the session (and so the link) ends with it, or

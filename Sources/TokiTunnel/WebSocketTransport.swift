@@ -66,20 +66,24 @@ public final class ClientTunnel: Sendable {
     /// What the hub agreed to (LZ4, smux version).
     public let features: TunnelFeatures
     public let url: String
+    /// The 101 response's headers (what the hub said about itself, e.g. its relay node id).
+    public let responseHeaders: HTTPHeaders
     let limits: TunnelLimits
 
     /// Whether the link is LZ4-compressed.
     public var lz4: Bool { features.lz4 }
 
-    init(channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, features: TunnelFeatures, url: String, limits: TunnelLimits) {
+    init(channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, features: TunnelFeatures, url: String,
+         responseHeaders: HTTPHeaders, limits: TunnelLimits) {
         self.channel = channel
         self.features = features
         self.url = url
+        self.responseHeaders = responseHeaders
         self.limits = limits
     }
 
     private enum Upgrade: Sendable {
-        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, selected: String?)
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, headers: HTTPHeaders)
         case refused
     }
 
@@ -109,7 +113,7 @@ public final class ClientTunnel: Sendable {
                     let upgrader = TunnelClientUpgrader<Upgrade>(maxFrameSize: maxFrame) { channel, response in
                         channel.eventLoop.makeCompletedFuture {
                             let asyncChannel = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel)
-                            return Upgrade.websocket(asyncChannel, selected: response.headers.first(name: "Sec-WebSocket-Protocol"))
+                            return Upgrade.websocket(asyncChannel, headers: response.headers)
                         }
                     }
                     let configuration = NIOTypedHTTPClientUpgradeConfiguration<Upgrade>(
@@ -132,13 +136,13 @@ public final class ClientTunnel: Sendable {
         switch upgrade {
         case .refused:
             throw TunnelDialError.upgradeRefused(url: target.url)
-        case .websocket(let channel, let selected):
+        case .websocket(let channel, let responseHeaders):
             // Only what was offered counts: a server cannot force a feature on us.
-            var features = TunnelSubprotocol.features(of: selected)
+            var features = TunnelSubprotocol.features(of: responseHeaders.first(name: "Sec-WebSocket-Protocol"))
             features.lz4 = features.lz4 && options.offerLZ4
             if !options.offerSmux2 { features.smuxVersion = 1 }
             logger.debug("tunnel connected", metadata: ["url": "\(target.url)", "lz4": "\(features.lz4)", "smux": "\(features.smuxVersion)"])
-            return ClientTunnel(channel: channel, features: features, url: target.url, limits: options.limits)
+            return ClientTunnel(channel: channel, features: features, url: target.url, responseHeaders: responseHeaders, limits: options.limits)
         }
     }
 

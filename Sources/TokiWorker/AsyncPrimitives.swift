@@ -104,48 +104,4 @@ func sleep(for duration: Duration, unlessSet event: AsyncEvent) async {
     }
 }
 
-/// Exponential back-off with full jitter: the n-th delay is uniform in [0, min(cap, base·2ⁿ)].
-public struct ReconnectBackoff: Sendable {
-    public var base: Duration
-    public var cap: Duration
-    public private(set) var attempt = 0
 
-    public init(base: Duration, cap: Duration) {
-        self.base = base
-        self.cap = max(cap, base)
-    }
-
-    /// The upper bound of the next delay.
-    public var ceiling: Duration {
-        let factor = attempt >= 30 ? Double(1 << 30) : Double(1 << attempt)
-        let seconds = min(base.seconds * factor, cap.seconds)
-        return .nanoseconds(Int64(seconds * 1e9))
-    }
-
-    public mutating func nextDelay<R: RandomNumberGenerator>(using generator: inout R) -> Duration {
-        let bound = ceiling.seconds
-        attempt += 1
-        guard bound > 0 else { return .zero }
-        return .nanoseconds(Int64(Double.random(in: 0...bound, using: &generator) * 1e9))
-    }
-
-    public mutating func nextDelay() -> Duration {
-        var generator = SystemRandomNumberGenerator()
-        return nextDelay(using: &generator)
-    }
-
-    /// Back to the first step (after a connection that stayed up).
-    public mutating func reset() { attempt = 0 }
-
-    /// Straight to the capped step (for rejections that will not go away soon).
-    public mutating func saturate() {
-        while ceiling < cap, attempt < 30 { attempt += 1 }
-    }
-}
-
-extension Duration {
-    var seconds: Double {
-        let (s, atto) = components
-        return Double(s) + Double(atto) / 1e18
-    }
-}

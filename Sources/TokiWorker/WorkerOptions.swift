@@ -70,18 +70,10 @@ public struct WorkerOptions: Sendable {
     public var effectiveLivenessTimeout: Duration { livenessTimeout ?? heartbeatInterval * 3 }
 
     /// The path appended to a hub URL that has none.
-    public static let defaultHubPath = "/api/tokilake/connect"
+    public static let defaultHubPath = TunnelDialOptions.defaultHubPath
 
-    /// A hub URL as given, except that one without a path (`https://hub.example.com` or
-    /// `…com/`) gets `/api/tokilake/connect`; a URL with a path is used verbatim (as in Go).
-    public static func hubURL(_ raw: String) -> String {
-        let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let components = URLComponents(string: trimmed), components.host != nil else { return trimmed }
-        guard components.percentEncodedPath.isEmpty || components.percentEncodedPath == "/" else { return trimmed }
-        var c = components
-        c.percentEncodedPath = defaultHubPath
-        return c.string ?? trimmed
-    }
+    /// See `TunnelDialOptions.hubURL`.
+    public static func hubURL(_ raw: String) -> String { TunnelDialOptions.hubURL(raw) }
 
     /// Checks what the service needs; throws `TokiameConfigError` with a readable message.
     public func validate() throws {

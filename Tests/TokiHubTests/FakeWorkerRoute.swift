@@ -71,6 +71,7 @@ final class FakeWorkerRoute: WorkerRoute {
     var requests: [TunnelRequest] { received.withLock { $0 } }
 
     func openCall(requestID: String) throws -> TunnelCall { try TunnelCall.open(on: hubSide, requestID: requestID) }
+    func openStream() async throws -> MuxStream { try hubSide.openStream() }
     func cancel(requestID: String) { cancelled.withLock { $0.append(requestID) } }
     func isSilent(since instant: NIODeadline) -> Bool { false }
     var isSending: Bool { false }
@@ -134,7 +135,7 @@ extension WorkerRegistry {
     func addFake(_ namespace: String, models: Set<String>, groups: Set<String> = ["default"], userID: Int64 = 1,
                  answer: @escaping @Sendable (TunnelRequest) -> FakeAnswer) throws -> (WorkerConnection, FakeWorkerRoute) {
         let route = try FakeWorkerRoute(answer: answer)
-        let connection = WorkerConnection(sessionID: nextSessionID(), namespace: namespace, userID: userID, workerID: 1, nodeName: namespace,
+        let connection = WorkerConnection(sessionID: nextSessionID(), namespace: namespace, principal: WorkerPrincipal(userID: userID, userName: "u", group: "default"), workerID: 1, nodeName: namespace,
                                           groups: groups, models: models, hardwareInfo: nil, route: route,
                                           logger: Logger(label: "test.worker"))
         precondition(claim(connection))

@@ -7,7 +7,7 @@ import Testing
 @Suite struct WorkerRegistryTests {
     func worker(_ namespace: String, models: Set<String>, groups: Set<String> = ["default"]) throws -> WorkerConnection {
         let session = try MuxSession(role: .server)
-        return WorkerConnection(sessionID: 0, namespace: namespace, userID: 1, workerID: 1, nodeName: namespace, groups: groups,
+        return WorkerConnection(sessionID: 0, namespace: namespace, principal: WorkerPrincipal(userID: 1, userName: "u", group: "default"), workerID: 1, nodeName: namespace, groups: groups,
                          models: models, hardwareInfo: nil,
                          route: SessionRoute(session: session, control: ControlChannel(try session.openStream()),
                                              link: WorkerLink(activity: LinkActivity(), ping: {}), namespace: namespace),

@@ -1,0 +1,189 @@
+// The relay extension (toki peers only; docs/protocol.md "Relays"). A child node (`toki
+// relay-only`) dials its parent like a worker, asking for the relay role at the upgrade
+// (`TunnelProtocol.relayHeader`). Its control stream then carries `RelayMessage` lines instead
+// of the worker messages; data streams the parent opens start with one `route` line naming the
+// namespace, and everything after it is the original data framing, end to end between the root
+// and the worker.
+
+import NIOCore
+
+extension TunnelProtocol {
+    /// Upgrade request header of a child relay (its node id); the parent answers with its own.
+    /// A parent that does not answer it does not speak the relay extension.
+    public static let relayHeader = "X-Toki-Relay"
+
+    /// How many relay hops a worker may be from the root (root ← relay ← relay ← relay ← relay).
+    public static let defaultHopLimit = 4
+
+    /// Longest `route` line a relay reads at the start of a data stream.
+    public static let maxRouteLineLength = 4096
+
+    public enum RelayMessageType {
+        /// child → parent, first line: who the child is (`node`). Ack: the parent's `node`.
+        public static let hello: ControlMessageType = "hello"
+        /// child → parent: is `token` valid? Ack: its `principal`.
+        public static let authenticate: ControlMessageType = "authenticate"
+        /// child → parent: admit `worker` for the owner of `token`. Ack: `worker` as admitted.
+        public static let workerUp: ControlMessageType = "worker_up"
+        /// child → parent: `worker`'s models (and groups) changed. Ack: `worker` as authorised.
+        public static let workerUpdate: ControlMessageType = "worker_update"
+        /// child → parent: the worker `namespace` left (no ack).
+        public static let workerDown: ControlMessageType = "worker_down"
+        /// parent → child: pass `cancel_request` on to the worker `namespace` (no ack).
+        public static let cancel: ControlMessageType = "cancel"
+        /// First line of a data stream the parent opens: the stream is for worker `namespace`.
+        public static let route: ControlMessageType = "route"
+    }
+
+    public enum RelayErrorCode {
+        /// The link would close a loop, or exceed the hop limit.
+        public static let loop = "relay_loop"
+        public static let hopLimit = "relay_hop_limit"
+        /// A message about a namespace this relay never had admitted.
+        public static let unknownNamespace = "relay_unknown_namespace"
+        /// The relay cannot reach its parent: admission is impossible right now.
+        public static let upstreamUnavailable = "relay_upstream_unavailable"
+        public static let authFailed = HubErrorCode.authFailed
+    }
+}
+
+/// A node of a chain: its id and the ids from the root down to it (itself last).
+public struct RelayNode: WireObject, Sendable, Equatable {
+    public var id: String
+    public var path: [String]?
+
+    public init(id: String, path: [String]? = nil) {
+        self.id = id
+        self.path = path
+    }
+
+    static let absent = RelayNode(id: "")
+
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("id", &p.id)
+        try c.field("path", &p.path)
+    }
+}
+
+/// A worker as a relay announces it: what it registered with, and the relays it sits behind
+/// (`via`, nearest the root first). In an ack, `worker_id` and `group` are what was granted.
+public struct RelayWorker: WireObject, Sendable, Equatable {
+    public var namespace: String
+    public var nodeName: String?
+    public var models: [String]?
+    /// Comma-separated groups asked for (as in `register`); in an ack, the groups granted.
+    public var group: String?
+    public var hardwareInfo: RawJSON?
+    public var via: [String]?
+    public var workerID: Int?
+
+    public init(namespace: String, nodeName: String? = nil, models: [String]? = nil, group: String? = nil,
+                hardwareInfo: RawJSON? = nil, via: [String]? = nil, workerID: Int? = nil) {
+        self.namespace = namespace
+        self.nodeName = nodeName
+        self.models = models
+        self.group = group
+        self.hardwareInfo = hardwareInfo
+        self.via = via
+        self.workerID = workerID
+    }
+
+    static let absent = RelayWorker(namespace: "")
+
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        try c.field("namespace", &p.namespace)
+        try c.field("node_name", &p.nodeName)
+        try c.field("models", &p.models)
+        try c.field("group", &p.group)
+        try c.field("hardware_info", &p.hardwareInfo)
+        try c.field("via", &p.via)
+        try c.field("worker_id", &p.workerID)
+    }
+}
+
+/// Who a token stands for, as the root decided.
+public struct RelayPrincipal: WireObject, Sendable, Equatable {
+    public var userID: Int
+    public var userName: String
+    public var group: String
+
+    public init(userID: Int, userName: String, group: String) {
+        self.userID = userID
+        self.userName = userName
+        self.group = group
+    }
+
+    static let absent = RelayPrincipal(userID: 0, userName: "", group: "")
+
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
+        var id: Int? = p.userID
+        try c.field("user_id", &id)
+        p.userID = id ?? 0
+        try c.field("user_name", &p.userName)
+        try c.field("group", &p.group)
+    }
+}
+
+/// One line of a relay link (control stream, or the `route` line of a data stream).
+public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, Equatable {
+    public var type: ControlMessageType
+    public var requestID: String?
+    public var node: RelayNode?
+    public var token: String?
+    public var namespace: String?
+    public var worker: RelayWorker?
+    public var principal: RelayPrincipal?
+    public var cancelRequest: CancelRequestPayload?
+    public var error: ErrorPayload?
+
+    public init(type: ControlMessageType, requestID: String? = nil, node: RelayNode? = nil, token: String? = nil,
+                namespace: String? = nil, worker: RelayWorker? = nil, principal: RelayPrincipal? = nil,
+                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil) {
+        self.type = type
+        self.requestID = requestID
+        self.node = node
+        self.token = token
+        self.namespace = namespace
+        self.worker = worker
+        self.principal = principal
+        self.cancelRequest = cancelRequest
+        self.error = error
+    }
+
+    public var encodedLengthHint: Int { 256 }
+
+    public func writeJSON(into buffer: inout ByteBuffer) { writeFields(into: &buffer) }
+
+    static let absent = RelayMessage(type: ControlMessageType(""))
+
+    static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ m: inout Self) throws(Coder.Failure) {
+        try c.field("type", &m.type)
+        try c.field("request_id", &m.requestID)
+        try c.field("node", &m.node)
+        try c.field("token", &m.token)
+        try c.field("namespace", &m.namespace)
+        try c.field("worker", &m.worker)
+        try c.field("principal", &m.principal)
+        try c.field("cancel_request", &m.cancelRequest)
+        try c.field("error", &m.error)
+    }
+
+    /// The decoder (one line; unknown keys ignored). Throws `JSONReadError`.
+    public static func decode(line: ByteBuffer) throws -> RelayMessage {
+        try line.withUnsafeReadableBytes { try decodeFields($0) }
+    }
+
+    public static func ack(requestID: String?, node: RelayNode? = nil, worker: RelayWorker? = nil,
+                           principal: RelayPrincipal? = nil) -> RelayMessage {
+        RelayMessage(type: .ack, requestID: requestID, node: node, worker: worker, principal: principal)
+    }
+
+    public static func error(requestID: String?, code: String, message: String) -> RelayMessage {
+        RelayMessage(type: .error, requestID: requestID, error: ErrorPayload(code: code, message: message))
+    }
+
+    /// The first line of a data stream: it is for worker `namespace`.
+    public static func route(namespace: String) -> RelayMessage {
+        RelayMessage(type: TunnelProtocol.RelayMessageType.route, namespace: namespace)
+    }
+}
