@@ -76,6 +76,15 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // A regional hop: the hub's tunnel endpoint with admission and presence delegated to
+        // its parent over one upstream link, and data streams spliced through.
+        .target(name: "TokiRelay", dependencies: [
+            "TokiHub", "TokiTunnel", "TokiProtocol", "TokiMux",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The edge daemon: registers models, answers tunnelled requests from local backends.
         .target(name: "TokiWorker", dependencies: [
             "TokiTunnel", "TokiProtocol", "TokiMux",
@@ -88,7 +97,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "toki", dependencies: [
-            "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiWorker",
+            "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

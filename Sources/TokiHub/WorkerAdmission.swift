@@ -70,12 +70,15 @@ public enum AdmissionRefusal: Error, Sendable, Equatable, CustomStringConvertibl
     case groupNotAuthorized(group: String)
     /// Anything else (invalid namespace, the store failing, …).
     case failed(String)
+    /// A parent hub's refusal, passed on as it was said (a relay's admission).
+    case relayed(code: String, message: String)
 
     public var code: String {
         switch self {
         case .namespaceNotOwned: TunnelProtocol.HubErrorCode.namespaceNotOwned
         case .groupNotAuthorized: TunnelProtocol.HubErrorCode.groupNotAuthorized
         case .failed: TunnelProtocol.HubErrorCode.registerFailed
+        case .relayed(let code, _): code
         }
     }
 
@@ -83,6 +86,7 @@ public enum AdmissionRefusal: Error, Sendable, Equatable, CustomStringConvertibl
         switch self {
         case .namespaceNotOwned(let reason), .failed(let reason): reason
         case .groupNotAuthorized(let group): "group \(group) is not authorized for current user"
+        case .relayed(_, let message): message
         }
     }
 

@@ -72,6 +72,9 @@ public final class WorkerConnection: Sendable {
         try await route.openStream()
     }
 
+    /// Drops the worker's link (its session then ends and the worker leaves as usual).
+    public func disconnect() { route.close() }
+
     /// Asks the worker to abort a request (the client went away).
     public func cancel(requestID: String) {
         route.cancel(requestID: requestID)

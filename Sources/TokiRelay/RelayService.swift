@@ -1,0 +1,74 @@
+import Foundation
+import Logging
+import NIOSSL
+import ServiceLifecycle
+import TokiHub
+import TokiProtocol
+import TokiTunnel
+
+/// What `toki relay-only` is told.
+public struct RelayConfiguration: Sendable {
+    /// The parent's base URL (`http://host:port`, `https://…`, or a full tunnel URL).
+    public var upstream: String
+    /// A token valid on the root: the relay's own link is owned by its user.
+    public var token: String
+    /// This node's id in the chain (loop detection, `via` lists).
+    public var nodeID = HubConfiguration.makeNodeID()
+    /// LZ4 on the upstream link (toki parents agree; on by default).
+    public var offerLZ4 = true
+    public var tls: TLSConfiguration?
+    /// The worker side: listen address, deadlines and limits, as a hub's.
+    public var endpoint = HubConfiguration()
+
+    public init(upstream: String, token: String) {
+        self.upstream = upstream
+        self.token = token
+    }
+}
+
+/// `toki relay-only` as a `Service`: a tunnel endpoint for workers and child relays (no API,
+/// no users) and one upstream link that carries them all to the parent. Transparent: workers
+/// connect to it as to a hub, with the same paths and tokens, and the root decides everything.
+public final class RelayService: Service, Sendable {
+    public let configuration: RelayConfiguration
+    public let registry = WorkerRegistry()
+    let upstream: UpstreamLink
+    let endpoint: WorkerEndpointService
+    let logger: Logger
+
+    public init(configuration: RelayConfiguration, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
+        self.configuration = configuration
+        self.logger = logger
+        var options = UpstreamLink.Options(url: configuration.upstream, token: configuration.token, nodeID: configuration.nodeID)
+        options.offerLZ4 = configuration.offerLZ4
+        options.tls = configuration.tls
+        let upstream = UpstreamLink(options: options, registry: registry, logger: logger)
+        self.upstream = upstream
+        let nodeID = configuration.nodeID
+        endpoint = WorkerEndpointService(
+            configuration: configuration.endpoint,
+            node: RelayNodeIdentity(id: nodeID, path: { upstream.path }),
+            admission: UpstreamAdmission(upstream: upstream, cache: VerdictCache()),
+            presence: UpstreamPresence(upstream: upstream),
+            registry: registry, logger: logger, onRunning: onRunning)
+    }
+
+    /// Whether the upstream link is up, how often it reconnected, and why it last went down.
+    public var upstreamStatus: (connected: Bool, reconnects: Int, lastError: String?) {
+        upstream.status.withLock { ($0.connected, $0.reconnects, $0.lastError) }
+    }
+
+    public func run() async throws {
+        let group = ServiceGroup(configuration: .init(services: [
+            .init(service: UpstreamRunner(link: upstream)), .init(service: endpoint),
+        ], logger: logger))
+        try await group.run()
+    }
+
+    struct UpstreamRunner: Service {
+        let link: UpstreamLink
+        func run() async throws {
+            await cancelWhenGracefulShutdown { await link.run() }
+        }
+    }
+}

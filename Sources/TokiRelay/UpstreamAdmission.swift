@@ -1,0 +1,116 @@
+import Foundation
+import Synchronization
+import TokiHub
+import TokiProtocol
+
+/// Admission at a relay: every decision is the root's, asked over the upstream link as if the
+/// worker were connected there directly. Token verdicts are cached briefly (a worker's upgrade
+/// and its register ask twice within a second; a reconnecting fleet asks thousands of times).
+/// The principal keeps the token: the relay re-announces its workers after a reconnect.
+struct UpstreamAdmission: WorkerAdmission {
+    let upstream: UpstreamLink
+    let cache: VerdictCache
+
+    func authenticate(token: String) async -> WorkerPrincipal? {
+        if let cached = cache.principal(for: token) { return cached }
+        do {
+            let reply = try await upstream.request(RelayMessage(type: TunnelProtocol.RelayMessageType.authenticate, token: token))
+            guard let principal = reply.principal else { return nil }
+            let result = WorkerPrincipal(userID: Int64(principal.userID), userName: principal.userName, group: principal.group, token: token)
+            cache.store(result, for: token)
+            return result
+        } catch {
+            upstream.logger.info("token check upstream failed", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    func authorizeGroups(_ requested: [String], for principal: WorkerPrincipal) async throws(AdmissionRefusal) -> Set<String> {
+        do {
+            let reply = try await upstream.request(RelayMessage(type: TunnelProtocol.RelayMessageType.authenticate, token: principal.token,
+                                                                worker: RelayWorker(namespace: "", group: requested.joined(separator: ","))))
+            return Set(WorkerAdmissionGroups.parse(reply.worker?.group))
+        } catch {
+            throw Self.refusal(error)
+        }
+    }
+
+    func admit(_ request: WorkerAdmissionRequest, for principal: WorkerPrincipal) async throws(AdmissionRefusal) -> WorkerAdmissionVerdict {
+        do {
+            let reply = try await upstream.request(RelayMessage(
+                type: TunnelProtocol.RelayMessageType.workerUp, token: principal.token,
+                worker: RelayWorker(namespace: request.namespace, nodeName: request.nodeName, models: request.models,
+                                    group: request.groups.joined(separator: ","), via: request.via)))
+            return WorkerAdmissionVerdict(userID: principal.userID, workerID: Int64(reply.worker?.workerID ?? 0), namespace: request.namespace,
+                                          groups: Set(WorkerAdmissionGroups.parse(reply.worker?.group)))
+        } catch {
+            throw Self.refusal(error)
+        }
+    }
+
+    /// The parent's refusal with its own code (the worker hears what the root said).
+    static func refusal(_ error: any Error) -> AdmissionRefusal {
+        guard let refusal = error as? UpstreamRefusal else { return .failed("\(error)") }
+        return .relayed(code: refusal.code, message: refusal.message)
+    }
+}
+
+enum WorkerAdmissionGroups {
+    static func parse(_ list: String?) -> [String] {
+        (list ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+}
+
+/// Token verdicts for `ttl`, at most `limit` of them (the oldest half is dropped when full).
+final class VerdictCache: Sendable {
+    private struct Entry { var principal: WorkerPrincipal; var until: ContinuousClock.Instant }
+    private let entries = Mutex<[String: Entry]>([:])
+    let ttl: Duration
+    let limit: Int
+
+    init(ttl: Duration = .seconds(30), limit: Int = 16_384) {
+        self.ttl = ttl
+        self.limit = limit
+    }
+
+    func principal(for token: String) -> WorkerPrincipal? {
+        entries.withLock { entries in
+            guard let entry = entries[token] else { return nil }
+            guard entry.until > .now else { entries[token] = nil; return nil }
+            return entry.principal
+        }
+    }
+
+    func store(_ principal: WorkerPrincipal, for token: String) {
+        entries.withLock { entries in
+            if entries.count >= limit {
+                let now = ContinuousClock.now
+                entries = entries.filter { $0.value.until > now }
+                if entries.count >= limit { entries = [:] }
+            }
+            entries[token] = Entry(principal: principal, until: .now + ttl)
+        }
+    }
+}
+
+/// Presence at a relay: model and group changes and departures go up as they happen.
+struct UpstreamPresence: WorkerPresenceSink {
+    let upstream: UpstreamLink
+
+    func seen(_ worker: WorkerConnection, models: [String]?) {
+        guard let models else { return }
+        let message = RelayMessage(type: TunnelProtocol.RelayMessageType.workerUpdate,
+                                   worker: RelayWorker(namespace: worker.namespace, models: models,
+                                                       group: worker.groups.sorted().joined(separator: ",")))
+        let logger = upstream.logger
+        Task { [upstream] in
+            do { _ = try await upstream.request(message) } catch {
+                logger.warning("the parent refused a worker's update", metadata: ["namespace": "\(worker.namespace)", "error": "\(error)"])
+            }
+        }
+    }
+
+    func departed(_ worker: WorkerConnection) {
+        upstream.notify(RelayMessage(type: TunnelProtocol.RelayMessageType.workerDown, namespace: worker.namespace))
+    }
+}

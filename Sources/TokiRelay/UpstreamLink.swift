@@ -1,0 +1,325 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import Synchronization
+import TokiHub
+import TokiMux
+import TokiProtocol
+import TokiTunnel
+
+/// Why the parent refused something a relay asked for.
+struct UpstreamRefusal: Error, CustomStringConvertible {
+    var code: String
+    var message: String
+    var description: String { "\(code): \(message)" }
+}
+
+/// A relay's link to its parent: dialled like a worker (so it works from behind NAT), relay
+/// role, LZ4 and smux v2 asked for at the upgrade. Over its control stream the relay asks the
+/// parent to check tokens and announces its subtree (a full snapshot after every connect, then
+/// each change); over the data streams the parent opens it splices bytes to the workers.
+/// Reconnects with jittered back-off; workers stay connected to the relay meanwhile.
+final class UpstreamLink: Sendable {
+    struct Options: Sendable {
+        var url: String
+        var token: String
+        var nodeID: String
+        var offerLZ4 = true
+        var tls: TLSConfiguration?
+        var reconnectDelay: Duration = .seconds(1)
+        var reconnectDelayCap: Duration = .seconds(30)
+        var requestTimeout: Duration = .seconds(15)
+        /// smux keepalive: a NOP every interval whatever the traffic; the link is dropped when
+        /// nothing arrived for two intervals (a half-open link is noticed that fast).
+        var keepAlive: Duration = .seconds(5)
+    }
+
+    /// One connected link.
+    final class Connected: Sendable {
+        let session: MuxSession
+        let control: ControlChannel
+        let parentPath: [String]
+        let pending = Mutex<[String: CheckedContinuation<RelayMessage, any Error>]>([:])
+
+        init(session: MuxSession, control: ControlChannel, parentPath: [String]) {
+            self.session = session
+            self.control = control
+            self.parentPath = parentPath
+        }
+
+        func failAll(_ error: any Error) {
+            let waiting = pending.withLock { pending in
+                defer { pending = [:] }
+                return Array(pending.values)
+            }
+            for continuation in waiting { continuation.resume(throwing: error) }
+        }
+    }
+
+    struct Status: Sendable {
+        var connected = false
+        var reconnects = 0
+        var lastError: String?
+    }
+
+    let options: Options
+    let registry: WorkerRegistry
+    let logger: Logger
+    private let current = Mutex<Connected?>(nil)
+    let status = Mutex(Status())
+    private let nextRequest = Atomic<UInt64>(0)
+
+    init(options: Options, registry: WorkerRegistry, logger: Logger) {
+        self.options = options
+        self.registry = registry
+        self.logger = logger
+    }
+
+    /// This node's path from the root (itself last); just itself while disconnected.
+    var path: [String] {
+        (current.withLock { $0?.parentPath } ?? []) + [options.nodeID]
+    }
+
+    // MARK: Requests to the parent
+
+    /// Sends `message` with a fresh request id and waits for the parent's ack (or its error,
+    /// thrown as `UpstreamRefusal`). Throws at once while there is no link.
+    func request(_ message: RelayMessage) async throws -> RelayMessage {
+        guard let link = current.withLock({ $0 }) else {
+            throw UpstreamRefusal(code: TunnelProtocol.RelayErrorCode.upstreamUnavailable, message: "the relay is not connected to its parent")
+        }
+        return try await request(message, on: link)
+    }
+
+    private func request(_ message: RelayMessage, on link: Connected) async throws -> RelayMessage {
+        let id = "\(options.nodeID):\(nextRequest.wrappingAdd(1, ordering: .relaxed).newValue)"
+        let message = { var m = message; m.requestID = id; return m }()
+        let timeout = options.requestTimeout
+        let reply = try await withTimeLimit(timeout, onTimeout: {
+            let waiter = link.pending.withLock { $0.removeValue(forKey: id) }
+            waiter?.resume(throwing: UpstreamRefusal(code: TunnelProtocol.RelayErrorCode.upstreamUnavailable, message: "the parent did not answer within \(timeout)"))
+        }) {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RelayMessage, any Error>) in
+                link.pending.withLock { $0[id] = continuation }
+                if !link.control.send(message) {
+                    link.pending.withLock { $0.removeValue(forKey: id) }?.resume(throwing: UpstreamRefusal(
+                        code: TunnelProtocol.RelayErrorCode.upstreamUnavailable, message: "the link to the parent is closing"))
+                }
+            }
+        }
+        guard let reply else {
+            throw UpstreamRefusal(code: TunnelProtocol.RelayErrorCode.upstreamUnavailable, message: "the parent did not answer within \(timeout)")
+        }
+        if reply.type == .error {
+            throw UpstreamRefusal(code: reply.error?.code ?? TunnelProtocol.HubErrorCode.registerFailed, message: reply.error?.message ?? "refused")
+        }
+        return reply
+    }
+
+    /// Sends a message that has no answer (worker_down); dropped while disconnected (the next
+    /// snapshot says it anyway).
+    func notify(_ message: RelayMessage) {
+        current.withLock { $0 }?.control.send(message)
+    }
+
+    // MARK: The link's life
+
+    /// Connects, serves, reconnects; until cancelled.
+    func run() async {
+        var backoff = ReconnectBackoff(base: options.reconnectDelay, cap: options.reconnectDelayCap)
+        while !Task.isCancelled {
+            let started = ContinuousClock.now
+            let reason = await runConnection()
+            status.withLock { status in
+                status.connected = false
+                status.reconnects += 1
+                status.lastError = reason
+            }
+            if Task.isCancelled { return }
+            if started.duration(to: .now) > .seconds(30) { backoff.reset() }
+            // A refusal (loop, hop limit, bad token) will not go away soon.
+            if reason.hasPrefix(Self.refusedPrefix) { backoff.saturate() }
+            let delay = backoff.nextDelay()
+            logger.warning("upstream link down; reconnecting", metadata: ["reason": "\(reason)", "delay": "\(delay)"])
+            try? await Task.sleep(for: delay)
+        }
+    }
+
+    /// One connection: dial, hello, snapshot, serve until it ends. Returns why it ended.
+    private func runConnection() async -> String {
+        var dial = TunnelDialOptions(url: TunnelDialOptions.hubURL(options.url))
+        dial.headers = [("Authorization", "Bearer \(options.token)"), (TunnelProtocol.relayHeader, options.nodeID)]
+        dial.offerLZ4 = options.offerLZ4
+        dial.offerSmux2 = true
+        dial.tls = options.tls
+        let tunnel: ClientTunnel
+        let session: MuxSession
+        do {
+            tunnel = try await ClientTunnel.connect(dial, logger: logger)
+            guard tunnel.responseHeaders.first(name: TunnelProtocol.relayHeader) != nil else {
+                return "the parent at \(dial.url) does not accept relays (no \(TunnelProtocol.relayHeader) in its answer: an original Tokilake?)"
+            }
+            var mux = SmuxConfiguration.tokilake
+            mux.version = tunnel.features.smuxVersion
+            mux.keepAliveInterval = options.keepAlive
+            mux.keepAliveTimeout = options.keepAlive * 2
+            session = try MuxSession(role: .client, configuration: mux, logger: logger)
+        } catch {
+            return "dial \(dial.url): \(error)"
+        }
+        // The control side's reason wins: it says what the parent said (a refusal), where the
+        // transport only saw the link close.
+        enum Ended: Sendable { case transport(String), control(String) }
+        return await withTaskGroup(of: Ended.self) { group in
+            group.addTask {
+                do { try await tunnel.run(session) } catch { return .transport("transport: \(error)") }
+                return .transport("the parent closed the link")
+            }
+            group.addTask {
+                defer { session.close() }
+                return .control(await self.serve(session, lz4: tunnel.features.lz4))
+            }
+            var reasons: [String] = []
+            for await ended in group {
+                session.close()
+                switch ended {
+                case .control(let reason) where !reason.isEmpty: reasons.insert(reason, at: 0)
+                case .transport(let reason): reasons.append(reason)
+                default: break
+                }
+            }
+            return reasons.first ?? "connection closed"
+        }
+    }
+
+    static let refusedPrefix = "the parent refused the link: "
+
+    private func serve(_ session: MuxSession, lz4: Bool) async -> String {
+        let control: ControlChannel
+        let parentPath: [String]
+        do {
+            control = ControlChannel(try session.openStream())
+            async let _ = try? control.runWriter()
+            // hello: read directly (nothing else is in flight yet).
+            control.send(RelayMessage(type: TunnelProtocol.RelayMessageType.hello, requestID: "hello",
+                                      node: RelayNode(id: options.nodeID)))
+            guard let (reply, _) = try await control.receive(RelayMessage.self, includingTail: false) else { return "the parent closed the control stream" }
+            guard reply.type == .ack, let parent = reply.node else {
+                return "\(Self.refusedPrefix)\(reply.error?.code ?? "-"): \(reply.error?.message ?? "no answer to hello")"
+            }
+            parentPath = parent.path ?? [parent.id]
+            let link = Connected(session: session, control: control, parentPath: parentPath)
+            current.withLock { $0 = link }
+            status.withLock { $0.connected = true }
+            logger.notice("upstream link up", metadata: ["parent": "\(parent.id)", "path": "\(parentPath + [options.nodeID])",
+                                                         "lz4": "\(lz4)", "smux": "\(session.configuration.version)"])
+            defer {
+                current.withLock { if $0 === link { $0 = nil } }
+                link.failAll(UpstreamRefusal(code: TunnelProtocol.RelayErrorCode.upstreamUnavailable, message: "the link to the parent went down"))
+                control.finish()
+            }
+            return await withTaskGroup(of: String.self) { group in
+                group.addTask { await self.readControl(link) }
+                group.addTask { await self.acceptStreams(link) }
+                group.addTask { await self.announceSnapshot(on: link); return "" }
+                var reason = ""
+                for await ended in group where !ended.isEmpty {
+                    reason = ended
+                    group.cancelAll()
+                    session.close()
+                }
+                return reason
+            }
+        } catch {
+            return "control stream: \(error)"
+        }
+    }
+
+    /// Acks and errors go to their waiting requests; `cancel` to the worker.
+    private func readControl(_ link: Connected) async -> String {
+        do {
+            while let (message, _) = try await link.control.receive(RelayMessage.self, includingTail: false) {
+                switch message.type {
+                case .ack, .error:
+                    guard let id = message.requestID, let waiter = link.pending.withLock({ $0.removeValue(forKey: id) }) else {
+                        if message.type == .error {
+                            logger.warning("the parent reported an error", metadata: ["code": "\(message.error?.code ?? "")", "message": "\(message.error?.message ?? "")"])
+                        }
+                        continue
+                    }
+                    waiter.resume(returning: message)
+                case TunnelProtocol.RelayMessageType.cancel:
+                    if let namespace = message.namespace, let target = message.cancelRequest?.targetRequestID {
+                        registry.worker(namespace: namespace)?.cancel(requestID: target)
+                    }
+                default:
+                    logger.warning("unexpected message from the parent", metadata: ["type": "\(message.type)"])
+                }
+            }
+            return "the parent closed the control stream"
+        } catch {
+            return "control stream: \(error)"
+        }
+    }
+
+    /// Data streams the parent opens: a `route` line, then bytes spliced to the worker.
+    private func acceptStreams(_ link: Connected) async -> String {
+        await withDiscardingTaskGroup { group in
+            while true {
+                guard let stream = try? await link.session.accept() else { return }
+                group.addTask { await self.splice(stream) }
+            }
+        }
+        return "the link to the parent ended"
+    }
+
+    private func splice(_ upstream: MuxStream) async {
+        let reader = StreamLineReader(upstream, maxLineLength: TunnelProtocol.maxRouteLineLength)
+        let route: RelayMessage
+        do {
+            guard let line = try await reader.nextLine(includingTail: false) else { return upstream.close() }
+            route = try RelayMessage.decode(line: line)
+        } catch {
+            logger.warning("data stream from the parent without a valid route line; closed", metadata: ["error": "\(error)"])
+            return upstream.close()
+        }
+        guard route.type == TunnelProtocol.RelayMessageType.route, let namespace = route.namespace,
+              let worker = registry.worker(namespace: namespace) else {
+            // Closing without a byte: the root retries the request elsewhere.
+            logger.info("data stream for a worker not here; closed", metadata: ["namespace": "\(route.namespace ?? "")"])
+            return upstream.close()
+        }
+        let downstream: MuxStream
+        do { downstream = try await worker.openStream() } catch {
+            logger.info("cannot open a stream to the worker", metadata: ["namespace": "\(namespace)", "error": "\(error)"])
+            return upstream.close()
+        }
+        await StreamSplice.run(upstream, downstream, first: reader.takeRemainder())
+    }
+
+    /// After a (re)connect: every worker of the subtree, announced again.
+    private func announceSnapshot(on link: Connected) async {
+        let workers = registry.workers
+        guard !workers.isEmpty else { return }
+        var announced = 0
+        for worker in workers {
+            guard let token = worker.principal.token else { continue }
+            let message = RelayMessage(type: TunnelProtocol.RelayMessageType.workerUp, token: token,
+                                       worker: RelayWorker(namespace: worker.namespace, nodeName: worker.nodeName, models: worker.models.sorted(),
+                                                           group: worker.groups.sorted().joined(separator: ","), via: worker.via))
+            do {
+                _ = try await request(message, on: link)
+                announced += 1
+            } catch {
+                // The root no longer admits it (token revoked, namespace taken meanwhile): a
+                // direct worker is dropped here too, and its reconnect hears why. (One behind a
+                // child relay is left to that relay: dropping the child link would drop all.)
+                logger.warning("the parent refused a worker on re-announcement; dropping it", metadata: [
+                    "namespace": "\(worker.namespace)", "error": "\(error)"])
+                if worker.via.isEmpty { worker.disconnect() }
+            }
+        }
+        logger.info("subtree announced upstream", metadata: ["workers": "\(announced)"])
+    }
+}

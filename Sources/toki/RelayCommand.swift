@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import TokiHub
+import TokiRelay
+import TokiTunnel
+
+/// `toki relay-only`: a regional hop between workers and a hub (docs/relay.md).
+struct RelayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay-only",
+        abstract: "Accept workers (and child relays) and carry them to a parent hub over one compressed tunnel.",
+        discussion: """
+            Workers connect to a relay exactly as to a hub (same path, same tokens); the root hub \
+            checks their tokens and namespaces and routes to them through the relay. No public API, \
+            no user database. Chains may be several relays deep (at most 4 hops).
+            """
+    )
+
+    @Option(name: .long, help: "The parent's base URL: the root hub or another relay (http://host:port, https://…).")
+    var upstream: String
+
+    @Option(name: .long, help: "A token valid on the root hub (the relay's own link is owned by its user).")
+    var token: String
+
+    @Option(name: .long, help: "Address workers connect to (HOST:PORT).")
+    var listen = "127.0.0.1:8081"
+
+    @Option(name: .long, help: "This node's id in chains (default: host name and a random suffix).")
+    var nodeId: String?
+
+    @Flag(name: .long, help: "Do not offer LZ4 on the upstream link.")
+    var noLz4 = false
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        _ = try HostPort(listen)
+        guard !token.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--token must not be empty") }
+        do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch {
+            throw ValidationError("--upstream: \(error)")
+        }
+        if let nodeId, nodeId.isEmpty || nodeId.utf8.count > 128 || nodeId.contains(",") {
+            throw ValidationError("--node-id must be 1 to 128 bytes, without commas")
+        }
+    }
+
+    func run() async throws {
+        let logger = makeLogger(label: "toki.relay", level: logLevel)
+        let address = try HostPort(listen)
+        var configuration = RelayConfiguration(upstream: upstream, token: token)
+        if let nodeId { configuration.nodeID = nodeId }
+        configuration.offerLZ4 = !noLz4
+        configuration.endpoint.host = address.host
+        configuration.endpoint.port = address.port
+        let descriptors = FileDescriptorLimit.raiseToHard()
+        logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
+        let (nodeID, upstreamURL) = (configuration.nodeID, configuration.upstream)
+        let relay = RelayService(configuration: configuration, logger: logger) { port in
+            logger.notice("toki relay listening", metadata: [
+                "workers": "ws://\(address.host):\(port)/api/tokilake/connect", "upstream": "\(upstreamURL)", "node": "\(nodeID)",
+            ])
+            FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
+        }
+        let group = ServiceGroup(services: [relay], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        do {
+            try await group.run()
+        } catch is CancellationError {
+        }
+    }
+}
