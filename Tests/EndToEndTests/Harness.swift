@@ -140,16 +140,21 @@ enum WorkerKind: String, CaseIterable, Sendable, CustomStringConvertible {
 final class WorkerProcess: Sendable {
     let process: ChildProcess
 
-    init(_ kind: WorkerKind, hub: HubProcess, token: String, backend: StubBackend, namespace: String, models: [String]) async throws {
+    convenience init(_ kind: WorkerKind, hub: HubProcess, token: String, backend: StubBackend, namespace: String, models: [String]) async throws {
+        try await self.init(kind, tunnelURL: hub.tunnelURL, token: token, backend: backend, namespace: namespace, models: models)
+    }
+
+    /// A worker of a hub or of a relay (`tunnelURL`).
+    init(_ kind: WorkerKind, tunnelURL: String, token: String, backend: StubBackend, namespace: String, models: [String]) async throws {
         switch kind {
         case .goTokiame:
             process = try ChildProcess(try await GoPeer.path(), [
-                "tokiame", "--gateway-url", hub.tunnelURL, "--token", token, "--namespace", namespace,
+                "tokiame", "--gateway-url", tunnelURL, "--token", token, "--namespace", namespace,
                 "--models", models.joined(separator: ","), "--backend", backend.url, "--reconnect-seconds", "1", "--heartbeat-seconds", "5",
             ], name: "gopeer tokiame \(namespace)")
         case .toki:
             process = try ChildProcess(Products.path("toki"), [
-                "worker", "--hub", hub.tunnelURL, "--token", token, "--backend", backend.url, "--namespace", namespace,
+                "worker", "--hub", tunnelURL, "--token", token, "--backend", backend.url, "--namespace", namespace,
                 "--heartbeat-seconds", "5", "--reconnect-delay-ms", "300",
             ], name: "toki worker \(namespace)")
         }

@@ -1,0 +1,160 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `toki relay-only` as a process, dialling `upstream` (a hub's or another relay's base URL).
+final class RelayProcess: Sendable {
+    let process: ChildProcess
+    let port: Int
+    let arguments: [String]
+    var tunnelURL: String { "ws://127.0.0.1:\(port)/api/tokilake/connect" }
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    init(upstream: String, token: String, nodeID: String, port: Int = 0) async throws {
+        arguments = ["relay-only", "--upstream", upstream, "--token", token, "--node-id", nodeID]
+        process = try ChildProcess(Products.path("toki"), arguments + ["--listen", "127.0.0.1:\(port)"], name: "toki relay \(nodeID)")
+        let line = try await process.waitForLine(prefix: "LISTEN ")
+        guard let bound = Int(line.split(separator: ":").last ?? "") else { throw ChildProcessError("bad line \(line)") }
+        self.port = bound
+    }
+
+    /// Waits until the relay's log says `text` (e.g. that its upstream link is up).
+    func waitForLog(_ text: String, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if process.stderr.contains(text) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ChildProcessError("relay never logged \(text.debugDescription); stderr: \(process.stderr.suffix(3000))")
+    }
+
+    func stop() async { await process.stop() }
+}
+
+/// Chains of hubs, as a user builds them from the README: the root hub, relays below it, and
+/// workers (original Go Tokiame and toki) connected to the relays exactly as to a hub.
+@Suite("chained relays: root <- relay(s) <- worker", .serialized)
+struct ChainTests {
+    static let chat = #"{"model":"MODEL","messages":[{"role":"user","content":"hi"}]}"#
+
+    static func chat(_ hub: HubProcess, token: String, model: String, stream: Bool = false) async throws -> HTTP.Result {
+        let body = chat.replacingOccurrences(of: "MODEL", with: model).replacingOccurrences(of: "{\"model\"", with: stream ? "{\"stream\":true,\"model\"" : "{\"model\"")
+        return try await HTTP.post(hub.url + "/v1/chat/completions", token: token, body: body)
+    }
+
+    @Test("root <- relay <- worker serves chat (streamed and not) and embeddings", arguments: [WorkerKind.goTokiame, .toki])
+    func oneRelay(kind: WorkerKind) async throws {
+        let hub = try await HubProcess()
+        let token = try await hub.createToken(user: "alice")
+        let relay = try await RelayProcess(upstream: hub.url, token: token, nodeID: "relay-a")
+        let backend = try await StubBackend(models: ["chain-model"])
+        let worker = try await WorkerProcess(kind, tunnelURL: relay.tunnelURL, token: token, backend: backend, namespace: "gpu-behind-relay",
+                                             models: ["chain-model"])
+        defer { Task { await worker.stop(); await backend.stop(); await relay.stop(); await hub.stop() } }
+        try await hub.waitForModel("chain-model", token: token)
+
+        let plain = try await Self.chat(hub, token: token, model: "chain-model")
+        #expect(plain.status == 200, "\(plain.body)")
+        #expect(plain.json?["choices"] != nil)
+        let streamed = try await Self.chat(hub, token: token, model: "chain-model", stream: true)
+        #expect(streamed.status == 200)
+        #expect(streamed.body.contains("data: [DONE]"), "\(streamed.body.suffix(300))")
+        let embeddings = try await HTTP.post(hub.url + "/v1/embeddings", token: token, body: #"{"model":"chain-model","input":["a","b"]}"#)
+        #expect(embeddings.status == 200, "\(embeddings.body)")
+        #expect((embeddings.json?["data"] as? [Any])?.count == 2)
+        // Owned and listed at the root like a direct worker.
+        #expect(try await hub.workers()["gpu-behind-relay"] != nil)
+    }
+
+    @Test("root <- relay <- relay <- worker; a link that would close a loop is refused")
+    func twoRelaysAndALoop() async throws {
+        let hub = try await HubProcess()
+        let token = try await hub.createToken(user: "alice")
+        let a = try await RelayProcess(upstream: hub.url, token: token, nodeID: "relay-a")
+        try await a.waitForLog("upstream link up")
+        let b = try await RelayProcess(upstream: a.baseURL, token: token, nodeID: "relay-b")
+        let backend = try await StubBackend(models: ["deep-model"])
+        let worker = try await WorkerProcess(.toki, tunnelURL: b.tunnelURL, token: token, backend: backend, namespace: "deep-gpu", models: ["deep-model"])
+        defer { Task { await worker.stop(); await backend.stop(); await b.stop(); await a.stop(); await hub.stop() } }
+        try await hub.waitForModel("deep-model", token: token)
+        let reply = try await Self.chat(hub, token: token, model: "deep-model", stream: true)
+        #expect(reply.status == 200)
+        #expect(reply.body.contains("data: [DONE]"))
+
+        // A second node calling itself relay-a under relay-b would make a loop.
+        let loop = try await RelayProcess(upstream: b.baseURL, token: token, nodeID: "relay-a")
+        try await loop.waitForLog("relay_loop")
+        await loop.stop()
+        #expect(b.process.stderr.contains("the link would make a loop"))
+        // Nothing else was disturbed.
+        let after = try await Self.chat(hub, token: token, model: "deep-model")
+        #expect(after.status == 200, "\(after.body)")
+    }
+
+    @Test("a killed relay takes its subtree offline at once; restarted, it is served again and a relay below it comes back by itself")
+    func relayLostAndBack() async throws {
+        let hub = try await HubProcess()
+        let token = try await hub.createToken(user: "alice")
+        let a = try await RelayProcess(upstream: hub.url, token: token, nodeID: "relay-a")
+        try await a.waitForLog("upstream link up")
+        let b = try await RelayProcess(upstream: a.baseURL, token: token, nodeID: "relay-b")
+        let backend = try await StubBackend(models: ["sub-model"])
+        let worker = try await WorkerProcess(.goTokiame, tunnelURL: b.tunnelURL, token: token, backend: backend, namespace: "sub-gpu",
+                                             models: ["sub-model"])
+        defer { Task { await worker.stop(); await backend.stop(); await b.stop(); await hub.stop() } }
+        try await hub.waitForModel("sub-model", token: token)
+
+        a.process.kill9()
+        _ = try await a.process.waitForExit()
+        // The root dropped the subtree when the link closed, not after a heartbeat timeout:
+        // the next request is refused as having no worker.
+        try await hub.waitForModel("sub-model", token: token, present: false, timeout: .seconds(5))
+        let gone = try await Self.chat(hub, token: token, model: "sub-model")
+        #expect(gone.status == 503 || gone.status == 404, "\(gone.status) \(gone.body)")
+
+        let again = try await RelayProcess(upstream: hub.url, token: token, nodeID: "relay-a", port: a.port)
+        defer { Task { await again.stop() } }
+        // relay-b reconnects and re-announces its worker; the worker itself never reconnected.
+        try await hub.waitForModel("sub-model", token: token)
+        let back = try await Self.chat(hub, token: token, model: "sub-model")
+        #expect(back.status == 200, "\(back.body)")
+        #expect(!worker.process.stderr.contains("reconnect"), "the worker behind relay-b should not have noticed")
+    }
+
+    @Test("a namespace owned by another user is refused through a relay, with the root's reason")
+    func namespaceOwnership() async throws {
+        let hub = try await HubProcess()
+        let alice = try await hub.createToken(user: "alice")
+        let bob = try await hub.createToken(user: "bob")
+        let backend = try await StubBackend(models: ["owned-model"])
+        // alice claims the namespace by registering directly once.
+        let first = try await WorkerProcess(.toki, hub: hub, token: alice, backend: backend, namespace: "alices-gpu", models: ["owned-model"])
+        try await hub.waitForModel("owned-model", token: alice)
+        await first.stop()
+        try await hub.waitForModel("owned-model", token: alice, present: false)
+
+        let relay = try await RelayProcess(upstream: hub.url, token: bob, nodeID: "relay-bob")
+        let intruder = try await WorkerProcess(.toki, tunnelURL: relay.tunnelURL, token: bob, backend: backend, namespace: "alices-gpu",
+                                               models: ["owned-model"])
+        defer { Task { await intruder.stop(); await backend.stop(); await relay.stop(); await hub.stop() } }
+        try await relay.waitForLog("namespace_not_owned")
+        #expect(try await hub.workers()["alices-gpu"] == nil)
+    }
+
+    @Test("the root restarted: relays reconnect and re-announce, workers keep their relay link")
+    func rootRestart() async throws {
+        var hub = try await HubProcess()
+        let token = try await hub.createToken(user: "alice")
+        let relay = try await RelayProcess(upstream: hub.url, token: token, nodeID: "relay-a")
+        let backend = try await StubBackend(models: ["restart-model"])
+        let worker = try await WorkerProcess(.toki, tunnelURL: relay.tunnelURL, token: token, backend: backend, namespace: "restart-gpu",
+                                             models: ["restart-model"])
+        try await hub.waitForModel("restart-model", token: token)
+        hub = try await hub.restarted(sigkill: true)
+        let restartedHub = hub
+        defer { Task { await worker.stop(); await backend.stop(); await relay.stop(); await restartedHub.stop() } }
+        try await hub.waitForModel("restart-model", token: token)
+        let reply = try await Self.chat(hub, token: token, model: "restart-model")
+        #expect(reply.status == 200, "\(reply.body)")
+    }
+}
