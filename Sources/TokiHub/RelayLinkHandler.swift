@@ -86,7 +86,9 @@ struct RelayLinkHandler: Sendable {
     /// The first line must be `hello`; refused if this link would close a loop or go past the
     /// hop limit.
     private nonisolated(nonsending) func hello(_ channel: ControlChannel) async throws {
-        guard let (message, _) = try await channel.receive(RelayMessage.self, includingTail: false) else { throw Refusal(code: Code.loop, message: "no hello") }
+        guard let (message, _) = try await channel.receive(RelayMessage.self, includingTail: false) else {
+            throw Refusal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "the relay closed its control stream before hello")
+        }
         guard message.type == Kind.hello, let child = message.node, !child.id.isEmpty else {
             throw Refusal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "the first message of a relay link must be hello")
         }
@@ -94,8 +96,9 @@ struct RelayLinkHandler: Sendable {
         if child.id == node.id || path.contains(child.id) {
             throw Refusal(code: Code.loop, message: "relay \(child.id) is already on the path to the root (\(path.joined(separator: " <- "))): the link would make a loop")
         }
-        if path.count >= node.hopLimit {
-            throw Refusal(code: Code.hopLimit, message: "a relay here would be \(path.count) hops from the root; the limit is \(node.hopLimit)")
+        // The child would be the path.count-th relay below the root.
+        if path.count > node.hopLimit {
+            throw Refusal(code: Code.hopLimit, message: "a relay here would be \(path.count) relays below the root; the limit is \(node.hopLimit)")
         }
         channel.send(RelayMessage.ack(requestID: message.requestID, node: RelayNode(id: node.id, path: path)))
     }
@@ -177,9 +180,8 @@ struct RelayLinkHandler: Sendable {
     }
 
     private func depart(_ connection: WorkerConnection) {
-        registry.release(connection)
         connection.markClosed()
-        presence.departed(connection)
+        if registry.release(connection) { presence.departed(connection) }
     }
 
     private nonisolated(nonsending) func authenticate(_ token: String?) async throws -> WorkerPrincipal {

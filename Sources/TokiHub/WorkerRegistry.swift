@@ -169,26 +169,43 @@ public final class WorkerRegistry: Sendable {
     }
 
     /// Claims the namespace for this connection and makes it routable; false if another live
-    /// session holds the namespace.
+    /// session of another user holds the namespace. A session of the same user is replaced: a
+    /// worker that reconnects after a silent drop takes its namespace over at once instead of
+    /// being refused until the stale session's heartbeat deadline (Tokilake refused it).
     func claim(_ connection: WorkerConnection) -> Bool {
-        state.withLock { state in
-            if let existing = state.byNamespace[connection.namespace], existing !== connection { return false }
-            guard state.byNamespace[connection.namespace] == nil else { return true }
+        let outcome = state.withLock { state -> (claimed: Bool, replaced: WorkerConnection?) in
+            var replaced: WorkerConnection?
+            if let existing = state.byNamespace[connection.namespace] {
+                if existing === connection { return (true, nil) }
+                guard existing.userID == connection.userID else { return (false, nil) }
+                let (models, groups) = existing.state.withLock { ($0.models, $0.groups) }
+                state.unindex(existing, models: models, groups: groups)
+                replaced = existing
+            }
             state.byNamespace[connection.namespace] = connection
             let (models, groups) = connection.state.withLock { ($0.models, $0.groups) }
             state.index(connection, models: models, groups: groups)
-            return true
+            return (true, replaced)
         }
+        if let stale = outcome.replaced {
+            stale.logger.info("worker session replaced by a new one of the same owner", metadata: ["namespace": "\(stale.namespace)"])
+            stale.markClosed()
+            stale.route.retire()
+        }
+        return outcome.claimed
     }
 
-    /// Removes the connection (only if it still holds its namespace).
-    func release(_ connection: WorkerConnection) {
+    /// Removes the connection; true if it still held its namespace (false: it was replaced,
+    /// and its departure must not be recorded over its successor's presence).
+    @discardableResult
+    func release(_ connection: WorkerConnection) -> Bool {
         state.withLock { state in
-            guard state.byNamespace[connection.namespace] === connection else { return }
+            guard state.byNamespace[connection.namespace] === connection else { return false }
             state.byNamespace[connection.namespace] = nil
             let (models, groups) = connection.state.withLock { ($0.models, $0.groups) }
             state.unindex(connection, models: models, groups: groups)
             if state.byNamespace.isEmpty { state.byNamespace = [:] }  // give back a departed fleet's capacity
+            return true
         }
     }
 

@@ -30,6 +30,13 @@ protocol WorkerRoute: AnyObject, Sendable {
     func ping() async throws
     /// Drops the link: its calls fail at once (and are retried elsewhere if nothing was sent yet).
     func close()
+    /// The worker registered again over a newer session: drop what only this route holds (a
+    /// direct worker's stale session). A relay route holds nothing of its own.
+    func retire()
+}
+
+extension WorkerRoute {
+    func retire() {}
 }
 
 /// A worker's tunnel link as liveness probes see it.
@@ -77,6 +84,8 @@ final class SessionRoute: WorkerRoute {
     func ping() async throws { try await link.ping() }
 
     func close() { session.close() }
+
+    func retire() { session.close() }
 }
 
 /// A worker behind a child relay: its calls are streams on the relay's session that start with

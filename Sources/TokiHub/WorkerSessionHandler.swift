@@ -70,9 +70,8 @@ struct WorkerSessionHandler: Sendable {
         channel.finish()
         await writing
         if let connection {
-            registry.release(connection)
             connection.markClosed()
-            presence.departed(connection)
+            if registry.release(connection) { presence.departed(connection) }
             logger.info("worker offline", metadata: ["namespace": "\(connection.namespace)"])
         }
         // Let the last lines (an error, acks) reach the transport before the session goes:

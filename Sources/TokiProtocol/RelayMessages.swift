@@ -12,7 +12,7 @@ extension TunnelProtocol {
     /// A parent that does not answer it does not speak the relay extension.
     public static let relayHeader = "X-Toki-Relay"
 
-    /// How many relay hops a worker may be from the root (root ← relay ← relay ← relay ← relay).
+    /// How many relays may stand between the root and a worker (root ← relay ← relay ← relay ← relay).
     public static let defaultHopLimit = 4
 
     /// Longest `route` line a relay reads at the start of a data stream.

@@ -138,7 +138,7 @@ final class UpstreamLink: Sendable {
             }
             if Task.isCancelled { return }
             if started.duration(to: .now) > .seconds(30) { backoff.reset() }
-            // A refusal (loop, hop limit, bad token) will not go away soon.
+            // A refusal of the link itself (loop, hop limit) will not go away soon.
             if reason.hasPrefix(Self.refusedPrefix) { backoff.saturate() }
             let delay = backoff.nextDelay()
             logger.warning("upstream link down; reconnecting", metadata: ["reason": "\(reason)", "delay": "\(delay)"])
@@ -209,6 +209,11 @@ final class UpstreamLink: Sendable {
                 return "\(Self.refusedPrefix)\(reply.error?.code ?? "-"): \(reply.error?.message ?? "no answer to hello")"
             }
             parentPath = parent.path ?? [parent.id]
+            // The parent's own path may run through this node (two relays dialling each other
+            // while both were cut off): that link would be a loop.
+            if parentPath.contains(options.nodeID) {
+                return "\(Self.refusedPrefix)\(TunnelProtocol.RelayErrorCode.loop): this node (\(options.nodeID)) is on its parent's path to the root (\(parentPath.joined(separator: " <- ")))"
+            }
             let link = Connected(session: session, control: control, parentPath: parentPath)
             current.withLock { $0 = link }
             status.withLock { $0.connected = true }

@@ -157,4 +157,23 @@ struct ChainTests {
         let reply = try await Self.chat(hub, token: token, model: "restart-model")
         #expect(reply.status == 200, "\(reply.body)")
     }
+
+    @Test("a frozen worker's namespace is taken over by its owner's new session at once, here through a relay")
+    func takeoverThroughARelay() async throws {
+        let hub = try await HubProcess()
+        let token = try await hub.createToken(user: "alice")
+        let backend = try await StubBackend(models: ["moving-model"])
+        let stale = try await WorkerProcess(.toki, hub: hub, token: token, backend: backend, namespace: "moving-gpu", models: ["moving-model"])
+        try await hub.waitForModel("moving-model", token: token)
+        kill(stale.process.pid, SIGSTOP)  // frozen: its TCP link stays up, it answers nothing
+        let relay = try await RelayProcess(upstream: hub.url, token: token, nodeID: "relay-a")
+        let fresh = try await WorkerProcess(.toki, tunnelURL: relay.tunnelURL, token: token, backend: backend, namespace: "moving-gpu",
+                                            models: ["moving-model"])
+        defer { Task { stale.kill(); await fresh.stop(); await backend.stop(); await relay.stop(); await hub.stop() } }
+        try await relay.waitForLog("worker registered")
+        let reply = try await Self.chat(hub, token: token, model: "moving-model")
+        #expect(reply.status == 200, "\(reply.body)")
+        #expect(!fresh.process.stderr.contains("already connected"))
+        #expect(hub.process.stderr.contains("replaced by a new one of the same owner"))
+    }
 }

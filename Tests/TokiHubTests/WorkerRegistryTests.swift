@@ -5,13 +5,30 @@ import Testing
 @testable import TokiHub
 
 @Suite struct WorkerRegistryTests {
-    func worker(_ namespace: String, models: Set<String>, groups: Set<String> = ["default"]) throws -> WorkerConnection {
+    func worker(_ namespace: String, models: Set<String>, groups: Set<String> = ["default"], userID: Int64 = 1) throws -> WorkerConnection {
         let session = try MuxSession(role: .server)
-        return WorkerConnection(sessionID: 0, namespace: namespace, principal: WorkerPrincipal(userID: 1, userName: "u", group: "default"), workerID: 1, nodeName: namespace, groups: groups,
+        return WorkerConnection(sessionID: 0, namespace: namespace, principal: WorkerPrincipal(userID: userID, userName: "u\(userID)", group: "default"), workerID: 1, nodeName: namespace, groups: groups,
                          models: models, hardwareInfo: nil,
                          route: SessionRoute(session: session, control: ControlChannel(try session.openStream()),
                                              link: WorkerLink(activity: LinkActivity(), ping: {}), namespace: namespace),
                          logger: Logger(label: "test"))
+    }
+
+    @Test("a new session of the same owner takes the namespace over; the stale one's departure changes nothing")
+    func sameOwnerTakesOver() throws {
+        let registry = WorkerRegistry()
+        let stale = try worker("a", models: ["llama"])
+        #expect(registry.claim(stale))
+        let fresh = try worker("a", models: ["qwen"])
+        #expect(registry.claim(fresh))
+        #expect(registry.worker(namespace: "a") === fresh)
+        #expect(registry.candidates(model: "llama", group: "default").isEmpty)
+        #expect(registry.candidates(model: "qwen", group: "default").map(\.namespace) == ["a"])
+        #expect(!stale.begin(requestID: "r1"))  // closed: no request starts on it
+        #expect(!registry.release(stale))  // its late departure does not unregister the new one
+        #expect(registry.worker(namespace: "a") === fresh)
+        #expect(registry.release(fresh))
+        #expect(registry.workers.isEmpty)
     }
 
     @Test func theIndexFollowsRegistrationChangesAndDeparture() throws {
@@ -20,7 +37,7 @@ import Testing
         let b = try worker("b", models: ["llama"], groups: ["vip"])
         #expect(registry.claim(a))
         #expect(registry.claim(b))
-        #expect(!registry.claim(try worker("a", models: ["x"])))  // namespace held by a live session
+        #expect(!registry.claim(try worker("a", models: ["x"], userID: 2)))  // held by another user's live session
         #expect(registry.candidates(model: "llama", group: "default").map(\.namespace) == ["a"])
         #expect(registry.candidates(model: "llama", group: "vip").map(\.namespace) == ["b"])
         #expect(registry.models(group: "default") == ["llama", "qwen"])
