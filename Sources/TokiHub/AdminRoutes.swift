@@ -11,6 +11,8 @@ struct AdminRoutes: Sendable {
     let tokens: TokenCache
     /// Armed deadlines, reported by `/admin/runtime`.
     var deadlines: DeadlineSweeper?
+    /// The chain as this node sees it (`/admin/topology`).
+    var topology: @Sendable () -> Topology = { Topology(node: "", role: "hub", children: []) }
 
     func collection() -> RouteCollection<HubRequestContext> {
         let routes = RouteCollection(context: HubRequestContext.self)
@@ -19,6 +21,9 @@ struct AdminRoutes: Sendable {
         routes.post("/admin/tokens") { request, _ in try await self.createToken(request) }
         routes.get("/admin/workers") { _, _ in try self.workers() }
         routes.get("/admin/runtime") { _, _ in self.runtime() }
+        routes.get("/admin/topology") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try self.topology().encoded())))
+        }
         return routes
     }
 
@@ -70,9 +75,13 @@ struct AdminRoutes: Sendable {
             var models: [String]
             var groups: [String]
             var in_flight: Int
+            /// The relays between this node and the worker, nearest first (empty: direct).
+            var via: [String]
+            var hops: Int
         }
         let rows = registry.workers.map {
-            Row(namespace: $0.namespace, node_name: $0.nodeName, user_id: $0.userID, models: $0.models.sorted(), groups: $0.groups.sorted(), in_flight: $0.inFlight)
+            Row(namespace: $0.namespace, node_name: $0.nodeName, user_id: $0.userID, models: $0.models.sorted(), groups: $0.groups.sorted(),
+                in_flight: $0.inFlight, via: $0.via, hops: $0.via.count)
         }.sorted { $0.namespace < $1.namespace }
         let data = try JSONEncoder().encode(["workers": rows])
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))

@@ -22,6 +22,7 @@ public final class HubService: Service, Sendable {
     let usage: UsageRecorder
     let presence: PresenceRecorder
     let deadlines = DeadlineSweeper()
+    let relayLinks = RelayLinks()
     let draining = Locked(false)
     let forwarder: RequestForwarder
     let onRunning: @Sendable (Int) async -> Void
@@ -56,7 +57,9 @@ public final class HubService: Service, Sendable {
         }
         router.addRoutes(OpenAIRoutes(registry: registry, forwarder: forwarder, tokens: tokens, draining: draining,
                                       maxBodyBytes: configuration.maxBodyBytes).collection())
-        router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines).collection())
+        router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines, topology: { [registry, relayLinks, configuration] in
+            Topology.build(node: configuration.nodeID, role: "hub", upstream: nil, workers: registry.workers, relays: relayLinks.all)
+        }).collection())
         router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: HubRequestContext.self))
         return router
     }
@@ -64,7 +67,7 @@ public final class HubService: Service, Sendable {
     public func run() async throws {
         _ = try? await store.markAllOffline()
         let tunnel = WorkerTunnel(node: .root(id: configuration.nodeID), admission: admission, presence: presence, registry: registry,
-                                  deadlines: deadlines, configuration: configuration, logger: logger).server()
+                                  deadlines: deadlines, configuration: configuration, logger: logger, relayLinks: relayLinks).server()
         let app = Application(
             router: makeRouter(),
             server: .guardedHTTP1Tunnel(tunnel, limits: configuration.httpLimits, logger: logger,

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import TokiMux
@@ -16,6 +17,8 @@ struct RelayLinkHandler: Sendable {
     let childID: String
     let principal: WorkerPrincipal
     let node: RelayNodeIdentity
+    let features: TunnelFeatures
+    let links: RelayLinks
     let admission: any WorkerAdmission
     let presence: any WorkerPresenceSink
     let registry: WorkerRegistry
@@ -57,7 +60,10 @@ struct RelayLinkHandler: Sendable {
         do {
             try await hello(channel)
             watchdog.disarm()
-            logger.info("relay connected")
+            let key = links.add(RelayLinks.Link(id: childID, user: principal.userName, lz4: features.lz4,
+                                                smuxVersion: session.configuration.version, since: Date()))
+            defer { links.remove(key) }
+            logger.info("relay connected", metadata: ["lz4": "\(features.lz4)", "smux": "\(session.configuration.version)"])
             while let (message, _) = try await channel.receive(RelayMessage.self, includingTail: false) {
                 do {
                     if let reply = try await handle(message, relay: relay, owned: &owned, logger: logger) { channel.send(reply) }

@@ -1,4 +1,6 @@
 import HTTPTypes
+import NIOCore
+import TokiStore
 import Hummingbird
 import Logging
 import ServiceLifecycle
@@ -16,9 +18,11 @@ public struct WorkerTunnel: Sendable {
     let deadlines: DeadlineSweeper
     let configuration: HubConfiguration
     let logger: Logger
+    let relayLinks: RelayLinks
 
     init(node: RelayNodeIdentity, admission: any WorkerAdmission, presence: any WorkerPresenceSink, registry: WorkerRegistry,
-         deadlines: DeadlineSweeper, configuration: HubConfiguration, logger: Logger) {
+         deadlines: DeadlineSweeper, configuration: HubConfiguration, logger: Logger, relayLinks: RelayLinks) {
+        self.relayLinks = relayLinks
         self.node = node
         self.admission = admission
         self.presence = presence
@@ -48,7 +52,7 @@ public struct WorkerTunnel: Sendable {
         if let childID = connection.relayNodeID {
             // Relay links carry smux keepalives (TunnelServer): a dead one ends by itself.
             let handler = RelayLinkHandler(session: session, link: link, childID: childID, principal: connection.identity, node: node,
-                                           admission: admission, presence: presence, registry: registry, deadlines: deadlines,
+                                           features: connection.features, links: relayLinks, admission: admission, presence: presence, registry: registry, deadlines: deadlines,
                                            configuration: configuration, logger: logger)
             await handler.run(on: connection.eventLoop)
             return
@@ -72,12 +76,26 @@ public struct WorkerTunnel: Sendable {
 public struct WorkerEndpointService: Service {
     let tunnel: WorkerTunnel
     let onRunning: @Sendable (Int) async -> Void
+    let adminToken: String?
+    let upstream: @Sendable () -> Topology.Upstream?
 
+    /// - Parameters:
+    ///   - adminToken: the bearer token `GET /admin/topology` asks for (nil: no such route).
+    ///   - upstream: this node's upstream link, as the topology shows it.
     public init(configuration: HubConfiguration, node: RelayNodeIdentity, admission: any WorkerAdmission, presence: any WorkerPresenceSink,
-                registry: WorkerRegistry, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
+                registry: WorkerRegistry, logger: Logger, adminToken: String? = nil,
+                upstream: @escaping @Sendable () -> Topology.Upstream? = { nil },
+                onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
         tunnel = WorkerTunnel(node: node, admission: admission, presence: presence, registry: registry, deadlines: DeadlineSweeper(),
-                              configuration: configuration, logger: logger)
+                              configuration: configuration, logger: logger, relayLinks: RelayLinks())
+        self.adminToken = adminToken
+        self.upstream = upstream
         self.onRunning = onRunning
+    }
+
+    /// What this node sees of its chain.
+    public func topology(role: String) -> Topology {
+        Topology.build(node: tunnel.node.id, role: role, upstream: upstream(), workers: tunnel.registry.workers, relays: tunnel.relayLinks.all)
     }
 
     public func run() async throws {
@@ -85,6 +103,17 @@ public struct WorkerEndpointService: Service {
         let router = Router(context: BasicRequestContext.self)
         router.get("/healthz") { _, _ in "ok\n" }
         router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: BasicRequestContext.self))
+        if let adminToken {
+            router.get("/admin/topology") { request, _ -> Response in
+                let presented = TunnelEndpoint.presentedToken(headers: request.headers, query: nil) ?? ""
+                guard TokenCrypto.constantTimeEquals(presented, adminToken) else {
+                    return Response(status: .unauthorized, headers: [.contentType: "application/json"],
+                                    body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"this node's token is required","type":"invalid_request_error","code":"invalid_api_key"}}"#)))
+                }
+                return Response(status: .ok, headers: [.contentType: "application/json"],
+                                body: .init(byteBuffer: ByteBuffer(bytes: try self.topology(role: "relay").encoded())))
+            }
+        }
         let app = Application(
             router: router,
             server: .guardedHTTP1Tunnel(tunnel.server(), limits: configuration.httpLimits, logger: logger),

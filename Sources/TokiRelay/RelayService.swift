@@ -50,7 +50,8 @@ public final class RelayService: Service, Sendable {
             node: RelayNodeIdentity(id: nodeID, path: { upstream.path }),
             admission: UpstreamAdmission(upstream: upstream, cache: VerdictCache()),
             presence: UpstreamPresence(upstream: upstream),
-            registry: registry, logger: logger, onRunning: onRunning)
+            registry: registry, logger: logger, adminToken: configuration.token,
+            upstream: { upstream.topology }, onRunning: onRunning)
     }
 
     /// Whether the upstream link is up, how often it reconnected, and why it last went down.

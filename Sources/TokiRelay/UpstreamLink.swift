@@ -61,6 +61,20 @@ final class UpstreamLink: Sendable {
         var connected = false
         var reconnects = 0
         var lastError: String?
+        var parent: String?
+        var lz4 = false
+        var smux = 1
+        var since: ContinuousClock.Instant?
+    }
+
+    /// The link as `/admin/topology` shows it.
+    var topology: Topology.Upstream {
+        let status = self.status.withLock { $0 }
+        return Topology.Upstream(url: TunnelDialOptions.hubURL(options.url), state: status.connected ? "connected" : "reconnecting",
+                                 parent: status.parent, path: path, lz4: status.connected ? status.lz4 : nil,
+                                 smux: status.connected ? status.smux : nil, reconnects: status.reconnects,
+                                 connectedSeconds: status.since.map { Int($0.duration(to: .now).components.seconds) },
+                                 lastError: status.lastError)
     }
 
     let options: Options
@@ -133,6 +147,7 @@ final class UpstreamLink: Sendable {
             let reason = await runConnection()
             status.withLock { status in
                 status.connected = false
+                status.since = nil
                 status.reconnects += 1
                 status.lastError = reason
             }
@@ -216,7 +231,13 @@ final class UpstreamLink: Sendable {
             }
             let link = Connected(session: session, control: control, parentPath: parentPath)
             current.withLock { $0 = link }
-            status.withLock { $0.connected = true }
+            status.withLock { status in
+                status.connected = true
+                status.parent = parent.id
+                status.lz4 = lz4
+                status.smux = Int(session.configuration.version)
+                status.since = .now
+            }
             logger.notice("upstream link up", metadata: ["parent": "\(parent.id)", "path": "\(parentPath + [options.nodeID])",
                                                          "lz4": "\(lz4)", "smux": "\(session.configuration.version)"])
             defer {

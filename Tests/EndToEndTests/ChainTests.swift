@@ -42,6 +42,14 @@ struct ChainTests {
         return try await HTTP.post(hub.url + "/v1/chat/completions", token: token, body: body)
     }
 
+    /// `toki status` as a user runs it.
+    static func status(url: String, token: String) async throws -> String {
+        let cli = try ChildProcess(Products.path("toki"), ["status", "--hub", url, "--token", token], name: "toki status")
+        let code = try await cli.waitForExit()
+        guard code == 0 else { throw ChildProcessError("toki status failed (\(code)): \(cli.stderr)") }
+        return cli.stdoutLines.joined(separator: "\n")
+    }
+
     @Test("root <- relay <- worker serves chat (streamed and not) and embeddings", arguments: [WorkerKind.goTokiame, .toki])
     func oneRelay(kind: WorkerKind) async throws {
         let hub = try await HubProcess()
@@ -80,6 +88,23 @@ struct ChainTests {
         let reply = try await Self.chat(hub, token: token, model: "deep-model", stream: true)
         #expect(reply.status == 200)
         #expect(reply.body.contains("data: [DONE]"))
+
+        // `toki status` at the root: the tree with both relays and the worker two hops down.
+        let rootStatus = try await Self.status(url: hub.url, token: try #require(hub.adminToken))
+        #expect(rootStatus.contains("relay relay-a"), "\(rootStatus)")
+        #expect(rootStatus.contains("relay relay-b"), "\(rootStatus)")
+        #expect(rootStatus.contains("worker deep-gpu") && rootStatus.contains("models deep-model") && rootStatus.contains("(2 relay hops)"), "\(rootStatus)")
+        // At relay-b, with its own token: its upstream link and its worker.
+        let relayStatus = try await Self.status(url: b.baseURL, token: token)
+        #expect(relayStatus.contains("relay relay-b"), "\(relayStatus)")
+        #expect(relayStatus.contains("connected, parent relay-a"), "\(relayStatus)")
+        #expect(relayStatus.contains("lz4") && relayStatus.contains("smux v2"), "\(relayStatus)")
+        #expect(relayStatus.contains("worker deep-gpu"), "\(relayStatus)")
+        let refused = try await HTTP.get(b.baseURL + "/admin/topology", token: "sk-not-the-relays-token")
+        #expect(refused.0 == 401)
+        // /admin/workers says how the worker is reached.
+        let (_, workers) = try await HTTP.get(hub.url + "/admin/workers", token: try #require(hub.adminToken))
+        #expect(workers.contains(#""via":["relay-a","relay-b"]"#), "\(workers)")
 
         // A second node calling itself relay-a under relay-b would make a loop.
         let loop = try await RelayProcess(upstream: b.baseURL, token: token, nodeID: "relay-a")
