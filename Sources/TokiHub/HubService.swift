@@ -14,13 +14,15 @@ import TokiTunnel
 /// presence are written one last time.
 public final class HubService: Service, Sendable {
     public let configuration: HubConfiguration
-    public let registry = WorkerRegistry()
+    public let registry: WorkerRegistry
     let store: any HubStorage
     let admission: any WorkerAdmission
     let logger: Logger
     let tokens: TokenCache
     let usage: UsageRecorder
     let presence: PresenceRecorder
+    /// Where this hub stands in a chain (a hub with `--upstream` lends its workers to a parent).
+    let chain: HubChain
     let deadlines = DeadlineSweeper()
     let relayLinks = RelayLinks()
     let draining = Locked(false)
@@ -30,9 +32,13 @@ public final class HubService: Service, Sendable {
     /// - Parameters:
     ///   - admission: who may connect workers, and as what; by default the store's users and namespaces.
     ///   - onRunning: called with the bound port once the server listens.
+    ///   - chain: for a hub that exports its workers to a parent: its registry, its path and
+    ///     upstream status, and who else hears of its workers (the exporter).
     public init(configuration: HubConfiguration, store: any HubStorage, admission: (any WorkerAdmission)? = nil, logger: Logger,
-                onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
+                chain: HubChain? = nil, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
         self.configuration = configuration
+        self.chain = chain ?? HubChain(nodeID: configuration.nodeID)
+        self.registry = self.chain.registry
         self.store = store
         self.logger = logger
         self.onRunning = onRunning
@@ -57,8 +63,8 @@ public final class HubService: Service, Sendable {
         }
         router.addRoutes(OpenAIRoutes(registry: registry, forwarder: forwarder, tokens: tokens, draining: draining,
                                       maxBodyBytes: configuration.maxBodyBytes).collection())
-        router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines, topology: { [registry, relayLinks, configuration] in
-            Topology.build(node: configuration.nodeID, role: "hub", upstream: nil, workers: registry.workers, relays: relayLinks.all)
+        router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines, topology: { [registry, relayLinks, chain] in
+            Topology.build(node: chain.node.id, role: "hub", upstream: chain.upstream(), workers: registry.workers, relays: relayLinks.all)
         }).collection())
         router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: HubRequestContext.self))
         return router
@@ -66,7 +72,8 @@ public final class HubService: Service, Sendable {
 
     public func run() async throws {
         _ = try? await store.markAllOffline()
-        let tunnel = WorkerTunnel(node: .root(id: configuration.nodeID), admission: admission, presence: presence, registry: registry,
+        let sink: any WorkerPresenceSink = chain.observer.map { PresenceTee(first: presence, second: $0) } ?? presence
+        let tunnel = WorkerTunnel(node: chain.node, admission: admission, presence: sink, registry: registry,
                                   deadlines: deadlines, configuration: configuration, logger: logger, relayLinks: relayLinks).server()
         let app = Application(
             router: makeRouter(),
@@ -83,6 +90,26 @@ public final class HubService: Service, Sendable {
             .init(service: Drain(hub: self)),
         ], logger: logger))
         try await parts.run()
+    }
+
+    /// A hub's place in a chain. A root hub: its own registry, a path of itself, no upstream.
+    public struct HubChain: Sendable {
+        public let registry: WorkerRegistry
+        public let node: RelayNodeIdentity
+        public let upstream: @Sendable () -> Topology.Upstream?
+        public let observer: (any WorkerPresenceSink)?
+
+        public init(registry: WorkerRegistry, node: RelayNodeIdentity, upstream: @escaping @Sendable () -> Topology.Upstream?,
+                    observer: (any WorkerPresenceSink)?) {
+            self.registry = registry
+            self.node = node
+            self.upstream = upstream
+            self.observer = observer
+        }
+
+        init(nodeID: String) {
+            self.init(registry: WorkerRegistry(), node: .root(id: nodeID), upstream: { nil }, observer: nil)
+        }
     }
 
     /// Waits for graceful shutdown, then refuses new API requests and gives those in flight up

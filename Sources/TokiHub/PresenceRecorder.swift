@@ -79,10 +79,26 @@ final class PresenceRecorder: Service, Sendable {
 /// Where a worker's life is reported: the hub records it in its store (`PresenceRecorder`); a
 /// relay announces it to its parent.
 public protocol WorkerPresenceSink: Sendable {
+    /// The worker registered (admitted and routable).
+    func joined(_ worker: WorkerConnection)
     /// The worker was heard from; `models` is its new list when it changed.
     func seen(_ worker: WorkerConnection, models: [String]?)
     /// The worker's session ended.
     func departed(_ worker: WorkerConnection)
+}
+
+extension WorkerPresenceSink {
+    public func joined(_ worker: WorkerConnection) {}
+}
+
+/// Two sinks told the same (a hub that exports its workers upstream records them as well).
+struct PresenceTee: WorkerPresenceSink {
+    let first: any WorkerPresenceSink
+    let second: any WorkerPresenceSink
+
+    func joined(_ worker: WorkerConnection) { first.joined(worker); second.joined(worker) }
+    func seen(_ worker: WorkerConnection, models: [String]?) { first.seen(worker, models: models); second.seen(worker, models: models) }
+    func departed(_ worker: WorkerConnection) { first.departed(worker); second.departed(worker) }
 }
 
 extension PresenceRecorder: WorkerPresenceSink {

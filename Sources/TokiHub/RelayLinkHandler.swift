@@ -150,6 +150,7 @@ struct RelayLinkHandler: Sendable {
                 throw Refusal(code: TunnelProtocol.HubErrorCode.registerFailed, message: "namespace already connected")
             }
             owned[namespace] = connection
+            presence.joined(connection)
             presence.seen(connection, models: models)
             logger.info("worker registered via relay", metadata: ["namespace": "\(namespace)", "via": "\(via)", "models": "\(models)"])
             return .ack(requestID: message.requestID,

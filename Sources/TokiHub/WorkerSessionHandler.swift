@@ -217,6 +217,7 @@ struct WorkerSessionHandler: Sendable {
         guard registry.claim(connection) else {
             throw Fatal(code: Code.registerFailed, message: "namespace already connected")
         }
+        presence.joined(connection)
         return connection
     }
 

@@ -33,6 +33,7 @@ public final class RelayService: Service, Sendable {
     public let configuration: RelayConfiguration
     public let registry = WorkerRegistry()
     let upstream: UpstreamLink
+    let announcer: UpstreamAnnouncer
     let endpoint: WorkerEndpointService
     let logger: Logger
 
@@ -44,12 +45,14 @@ public final class RelayService: Service, Sendable {
         options.tls = configuration.tls
         let upstream = UpstreamLink(options: options, registry: registry, logger: logger)
         self.upstream = upstream
+        let announcer = UpstreamAnnouncer(upstream: upstream, exportToken: nil)
+        self.announcer = announcer
         let nodeID = configuration.nodeID
         endpoint = WorkerEndpointService(
             configuration: configuration.endpoint,
             node: RelayNodeIdentity(id: nodeID, path: { upstream.path }),
             admission: UpstreamAdmission(upstream: upstream, cache: VerdictCache()),
-            presence: UpstreamPresence(upstream: upstream),
+            presence: announcer,
             registry: registry, logger: logger, adminToken: configuration.token,
             upstream: { upstream.topology }, onRunning: onRunning)
     }
@@ -61,15 +64,48 @@ public final class RelayService: Service, Sendable {
 
     public func run() async throws {
         let group = ServiceGroup(configuration: .init(services: [
-            .init(service: UpstreamRunner(link: upstream)), .init(service: endpoint),
+            .init(service: UpstreamRunner(link: upstream, announcer: announcer)), .init(service: endpoint),
         ], logger: logger))
         try await group.run()
     }
 
+    /// The upstream link and the announcements that go over it.
     struct UpstreamRunner: Service {
         let link: UpstreamLink
+        let announcer: UpstreamAnnouncer
         func run() async throws {
-            await cancelWhenGracefulShutdown { await link.run() }
+            await cancelWhenGracefulShutdown {
+                await withDiscardingTaskGroup { group in
+                    group.addTask { await link.run() }
+                    group.addTask { await announcer.run() }
+                }
+            }
         }
+    }
+}
+
+/// `toki hub --upstream`: a full hub that also lends its workers to a parent. Upstream they
+/// appear under the account whose token this hub uses; its own users keep using it locally.
+/// Give `chain` to the `HubService`, run this beside it.
+public final class UpstreamExporter: Service, Sendable {
+    let link: UpstreamLink
+    let announcer: UpstreamAnnouncer
+    public let chain: HubService.HubChain
+
+    public init(upstream: String, token: String, nodeID: String, offerLZ4: Bool = true, logger: Logger) {
+        let registry = WorkerRegistry()
+        var options = UpstreamLink.Options(url: upstream, token: token, nodeID: nodeID)
+        options.offerLZ4 = offerLZ4
+        options.exportToken = token
+        let link = UpstreamLink(options: options, registry: registry, logger: logger)
+        let announcer = UpstreamAnnouncer(upstream: link, exportToken: token)
+        self.link = link
+        self.announcer = announcer
+        chain = HubService.HubChain(registry: registry, node: RelayNodeIdentity(id: nodeID, path: { link.path }),
+                                    upstream: { link.topology }, observer: announcer)
+    }
+
+    public func run() async throws {
+        try await RelayService.UpstreamRunner(link: link, announcer: announcer).run()
     }
 }

@@ -93,24 +93,65 @@ final class VerdictCache: Sendable {
     }
 }
 
-/// Presence at a relay: model and group changes and departures go up as they happen.
-struct UpstreamPresence: WorkerPresenceSink {
+/// Tells the parent about this node's workers, in order, on one task: a relay's model changes
+/// and departures (its admission already announced each worker), or, for a hub that exports
+/// its workers (`toki hub --upstream`), every registration too, under the hub's own token.
+/// While the link is down nothing is sent: the snapshot after the reconnect says it all.
+final class UpstreamAnnouncer: WorkerPresenceSink {
+    enum Event: Sendable {
+        case up(WorkerConnection)
+        case update(WorkerConnection, [String])
+        case down(String)
+    }
+
     let upstream: UpstreamLink
+    /// The token a hub exports its workers under; nil at a relay.
+    let exportToken: String?
+    private let events: AsyncStream<Event>
+    private let input: AsyncStream<Event>.Continuation
+
+    init(upstream: UpstreamLink, exportToken: String?) {
+        self.upstream = upstream
+        self.exportToken = exportToken
+        (events, input) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingOldest(1 << 16))
+    }
+
+    func joined(_ worker: WorkerConnection) {
+        if exportToken != nil { input.yield(.up(worker)) }
+    }
 
     func seen(_ worker: WorkerConnection, models: [String]?) {
-        guard let models else { return }
-        let message = RelayMessage(type: TunnelProtocol.RelayMessageType.workerUpdate,
-                                   worker: RelayWorker(namespace: worker.namespace, models: models,
-                                                       group: worker.groups.sorted().joined(separator: ",")))
-        let logger = upstream.logger
-        Task { [upstream] in
-            do { _ = try await upstream.request(message) } catch {
-                logger.warning("the parent refused a worker's update", metadata: ["namespace": "\(worker.namespace)", "error": "\(error)"])
+        if let models { input.yield(.update(worker, models)) }
+    }
+
+    func departed(_ worker: WorkerConnection) {
+        input.yield(.down(worker.namespace))
+    }
+
+    /// Sends the events in order until cancelled.
+    func run() async {
+        for await event in events {
+            guard upstream.isConnected else { continue }
+            let logger = upstream.logger
+            switch event {
+            case .up(let worker):
+                guard let token = exportToken else { continue }
+                do { _ = try await upstream.request(UpstreamLink.workerUp(worker, token: token)) } catch {
+                    logger.warning("the parent refused an exported worker (it stays served here)", metadata: [
+                        "namespace": "\(worker.namespace)", "error": "\(error)"])
+                }
+            case .update(let worker, let models):
+                let message = RelayMessage(type: TunnelProtocol.RelayMessageType.workerUpdate,
+                                           worker: RelayWorker(namespace: worker.namespace, models: models,
+                                                               group: exportToken == nil ? worker.groups.sorted().joined(separator: ",") : nil))
+                do { _ = try await upstream.request(message) } catch {
+                    logger.warning("the parent refused a worker's update", metadata: ["namespace": "\(worker.namespace)", "error": "\(error)"])
+                }
+            case .down(let namespace):
+                upstream.notify(RelayMessage(type: TunnelProtocol.RelayMessageType.workerDown, namespace: namespace))
             }
         }
     }
 
-    func departed(_ worker: WorkerConnection) {
-        upstream.notify(RelayMessage(type: TunnelProtocol.RelayMessageType.workerDown, namespace: worker.namespace))
-    }
+    func finish() { input.finish() }
 }

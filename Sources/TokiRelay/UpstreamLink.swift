@@ -33,6 +33,9 @@ final class UpstreamLink: Sendable {
         /// smux keepalive: a NOP every interval whatever the traffic; the link is dropped when
         /// nothing arrived for two intervals (a half-open link is noticed that fast).
         var keepAlive: Duration = .seconds(5)
+        /// The token a hub exports its workers under (`toki hub --upstream`); nil at a relay,
+        /// where each worker is announced with its own token.
+        var exportToken: String?
     }
 
     /// One connected link.
@@ -88,6 +91,15 @@ final class UpstreamLink: Sendable {
         self.options = options
         self.registry = registry
         self.logger = logger
+    }
+
+    var isConnected: Bool { current.withLock { $0 != nil } }
+
+    /// A worker's announcement: under its own token at a relay, the hub's when exporting.
+    static func workerUp(_ worker: WorkerConnection, token: String, exporting: Bool = true) -> RelayMessage {
+        RelayMessage(type: TunnelProtocol.RelayMessageType.workerUp, token: token,
+                     worker: RelayWorker(namespace: worker.namespace, nodeName: worker.nodeName, models: worker.models.sorted(),
+                                         group: exporting ? nil : worker.groups.sorted().joined(separator: ","), via: worker.via))
     }
 
     /// This node's path from the root (itself last); just itself while disconnected.
@@ -330,20 +342,17 @@ final class UpstreamLink: Sendable {
         guard !workers.isEmpty else { return }
         var announced = 0
         for worker in workers {
-            guard let token = worker.principal.token else { continue }
-            let message = RelayMessage(type: TunnelProtocol.RelayMessageType.workerUp, token: token,
-                                       worker: RelayWorker(namespace: worker.namespace, nodeName: worker.nodeName, models: worker.models.sorted(),
-                                                           group: worker.groups.sorted().joined(separator: ","), via: worker.via))
+            guard let token = options.exportToken ?? worker.principal.token else { continue }
             do {
-                _ = try await request(message, on: link)
+                _ = try await request(Self.workerUp(worker, token: token, exporting: options.exportToken != nil), on: link)
                 announced += 1
             } catch {
-                // The root no longer admits it (token revoked, namespace taken meanwhile): a
-                // direct worker is dropped here too, and its reconnect hears why. (One behind a
-                // child relay is left to that relay: dropping the child link would drop all.)
-                logger.warning("the parent refused a worker on re-announcement; dropping it", metadata: [
-                    "namespace": "\(worker.namespace)", "error": "\(error)"])
-                if worker.via.isEmpty { worker.disconnect() }
+                logger.warning("the parent refused a worker on re-announcement", metadata: ["namespace": "\(worker.namespace)", "error": "\(error)"])
+                // At a relay the root no longer admits it (token revoked, namespace taken
+                // meanwhile): a direct worker is dropped here too, and its reconnect hears why.
+                // (One behind a child relay is left to that relay: dropping the child link would
+                // drop all; an exported worker stays served by its own hub.)
+                if options.exportToken == nil, worker.via.isEmpty { worker.disconnect() }
             }
         }
         logger.info("subtree announced upstream", metadata: ["workers": "\(announced)"])

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TokiHub
+import TokiRelay
 import TokiProtocol
 import TokiStore
 import TokiTunnel
@@ -67,11 +68,33 @@ struct HubCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Keep toki workers on smux v1 even when they offer v2 (per-stream windows).")
     var noSmux2 = false
 
+    @Option(name: .long, help: "Also lend this hub's workers to a parent hub (its base URL); they appear there under the account of --token.")
+    var upstream: String?
+
+    @Option(name: .long, help: "With --upstream: a token valid on the parent (default: $TOKI_TOKEN).")
+    var token: String?
+
+    @Option(name: .long, help: "This node's id in chains (default: host name and a random suffix).")
+    var nodeId: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    var upstreamToken: String {
+        (token ?? ProcessInfo.processInfo.environment["TOKI_TOKEN"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     func validate() throws {
         _ = try HostPort(listen)
+        if let upstream {
+            do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch { throw ValidationError("--upstream: \(error)") }
+            guard !upstreamToken.isEmpty else { throw ValidationError("--upstream needs a token valid on the parent: --token or $TOKI_TOKEN") }
+        } else if token != nil {
+            throw ValidationError("--token is the parent's token: it goes with --upstream")
+        }
+        if let nodeId, nodeId.isEmpty || nodeId.utf8.count > 128 || nodeId.contains(",") {
+            throw ValidationError("--node-id must be 1 to 128 bytes, without commas")
+        }
         guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
               responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0,
               headerTimeout > 0, idleTimeout > 0, bodyTimeout > 0, (maxConnections ?? 1) > 0
@@ -105,6 +128,10 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.idleTimeout = .seconds(idleTimeout)
         configuration.httpLimits.bodyTimeout = .seconds(bodyTimeout)
         configuration.httpLimits.maxConnections = maxConnections
+        if let nodeId { configuration.nodeID = nodeId }
+        let exporter = upstream.map {
+            UpstreamExporter(upstream: $0, token: upstreamToken, nodeID: configuration.nodeID, logger: logger)
+        }
         // Every connection is a descriptor: use all the process may have (the Go hub does too).
         let descriptors = FileDescriptorLimit.raiseToHard()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
@@ -118,7 +145,7 @@ struct HubCommand: AsyncParsableCommand {
                 """.utf8))
         }
         let dataDirectory = configuration.dataDirectory
-        let hub = HubService(configuration: configuration, store: store, logger: logger) { port in
+        let hub = HubService(configuration: configuration, store: store, logger: logger, chain: exporter?.chain) { port in
             logger.notice("toki hub listening", metadata: [
                 "api": "http://\(address.host):\(port)/v1", "workers": "ws://\(address.host):\(port)/api/tokilake/connect",
                 "data": "\(dataDirectory)",
@@ -127,7 +154,8 @@ struct HubCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
         }
         // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
-        let group = ServiceGroup(services: [hub], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let group = ServiceGroup(services: [hub] + (exporter.map { [$0 as any Service] } ?? []),
+                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
         } catch is CancellationError {

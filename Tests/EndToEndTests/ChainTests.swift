@@ -201,4 +201,32 @@ struct ChainTests {
         #expect(!fresh.process.stderr.contains("already connected"))
         #expect(hub.process.stderr.contains("replaced by a new one of the same owner"))
     }
+
+    @Test("hub --upstream: its own users keep using it; upstream its workers serve under the account of its token")
+    func hubLendsItsWorkers() async throws {
+        let root = try await HubProcess()
+        let alice = try await root.createToken(user: "alice")
+        let child = try await HubProcess(arguments: ["--upstream", root.url, "--token", alice, "--node-id", "lab-hub"])
+        let carol = try await child.createToken(user: "carol")
+        let backend = try await StubBackend(models: ["lab-model"])
+        let worker = try await WorkerProcess(.goTokiame, hub: child, token: carol, backend: backend, namespace: "lab-gpu", models: ["lab-model"])
+        defer { Task { await worker.stop(); await backend.stop(); await child.stop(); await root.stop() } }
+        try await child.waitForModel("lab-model", token: carol)
+        try await root.waitForModel("lab-model", token: alice)
+
+        let local = try await Self.chat(child, token: carol, model: "lab-model")
+        #expect(local.status == 200, "\(local.body)")
+        let upstream = try await Self.chat(root, token: alice, model: "lab-model", stream: true)
+        #expect(upstream.status == 200)
+        #expect(upstream.body.contains("data: [DONE]"))
+        let (_, workers) = try await HTTP.get(root.url + "/admin/workers", token: try #require(root.adminToken))
+        #expect(workers.contains(#""via":["lab-hub"]"#), "\(workers)")
+        // The child's own status shows its upstream link.
+        let status = try await Self.status(url: child.url, token: try #require(child.adminToken))
+        #expect(status.contains("hub lab-hub") && status.contains("connected"), "\(status)")
+
+        // The worker leaves the child hub: it leaves the root too.
+        await worker.stop()
+        try await root.waitForModel("lab-model", token: alice, present: false)
+    }
 }
