@@ -64,7 +64,7 @@ struct RelayLinkHandler: Sendable {
                                                 smuxVersion: session.configuration.version, since: Date()))
             defer { links.remove(key) }
             logger.info("relay connected", metadata: ["lz4": "\(features.lz4)", "smux": "\(session.configuration.version)"])
-            while let (message, _) = try await channel.receive(RelayMessage.self, includingTail: false) {
+            while let (message, _) = try await Self.receive(channel) {
                 do {
                     if let reply = try await handle(message, relay: relay, owned: &owned, logger: logger) { channel.send(reply) }
                 } catch let refusal as Refusal {
@@ -92,7 +92,7 @@ struct RelayLinkHandler: Sendable {
     /// The first line must be `hello`; refused if this link would close a loop or go past the
     /// hop limit.
     private nonisolated(nonsending) func hello(_ channel: ControlChannel) async throws {
-        guard let (message, _) = try await channel.receive(RelayMessage.self, includingTail: false) else {
+        guard let (message, _) = try await Self.receive(channel) else {
             throw Refusal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "the relay closed its control stream before hello")
         }
         guard message.type == Kind.hello, let child = message.node, !child.id.isEmpty else {
@@ -107,6 +107,18 @@ struct RelayLinkHandler: Sendable {
             throw Refusal(code: Code.hopLimit, message: "a relay here would be \(path.count) relays below the root; the limit is \(node.hopLimit)")
         }
         channel.send(RelayMessage.ack(requestID: message.requestID, node: RelayNode(id: node.id, path: path)))
+    }
+
+    /// The next line; a line that is not a relay message, or is too long, ends the link with
+    /// an error that says so (as the worker protocol treats an undecodable control line).
+    private static nonisolated(nonsending) func receive(_ channel: ControlChannel) async throws -> (RelayMessage, ByteBuffer)? {
+        do {
+            return try await channel.receive(RelayMessage.self, includingTail: false)
+        } catch let malformed as ControlChannel.Malformed {
+            throw Refusal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "invalid relay message: \(malformed)")
+        } catch let tooLong as LineTooLong {
+            throw Refusal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "relay message too long: \(tooLong)")
+        }
     }
 
     private nonisolated(nonsending) func handle(_ message: RelayMessage, relay: RelayLink, owned: inout [String: WorkerConnection],
