@@ -229,4 +229,40 @@ struct ChainTests {
         await worker.stop()
         try await root.waitForModel("lab-model", token: alice, present: false)
     }
+
+    @Test("a client that stops reading holds only its own stream across the relay link (smux v2); its cancel reaches the backend through the relay")
+    func slowClientBehindARelay() async throws {
+        let hub = try await HubProcess()
+        let token = try await hub.createToken(user: "alice")
+        let relay = try await RelayProcess(upstream: hub.url, token: token, nodeID: "relay-a")
+        let backend = try await StubBackend(models: ["busy-model"])
+        let worker = try await WorkerProcess(.toki, tunnelURL: relay.tunnelURL, token: token, backend: backend, namespace: "busy-gpu",
+                                             models: ["busy-model"])
+        defer { Task { await worker.stop(); await backend.stop(); await relay.stop(); await hub.stop() } }
+        try await hub.waitForModel("busy-model", token: token)
+        #expect(relay.process.stderr.contains("smux=2"), "the relay link negotiated per-stream windows")
+        let before = try await backend.cancelledCount()
+        // ~16 MB of SSE toward a client that reads nothing: far more than the stream windows and
+        // the session budgets of both links together.
+        var stalled: RawConnection? = try RawConnection(port: hub.port, receiveBuffer: 4096)
+        try await stalled!.send(RawConnection.request("POST", "/v1/chat/completions", token: token,
+                                                      body: #"{"model":"busy-model","stream":true,"stub_chunks":2000,"stub_chunk_bytes":8192}"#))
+        try await Task.sleep(for: .seconds(1))
+        // Meanwhile the same relay link and the same worker answer other clients.
+        for i in 0..<5 {
+            let r = try await HTTP.post(hub.url + "/v1/chat/completions", token: token, body: #"{"model":"busy-model","i":\#(i)}"#)
+            #expect(r.status == 200, "request \(i) while a client stalls: \(r.status) \(r.body)")
+        }
+        let streamed = try await Self.chat(hub, token: token, model: "busy-model", stream: true)
+        #expect(streamed.body.contains("data: [DONE]"))
+        // The stalled client goes away: the cancel travels root -> relay -> worker -> backend.
+        stalled = nil
+        let deadline = ContinuousClock.now + .seconds(20)
+        var cancelled = before
+        while ContinuousClock.now < deadline, cancelled == before {
+            try await Task.sleep(for: .milliseconds(200))
+            cancelled = try await backend.cancelledCount()
+        }
+        #expect(cancelled > before, "the stalled client's request was never cancelled on the backend")
+    }
 }
