@@ -25,6 +25,7 @@
 
 import CLZ4
 import NIOCore
+import Synchronization
 
 /// Constants of the LZ4 link format.
 public enum LZ4Link {
@@ -334,16 +335,17 @@ public struct LZ4LinkDecoder: Sendable {
         }
     }
 
+    /// The history to decode into, copied first only if another decoder value shares it.
+    /// (The check must see `state` alone: a reference bound before it, even a local `let`,
+    /// makes it fail, and the 128 KiB window was copied for every message received.)
     private mutating func uniqueState() -> LZ4DecoderState {
-        if let st = state {
-            if isKnownUniquelyReferenced(&state) { return st }
-            let copy = st.copy()
-            state = copy
-            return copy
+        guard state != nil else {
+            let st = LZ4DecoderState()
+            state = st
+            return st
         }
-        let st = LZ4DecoderState()
-        state = st
-        return st
+        if !isKnownUniquelyReferenced(&state) { state = state!.copy() }
+        return state!
     }
 
     private mutating func decodeStored(_ msg: ByteBuffer) throws -> ByteBuffer {
@@ -427,7 +429,11 @@ final class LZ4DecoderState: @unchecked Sendable {
 
     deinit { window.deallocate() }
 
+    /// Windows copied so far, process-wide (tests: a decoder used alone never copies).
+    static let copies = Atomic<Int>(0)
+
     func copy() -> LZ4DecoderState {
+        Self.copies.wrappingAdd(1, ordering: .relaxed)
         let c = LZ4DecoderState()
         c.window.copyMemory(from: window, byteCount: end)
         c.end = end

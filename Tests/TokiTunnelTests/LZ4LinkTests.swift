@@ -52,6 +52,23 @@ private func expectError(_ expected: LZ4LinkError, _ message: [UInt8], limit: In
 
 @Suite("LZ4 link codec")
 struct LZ4LinkTests {
+    @Test("a decoder used alone never copies its 128 KiB history (it did for every message)")
+    func decoderKeepsItsHistoryInPlace() throws {
+        var encoder = LZ4LinkEncoder(maxMessageSize: 1 << 20)
+        var decoder = LZ4LinkDecoder(maxDecompressedSize: 1 << 20)
+        let before = LZ4DecoderState.copies.load(ordering: .relaxed)
+        for i in 0..<200 {
+            // Compressible and incompressible messages: both paths append to the history.
+            let text = i % 2 == 0 ? String(repeating: "data: {\"token\":\"\(i)\"}\n\n", count: 20)
+                                  : (0..<300).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
+            let message = encoder.encode(ByteBuffer(string: text), allocator: ByteBufferAllocator())
+            let decoded = try decoder.decode(message, allocator: ByteBufferAllocator())
+            #expect(String(buffer: decoded) == text)
+        }
+        // (Counted process-wide; nothing in the suite shares a decoder, so no copy at all.)
+        #expect(LZ4DecoderState.copies.load(ordering: .relaxed) == before)
+    }
+
     @Test("linked round trip of messages of many sizes")
     func roundTripVaryingSizes() throws {
         var rng = SplitMix64(seed: 1)
