@@ -11,41 +11,24 @@ import TokiTunnel
 /// subtree; each admitted worker is registered here with a `RelayRoute` through this link,
 /// owned, grouped and routed exactly as a direct one. When the link ends every worker it
 /// announced leaves the registry at once.
-struct RelayLinkHandler: Sendable {
-    let session: MuxSession
-    let link: WorkerLink
+struct RelayLinkHandler: LinkHandler {
+    let connection: TunnelConnection<WorkerPrincipal>
     let childID: String
-    let principal: WorkerPrincipal
-    let node: RelayNodeIdentity
-    let features: TunnelFeatures
-    let links: RelayLinks
-    let admission: any WorkerAdmission
-    let presence: any WorkerPresenceSink
-    let registry: WorkerRegistry
-    let deadlines: DeadlineSweeper
-    let configuration: HubConfiguration
-    let logger: Logger
+    let tunnel: WorkerTunnel
 
     typealias Kind = TunnelProtocol.RelayMessageType
     typealias Code = TunnelProtocol.RelayErrorCode
+    typealias Refusal = ControlRefusal
 
-    /// A refusal sent to the child as an `error` line.
-    struct Refusal: Error {
-        var code: String
-        var message: String
-    }
-
-    func run(on eventLoop: any EventLoop) async {
-        await run(isolation: EventLoopIsolation(eventLoop))
-    }
-
-    private func run(isolation: isolated EventLoopIsolation) async {
-        var logger = self.logger
+    func serve(isolation: isolated EventLoopIsolation) async {
+        let (session, principal, features) = (connection.session, connection.identity, connection.features)
+        let link = WorkerLink(activity: connection.activity, ping: connection.ping)
+        var logger = tunnel.logger
         logger[metadataKey: "relay"] = "\(childID)"
         logger[metadataKey: "user"] = "\(principal.userName)"
-        let watchdog = WorkerSessionHandler.Watchdog(id: deadlines.makeID(), deadlines: deadlines, session: session, logger: logger)
+        let watchdog = WorkerSessionHandler.Watchdog(id: tunnel.deadlines.makeID(), deadlines: tunnel.deadlines, session: session, logger: logger)
         defer { watchdog.disarm() }
-        watchdog.arm(configuration.registerTimeout, reason: "the relay's control stream")
+        watchdog.arm(tunnel.configuration.registerTimeout, reason: "the relay's control stream")
         let control: MuxStream
         do { control = try await session.accept() } catch {
             logger.info("relay closed: no control stream", metadata: ["error": "\(error)"])
@@ -60,9 +43,9 @@ struct RelayLinkHandler: Sendable {
         do {
             try await hello(channel)
             watchdog.disarm()
-            let key = links.add(RelayLinks.Link(id: childID, user: principal.userName, lz4: features.lz4,
+            let key = tunnel.relayLinks.add(RelayLinks.Link(id: childID, user: principal.userName, lz4: features.lz4,
                                                 smuxVersion: session.configuration.version, since: Date()))
-            defer { links.remove(key) }
+            defer { tunnel.relayLinks.remove(key) }
             logger.info("relay connected", metadata: ["lz4": "\(features.lz4)", "smux": "\(session.configuration.version)"])
             while let (message, _) = try await Self.receive(channel) {
                 do {
@@ -98,15 +81,15 @@ struct RelayLinkHandler: Sendable {
         guard message.type == Kind.hello, let child = message.node, !child.id.isEmpty else {
             throw Refusal(code: TunnelProtocol.HubErrorCode.unsupportedMessageType, message: "the first message of a relay link must be hello")
         }
-        let path = node.path()
-        if child.id == node.id || path.contains(child.id) {
+        let path = tunnel.node.path()
+        if child.id == tunnel.node.id || path.contains(child.id) {
             throw Refusal(code: Code.loop, message: "relay \(child.id) is already on the path to the root (\(path.joined(separator: " <- "))): the link would make a loop")
         }
         // The child would be the path.count-th relay below the root.
-        if path.count > node.hopLimit {
-            throw Refusal(code: Code.hopLimit, message: "a relay here would be \(path.count) relays below the root; the limit is \(node.hopLimit)")
+        if path.count > tunnel.node.hopLimit {
+            throw Refusal(code: Code.hopLimit, message: "a relay here would be \(path.count) relays below the root; the limit is \(tunnel.node.hopLimit)")
         }
-        channel.send(RelayMessage.ack(requestID: message.requestID, node: RelayNode(id: node.id, path: path)))
+        channel.send(RelayMessage.ack(requestID: message.requestID, node: RelayNode(id: tunnel.node.id, path: path)))
     }
 
     /// The next line; a line that is not a relay message, or is too long, ends the link with
@@ -127,10 +110,10 @@ struct RelayLinkHandler: Sendable {
         case Kind.authenticate:
             let principal = try await authenticate(message.token)
             var granted: RelayWorker?
-            let asked = WorkerSessionHandler.groupList(message.worker?.group)
+            let asked = GroupList.parse(message.worker?.group)
             if !asked.isEmpty {
                 let groups = try await authorize(asked, for: principal)
-                granted = RelayWorker(namespace: "", group: groups.sorted().joined(separator: ","))
+                granted = RelayWorker(namespace: "", group: GroupList.format(groups))
             }
             return .ack(requestID: message.requestID, worker: granted,
                         principal: RelayPrincipal(userID: Int(principal.userID), userName: principal.userName, group: principal.group))
@@ -143,30 +126,30 @@ struct RelayLinkHandler: Sendable {
             guard !namespace.isEmpty, namespace.utf8.count <= 128 else {
                 throw Refusal(code: TunnelProtocol.HubErrorCode.registerFailed, message: "namespace must be 1 to 128 bytes")
             }
-            let via = [childID] + (announced.via ?? []).prefix(node.hopLimit)
+            let via = [childID] + (announced.via ?? []).prefix(tunnel.node.hopLimit)
             if let earlier = owned.removeValue(forKey: namespace) { depart(earlier) }  // re-announced (relay snapshot)
             let nodeName = announced.nodeName.flatMap { $0.isEmpty ? nil : $0 } ?? namespace
             let verdict: WorkerAdmissionVerdict
             do throws(AdmissionRefusal) {
-                verdict = try await admission.admit(WorkerAdmissionRequest(namespace: namespace, nodeName: nodeName, models: models,
-                                                                           groups: WorkerSessionHandler.groupList(announced.group), via: via),
+                verdict = try await tunnel.admission.admit(WorkerAdmissionRequest(namespace: namespace, nodeName: nodeName, models: models,
+                                                                           groups: GroupList.parse(announced.group), via: via),
                                                     for: principal)
             } catch {
                 throw Refusal(code: error.code, message: error.message)
             }
             let connection = WorkerConnection(
-                sessionID: registry.nextSessionID(), namespace: namespace, principal: principal, workerID: verdict.workerID,
+                sessionID: tunnel.registry.nextSessionID(), namespace: namespace, principal: principal, workerID: verdict.workerID,
                 nodeName: nodeName, groups: verdict.groups, models: Set(models), hardwareInfo: announced.hardwareInfo, via: via,
                 route: RelayRoute(link: relay, namespace: namespace), logger: logger)
-            guard registry.claim(connection) else {
+            guard tunnel.registry.claim(connection) else {
                 throw Refusal(code: TunnelProtocol.HubErrorCode.registerFailed, message: "namespace already connected")
             }
             owned[namespace] = connection
-            presence.joined(connection)
-            presence.seen(connection, models: models)
+            tunnel.presence.joined(connection)
+            tunnel.presence.seen(connection, models: models)
             logger.info("worker registered via relay", metadata: ["namespace": "\(namespace)", "via": "\(via)", "models": "\(models)"])
             return .ack(requestID: message.requestID,
-                        worker: RelayWorker(namespace: namespace, group: verdict.groups.sorted().joined(separator: ","),
+                        worker: RelayWorker(namespace: namespace, group: GroupList.format(verdict.groups),
                                             workerID: Int(verdict.workerID)))
 
         case Kind.workerUpdate:
@@ -174,16 +157,16 @@ struct RelayLinkHandler: Sendable {
                 throw Refusal(code: Code.unknownNamespace, message: "worker_update for a namespace this relay has not announced")
             }
             let models = try checkedModels(announced.models)
-            let asked = WorkerSessionHandler.groupList(announced.group)
+            let asked = GroupList.parse(announced.group)
             let groups = asked.isEmpty ? nil : try await authorize(asked, for: connection.principal)
-            let changed = registry.update(connection, models: Set(models), groups: groups)
+            let changed = tunnel.registry.update(connection, models: Set(models), groups: groups)
             connection.state.withLock { state in
                 state.lastSeen = .now
                 if let info = announced.hardwareInfo { state.hardwareInfo = info }
             }
-            presence.seen(connection, models: changed ? models : nil)
+            tunnel.presence.seen(connection, models: changed ? models : nil)
             return .ack(requestID: message.requestID,
-                        worker: RelayWorker(namespace: connection.namespace, group: connection.groups.sorted().joined(separator: ",")))
+                        worker: RelayWorker(namespace: connection.namespace, group: GroupList.format(connection.groups)))
 
         case Kind.workerDown:
             guard let namespace = message.namespace, let connection = owned.removeValue(forKey: namespace) else {
@@ -200,11 +183,11 @@ struct RelayLinkHandler: Sendable {
 
     private func depart(_ connection: WorkerConnection) {
         connection.markClosed()
-        if registry.release(connection) { presence.departed(connection) }
+        if tunnel.registry.release(connection) { tunnel.presence.departed(connection) }
     }
 
     private nonisolated(nonsending) func authenticate(_ token: String?) async throws -> WorkerPrincipal {
-        guard let token, !token.isEmpty, let principal = await admission.authenticate(token: token) else {
+        guard let token, !token.isEmpty, let principal = await tunnel.admission.authenticate(token: token) else {
             throw Refusal(code: Code.authFailed, message: "invalid token")
         }
         return principal
@@ -212,7 +195,7 @@ struct RelayLinkHandler: Sendable {
 
     private nonisolated(nonsending) func authorize(_ groups: [String], for principal: WorkerPrincipal) async throws -> Set<String> {
         do throws(AdmissionRefusal) {
-            return try await admission.authorizeGroups(groups, for: principal)
+            return try await tunnel.admission.authorizeGroups(groups, for: principal)
         } catch {
             throw Refusal(code: error.code, message: error.message)
         }
@@ -221,9 +204,9 @@ struct RelayLinkHandler: Sendable {
     private func checkedModels(_ announced: [String]?) throws -> [String] {
         let models = WorkerSessionHandler.normalizeModels(announced ?? [])
         guard !models.isEmpty else { throw Refusal(code: TunnelProtocol.HubErrorCode.registerFailed, message: "at least one model is required") }
-        guard models.count <= configuration.maxModelsPerWorker else {
+        guard models.count <= tunnel.configuration.maxModelsPerWorker else {
             throw Refusal(code: TunnelProtocol.HubErrorCode.registerFailed,
-                          message: "a worker may announce at most \(configuration.maxModelsPerWorker) models")
+                          message: "a worker may announce at most \(tunnel.configuration.maxModelsPerWorker) models")
         }
         return models
     }

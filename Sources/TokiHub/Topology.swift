@@ -36,27 +36,22 @@ public final class RelayLinks: Sendable {
 public struct Topology: Encodable, Sendable {
     public struct Upstream: Encodable, Sendable {
         public var url: String
+        /// "connected" or "reconnecting".
         public var state: String
-        public var parent: String?
         /// This node's path from the root, itself last.
         public var path: [String]
+        /// The link's details while connected.
+        public var parent: String?
         public var lz4: Bool?
         public var smux: Int?
-        public var reconnects: Int
         public var connectedSeconds: Int?
+        public var reconnects = 0
         public var lastError: String?
 
-        public init(url: String, state: String, parent: String?, path: [String], lz4: Bool?, smux: Int?, reconnects: Int,
-                    connectedSeconds: Int?, lastError: String?) {
+        public init(url: String, state: String, path: [String]) {
             self.url = url
             self.state = state
-            self.parent = parent
             self.path = path
-            self.lz4 = lz4
-            self.smux = smux
-            self.reconnects = reconnects
-            self.connectedSeconds = connectedSeconds
-            self.lastError = lastError
         }
 
         enum CodingKeys: String, CodingKey {
@@ -67,28 +62,16 @@ public struct Topology: Encodable, Sendable {
     }
 
     /// A worker or a relay below this node.
-    public final class Node: Encodable, Sendable {
-        let kind: String
-        let id: String
-        let user: String?
-        let models: [String]?
-        let inFlight: Int?
-        let hops: Int
-        let lz4: Bool?
-        let smux: Int?
-        let children: [Node]?
-
-        init(kind: String, id: String, user: String?, models: [String]?, inFlight: Int?, hops: Int, lz4: Bool?, smux: Int?, children: [Node]?) {
-            self.kind = kind
-            self.id = id
-            self.user = user
-            self.models = models
-            self.inFlight = inFlight
-            self.hops = hops
-            self.lz4 = lz4
-            self.smux = smux
-            self.children = children
-        }
+    public struct Node: Encodable, Sendable {
+        var kind: String
+        var id: String
+        var user: String?
+        var models: [String]?
+        var inFlight: Int?
+        var hops: Int
+        var lz4: Bool?
+        var smux: Int?
+        var children: [Node]?
 
         enum CodingKeys: String, CodingKey {
             case kind, id, user, models, hops, lz4, smux, children

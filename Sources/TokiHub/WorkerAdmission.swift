@@ -44,6 +44,19 @@ public struct WorkerAdmissionRequest: Sendable, Equatable {
     }
 }
 
+/// Group lists as the protocol carries them: comma separated (`register.group`, relay lines).
+public enum GroupList {
+    /// The groups named (trimmed, empty entries dropped).
+    public static func parse(_ list: String?) -> [String] {
+        (list ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// The groups as one list, sorted.
+    public static func format(_ groups: some Sequence<String>) -> String {
+        groups.sorted().joined(separator: ",")
+    }
+}
+
 /// Admission granted: what the registry records about the worker.
 public struct WorkerAdmissionVerdict: Sendable, Equatable {
     public var userID: Int64
@@ -128,7 +141,7 @@ struct StoreWorkerAdmission: WorkerAdmission {
         let groups = request.groups.isEmpty ? [principal.group] : try authorizeGroups(request.groups, for: principal)
         do {
             let claim = try await directory.claimNamespace(namespace: request.namespace, userID: principal.userID, nodeName: request.nodeName,
-                                                           group: groups.sorted().joined(separator: ","), models: request.models, now: Date())
+                                                           group: GroupList.format(groups), models: request.models, now: Date())
             return WorkerAdmissionVerdict(userID: principal.userID, workerID: claim.workerID, namespace: request.namespace, groups: groups)
         } catch let error as StoreError {
             if case .namespaceOwnedByAnotherUser = error { throw .namespaceNotOwned(error.description) }

@@ -10,42 +10,26 @@ import TokiTunnel
 /// register → models_sync → heartbeat state machine with Tokilake's deadlines, answers every
 /// request with an ack (always carrying an `ack` object) or a fatal error, and keeps the worker
 /// in the registry while it is registered.
-struct WorkerSessionHandler: Sendable {
+struct WorkerSessionHandler: LinkHandler {
     let session: MuxSession
     let link: WorkerLink
     let principal: WorkerPrincipal
     let remote: String
-    let admission: any WorkerAdmission
-    let presence: any WorkerPresenceSink
-    let registry: WorkerRegistry
-    let deadlines: DeadlineSweeper
-    let configuration: HubConfiguration
-    let logger: Logger
+    let tunnel: WorkerTunnel
 
-    /// A fatal control-protocol error: reported to the worker, then the session closes.
-    struct Fatal: Error {
-        var code: String
-        var message: String
-    }
+    typealias Fatal = ControlRefusal
 
-    /// Serves the session to its end. The control loop runs on the link's event loop: a
-    /// heartbeat is read, handled and acked in the loop tick that received it, with no thread
-    /// switch (at 10,000 workers that hop was a third of the hub's idle CPU).
-    func run(on eventLoop: any EventLoop) async {
-        await run(isolation: EventLoopIsolation(eventLoop))
-    }
-
-    private func run(isolation: isolated EventLoopIsolation) async {
-        var logger = self.logger
+    func serve(isolation: isolated EventLoopIsolation) async {
+        var logger = tunnel.logger
         logger[metadataKey: "remote"] = "\(remote)"
         logger[metadataKey: "user"] = "\(principal.userName)"
         // Tokilake's read deadline: 30 s before registration, 45 s after; any message resets it.
         // One entry in the hub's shared sweeper, not a timer or task per session: idle sessions
         // cost nothing. (A `Task.sleep` per session stayed in the global executor's timer heap
         // until it came due even when cancelled: 10,000 of them after a fleet connected.)
-        let watchdog = Watchdog(id: deadlines.makeID(), deadlines: deadlines, session: session, logger: logger)
+        let watchdog = Watchdog(id: tunnel.deadlines.makeID(), deadlines: tunnel.deadlines, session: session, logger: logger)
         defer { watchdog.disarm() }
-        watchdog.arm(configuration.registerTimeout, reason: "no control stream")
+        watchdog.arm(tunnel.configuration.registerTimeout, reason: "no control stream")
         let control: MuxStream
         do {
             control = try await session.accept()
@@ -71,7 +55,7 @@ struct WorkerSessionHandler: Sendable {
         await writing
         if let connection {
             connection.markClosed()
-            if registry.release(connection) { presence.departed(connection) }
+            if tunnel.registry.release(connection) { tunnel.presence.departed(connection) }
             logger.info("worker offline", metadata: ["namespace": "\(connection.namespace)"])
         }
         // Let the last lines (an error, acks) reach the transport before the session goes:
@@ -123,9 +107,9 @@ struct WorkerSessionHandler: Sendable {
                 throw ReportedFatal(code: fatal.code, message: fatal.message)
             }
             if connection != nil {
-                watchdog.arm(configuration.heartbeatTimeout, reason: "a heartbeat")
+                watchdog.arm(tunnel.configuration.heartbeatTimeout, reason: "a heartbeat")
             } else {
-                watchdog.arm(configuration.registerTimeout, reason: "register")
+                watchdog.arm(tunnel.configuration.registerTimeout, reason: "register")
             }
         }
     }
@@ -158,12 +142,12 @@ struct WorkerSessionHandler: Sendable {
             let models = Self.normalizeModels(payload.models ?? [])
             guard !models.isEmpty else { throw Fatal(code: Code.modelsSyncFailed, message: "at least one model is required") }
             let groups = try await authorizeGroups(payload.group, fallback: current.groups)
-            registry.update(current, models: Set(models), groups: groups)
+            tunnel.registry.update(current, models: Set(models), groups: groups)
             current.state.withLock { state in
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
                 state.lastSeen = .now
             }
-            presence.seen(current, models: models)
+            tunnel.presence.seen(current, models: models)
             channel.send(.ack(requestID: message.requestID, message: Ack.modelsSyncOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
             logger.info("worker models synced", metadata: ["models": "\(models)"])
@@ -178,8 +162,8 @@ struct WorkerSessionHandler: Sendable {
                 if let info = payload.hardwareInfo { state.hardwareInfo = info }
                 return models.count == state.models.count && models.allSatisfy(state.models.contains)
             }
-            let changed = !models.isEmpty && !same && registry.update(current, models: Set(models))
-            presence.seen(current, models: changed ? models : nil)
+            let changed = !models.isEmpty && !same && tunnel.registry.update(current, models: Set(models))
+            tunnel.presence.seen(current, models: changed ? models : nil)
             channel.send(.ack(requestID: message.requestID, message: Ack.heartbeatOK, namespace: current.namespace,
                              workerID: Int(current.workerID), channelID: Int(current.workerID)))
         case TunnelProtocol.MessageType.ack:
@@ -198,44 +182,41 @@ struct WorkerSessionHandler: Sendable {
         guard namespace.utf8.count <= 128 else { throw Fatal(code: Code.registerFailed, message: "namespace is longer than 128 bytes") }
         let models = Self.normalizeModels(payload.models ?? [])
         guard !models.isEmpty else { throw Fatal(code: Code.registerFailed, message: "at least one model is required") }
-        guard models.count <= configuration.maxModelsPerWorker else {
-            throw Fatal(code: Code.registerFailed, message: "a worker may announce at most \(configuration.maxModelsPerWorker) models")
+        guard models.count <= tunnel.configuration.maxModelsPerWorker else {
+            throw Fatal(code: Code.registerFailed, message: "a worker may announce at most \(tunnel.configuration.maxModelsPerWorker) models")
         }
         let nodeName = (payload.nodeName?.isEmpty == false ? payload.nodeName! : namespace)
         let verdict: WorkerAdmissionVerdict
         do throws(AdmissionRefusal) {
-            verdict = try await admission.admit(WorkerAdmissionRequest(namespace: namespace, nodeName: nodeName, models: models,
-                                                                       groups: Self.groupList(payload.group)), for: principal)
+            verdict = try await tunnel.admission.admit(WorkerAdmissionRequest(namespace: namespace, nodeName: nodeName, models: models,
+                                                                       groups: GroupList.parse(payload.group)), for: principal)
         } catch {
             throw Fatal(code: error.code, message: error.message)
         }
         let connection = WorkerConnection(
-            sessionID: registry.nextSessionID(), namespace: namespace, principal: principal, workerID: verdict.workerID,
+            sessionID: tunnel.registry.nextSessionID(), namespace: namespace, principal: principal, workerID: verdict.workerID,
             nodeName: nodeName, groups: verdict.groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
             route: SessionRoute(session: session, control: channel, link: link, namespace: namespace), logger: logger
         )
-        guard registry.claim(connection) else {
+        guard tunnel.registry.claim(connection) else {
             throw Fatal(code: Code.registerFailed, message: "namespace already connected")
         }
-        presence.joined(connection)
+        tunnel.presence.joined(connection)
         return connection
     }
 
     /// The groups a worker may serve: a requested group list (comma separated) must pass
     /// admission; none requested keeps `fallback`.
     private func authorizeGroups(_ requested: String?, fallback: Set<String>) async throws -> Set<String> {
-        let items = Self.groupList(requested)
+        let items = GroupList.parse(requested)
         guard !items.isEmpty else { return fallback }
         do throws(AdmissionRefusal) {
-            return try await admission.authorizeGroups(items, for: principal)
+            return try await tunnel.admission.authorizeGroups(items, for: principal)
         } catch {
             throw Fatal(code: error.code, message: error.message)
         }
     }
 
-    static func groupList(_ requested: String?) -> [String] {
-        (requested ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-    }
 
     /// Trimmed, non-empty, unique and sorted. Every heartbeat carries the list, almost always
     /// already in that form: checked in one pass before anything is rebuilt.

@@ -65,37 +65,31 @@ public struct RelayNode: WireObject, Sendable, Equatable {
     }
 }
 
-/// A worker as a relay announces it: what it registered with, and the relays it sits behind
-/// (`via`, nearest the root first). In an ack, `worker_id` and `group` are what was granted.
+/// A worker as a relay announces it: its `register` payload (flattened into this object, as
+/// the worker sent it) and the relays it sits behind (`via`, nearest the parent first). In an
+/// ack, `group` and `worker_id` are what was granted.
 public struct RelayWorker: WireObject, Sendable, Equatable {
-    public var namespace: String
-    public var nodeName: String?
-    public var models: [String]?
-    /// Comma-separated groups asked for (as in `register`); in an ack, the groups granted.
-    public var group: String?
-    public var hardwareInfo: RawJSON?
+    public var registration: RegisterPayload
     public var via: [String]?
     public var workerID: Int?
 
     public init(namespace: String, nodeName: String? = nil, models: [String]? = nil, group: String? = nil,
                 hardwareInfo: RawJSON? = nil, via: [String]? = nil, workerID: Int? = nil) {
-        self.namespace = namespace
-        self.nodeName = nodeName
-        self.models = models
-        self.group = group
-        self.hardwareInfo = hardwareInfo
-        self.via = via
-        self.workerID = workerID
+        registration = RegisterPayload(namespace: namespace, nodeName: nodeName, group: group, models: models, hardwareInfo: hardwareInfo)
+        (self.via, self.workerID) = (via, workerID)
     }
+
+    public var namespace: String { registration.namespace }
+    public var nodeName: String? { registration.nodeName }
+    public var models: [String]? { registration.models }
+    /// Comma-separated groups asked for (as in `register`); in an ack, the groups granted.
+    public var group: String? { registration.group }
+    public var hardwareInfo: RawJSON? { registration.hardwareInfo }
 
     static let absent = RelayWorker(namespace: "")
 
     static func fields<Coder: WireFieldCoder>(_ c: inout Coder, _ p: inout Self) throws(Coder.Failure) {
-        try c.field("namespace", &p.namespace)
-        try c.field("node_name", &p.nodeName)
-        try c.field("models", &p.models)
-        try c.field("group", &p.group)
-        try c.field("hardware_info", &p.hardwareInfo)
+        try RegisterPayload.fields(&c, &p.registration)
         try c.field("via", &p.via)
         try c.field("worker_id", &p.workerID)
     }

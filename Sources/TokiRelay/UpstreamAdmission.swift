@@ -28,8 +28,8 @@ struct UpstreamAdmission: WorkerAdmission {
     func authorizeGroups(_ requested: [String], for principal: WorkerPrincipal) async throws(AdmissionRefusal) -> Set<String> {
         do {
             let reply = try await upstream.request(RelayMessage(type: TunnelProtocol.RelayMessageType.authenticate, token: principal.token,
-                                                                worker: RelayWorker(namespace: "", group: requested.joined(separator: ","))))
-            return Set(WorkerAdmissionGroups.parse(reply.worker?.group))
+                                                                worker: RelayWorker(namespace: "", group: GroupList.format(requested))))
+            return Set(GroupList.parse(reply.worker?.group))
         } catch {
             throw Self.refusal(error)
         }
@@ -40,9 +40,9 @@ struct UpstreamAdmission: WorkerAdmission {
             let reply = try await upstream.request(RelayMessage(
                 type: TunnelProtocol.RelayMessageType.workerUp, token: principal.token,
                 worker: RelayWorker(namespace: request.namespace, nodeName: request.nodeName, models: request.models,
-                                    group: request.groups.joined(separator: ","), via: request.via)))
+                                    group: GroupList.format(request.groups), via: request.via)))
             return WorkerAdmissionVerdict(userID: principal.userID, workerID: Int64(reply.worker?.workerID ?? 0), namespace: request.namespace,
-                                          groups: Set(WorkerAdmissionGroups.parse(reply.worker?.group)))
+                                          groups: Set(GroupList.parse(reply.worker?.group)))
         } catch {
             throw Self.refusal(error)
         }
@@ -52,12 +52,6 @@ struct UpstreamAdmission: WorkerAdmission {
     static func refusal(_ error: any Error) -> AdmissionRefusal {
         guard let refusal = error as? UpstreamRefusal else { return .failed("\(error)") }
         return .relayed(code: refusal.code, message: refusal.message)
-    }
-}
-
-enum WorkerAdmissionGroups {
-    static func parse(_ list: String?) -> [String] {
-        (list ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 }
 
@@ -143,7 +137,7 @@ final class UpstreamAnnouncer: WorkerPresenceSink {
             case .update(let worker, let models):
                 let message = RelayMessage(type: TunnelProtocol.RelayMessageType.workerUpdate,
                                            worker: RelayWorker(namespace: worker.namespace, models: models,
-                                                               group: exportToken == nil ? worker.groups.sorted().joined(separator: ",") : nil))
+                                                               group: exportToken == nil ? GroupList.format(worker.groups) : nil))
                 do { _ = try await upstream.request(message) } catch {
                     logger.warning("the parent refused a worker's update", metadata: ["namespace": "\(worker.namespace)", "error": "\(error)"])
                 }

@@ -73,11 +73,14 @@ final class UpstreamLink: Sendable {
     /// The link as `/admin/topology` shows it.
     var topology: Topology.Upstream {
         let status = self.status.withLock { $0 }
-        return Topology.Upstream(url: TunnelDialOptions.hubURL(options.url), state: status.connected ? "connected" : "reconnecting",
-                                 parent: status.parent, path: path, lz4: status.connected ? status.lz4 : nil,
-                                 smux: status.connected ? status.smux : nil, reconnects: status.reconnects,
-                                 connectedSeconds: status.since.map { Int($0.duration(to: .now).components.seconds) },
-                                 lastError: status.lastError)
+        var upstream = Topology.Upstream(url: TunnelDialOptions.hubURL(options.url), state: status.connected ? "connected" : "reconnecting", path: path)
+        upstream.reconnects = status.reconnects
+        upstream.lastError = status.lastError
+        if status.connected {
+            (upstream.parent, upstream.lz4, upstream.smux) = (status.parent, status.lz4, status.smux)
+            upstream.connectedSeconds = status.since.map { Int($0.duration(to: .now).components.seconds) }
+        }
+        return upstream
     }
 
     let options: Options
@@ -99,7 +102,7 @@ final class UpstreamLink: Sendable {
     static func workerUp(_ worker: WorkerConnection, token: String, exporting: Bool = true) -> RelayMessage {
         RelayMessage(type: TunnelProtocol.RelayMessageType.workerUp, token: token,
                      worker: RelayWorker(namespace: worker.namespace, nodeName: worker.nodeName, models: worker.models.sorted(),
-                                         group: exporting ? nil : worker.groups.sorted().joined(separator: ","), via: worker.via))
+                                         group: exporting ? nil : GroupList.format(worker.groups), via: worker.via))
     }
 
     /// This node's path from the root (itself last); just itself while disconnected.

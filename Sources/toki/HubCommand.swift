@@ -71,8 +71,8 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Also lend this hub's workers to a parent hub (its base URL); they appear there under the account of --token.")
     var upstream: String?
 
-    @Option(name: .long, help: "With --upstream: a token valid on the parent (default: $TOKI_TOKEN).")
-    var token: String?
+    /// With --upstream: a token valid on the parent.
+    @OptionGroup var token: TokenOption
 
     @Option(name: .long, help: "This node's id in chains (default: host name and a random suffix).")
     var nodeId: String?
@@ -80,16 +80,12 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
-    var upstreamToken: String {
-        (token ?? ProcessInfo.processInfo.environment["TOKI_TOKEN"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
     func validate() throws {
         _ = try HostPort(listen)
         if let upstream {
             do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch { throw ValidationError("--upstream: \(error)") }
-            guard !upstreamToken.isEmpty else { throw ValidationError("--upstream needs a token valid on the parent: --token or $TOKI_TOKEN") }
-        } else if token != nil {
+            _ = try token.required(for: "--upstream needs a token valid on the parent")
+        } else if token.token != nil {
             throw ValidationError("--token is the parent's token: it goes with --upstream")
         }
         if let nodeId, nodeId.isEmpty || nodeId.utf8.count > 128 || nodeId.contains(",") {
@@ -130,7 +126,7 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.maxConnections = maxConnections
         if let nodeId { configuration.nodeID = nodeId }
         let exporter = upstream.map {
-            UpstreamExporter(upstream: $0, token: upstreamToken, nodeID: configuration.nodeID, logger: logger)
+            UpstreamExporter(upstream: $0, token: token.resolved, nodeID: configuration.nodeID, logger: logger)
         }
         // Every connection is a descriptor: use all the process may have (the Go hub does too).
         let descriptors = FileDescriptorLimit.raiseToHard()

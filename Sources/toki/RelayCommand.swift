@@ -21,8 +21,8 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The parent's base URL: the root hub or another relay (http://host:port, https://…).")
     var upstream: String
 
-    @Option(name: .long, help: "A token valid on the root hub (the relay's own link is owned by its user). Default: $TOKI_TOKEN, which keeps it out of the process list.")
-    var token: String?
+    /// A token valid on the root hub: the relay's own link is owned by its user.
+    @OptionGroup var token: TokenOption
 
     @Option(name: .long, help: "Address workers connect to (HOST:PORT).")
     var listen = "127.0.0.1:8081"
@@ -36,13 +36,9 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
-    var resolvedToken: String {
-        (token ?? ProcessInfo.processInfo.environment["TOKI_TOKEN"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
     func validate() throws {
         _ = try HostPort(listen)
-        guard !resolvedToken.isEmpty else { throw ValidationError("give the root's token with --token or $TOKI_TOKEN") }
+        _ = try token.required(for: "a token valid on the root hub")
         do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch {
             throw ValidationError("--upstream: \(error)")
         }
@@ -54,7 +50,7 @@ struct RelayCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = makeLogger(label: "toki.relay", level: logLevel)
         let address = try HostPort(listen)
-        var configuration = RelayConfiguration(upstream: upstream, token: resolvedToken)
+        var configuration = RelayConfiguration(upstream: upstream, token: token.resolved)
         if let nodeId { configuration.nodeID = nodeId }
         configuration.offerLZ4 = !noLz4
         configuration.endpoint.host = address.host

@@ -14,16 +14,14 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The node's base URL (a hub, or a relay's --listen address).")
     var hub = "http://127.0.0.1:8080"
 
-    @Option(name: .long, help: "Admin token of the hub, or the relay's own token. Default: $TOKI_TOKEN.")
-    var token: String?
+    /// The hub's admin token, or the relay's own.
+    @OptionGroup var token: TokenOption
 
     @Flag(name: .long, help: "Print the raw JSON.")
     var json = false
 
     func run() async throws {
-        guard let token = token ?? ProcessInfo.processInfo.environment["TOKI_TOKEN"], !token.isEmpty else {
-            throw ValidationError("give a token with --token or $TOKI_TOKEN")
-        }
+        let token = try self.token.required(for: "a hub's admin token or a relay's own token")
         let base = hub.hasSuffix("/") ? String(hub.dropLast()) : hub
         var request = HTTPClientRequest(url: base + "/admin/topology")
         request.headers.add(name: "Authorization", value: "Bearer \(token)")

@@ -23,7 +23,7 @@ import Testing
             == #"{"type":"ack","request_id":"eu:1","principal":{"user_id":7,"user_name":"alice","group":"default"}}"#)
         #expect(json(RelayMessage(type: Kind.workerUp, requestID: "eu:2", token: "sk-a",
                                   worker: RelayWorker(namespace: "gpu", nodeName: "n", models: ["m"], group: "default", via: ["eu-lab"])))
-            == #"{"type":"worker_up","request_id":"eu:2","token":"sk-a","worker":{"namespace":"gpu","node_name":"n","models":["m"],"group":"default","via":["eu-lab"]}}"#)
+            == #"{"type":"worker_up","request_id":"eu:2","token":"sk-a","worker":{"namespace":"gpu","node_name":"n","group":"default","models":["m"],"via":["eu-lab"]}}"#)
         #expect(json(.ack(requestID: "eu:2", worker: RelayWorker(namespace: "gpu", group: "default", workerID: 3)))
             == #"{"type":"ack","request_id":"eu:2","worker":{"namespace":"gpu","group":"default","worker_id":3}}"#)
         #expect(json(RelayMessage(type: Kind.workerDown, namespace: "gpu")) == #"{"type":"worker_down","namespace":"gpu"}"#)
