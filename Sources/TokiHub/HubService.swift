@@ -14,17 +14,14 @@ import TokiTunnel
 /// presence are written one last time.
 public final class HubService: Service, Sendable {
     public let configuration: HubConfiguration
-    public let registry: WorkerRegistry
     let store: any HubStorage
-    let admission: any WorkerAdmission
-    let logger: Logger
     let tokens: TokenCache
     let usage: UsageRecorder
     let presence: PresenceRecorder
+    /// The worker side: registry, admission, deadlines, relay links.
+    let tunnel: WorkerTunnel
     /// Where this hub stands in a chain (a hub with `--upstream` lends its workers to a parent).
     let chain: HubChain
-    let deadlines = DeadlineSweeper()
-    let relayLinks = RelayLinks()
     let draining = Locked(false)
     let forwarder: RequestForwarder
     let onRunning: @Sendable (Int) async -> Void
@@ -37,19 +34,27 @@ public final class HubService: Service, Sendable {
     public init(configuration: HubConfiguration, store: any HubStorage, admission: (any WorkerAdmission)? = nil, logger: Logger,
                 chain: HubChain? = nil, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
         self.configuration = configuration
-        self.chain = chain ?? HubChain(nodeID: configuration.nodeID)
-        self.registry = self.chain.registry
+        let chain = chain ?? HubChain(nodeID: configuration.nodeID)
+        self.chain = chain
         self.store = store
-        self.logger = logger
         self.onRunning = onRunning
         let tokens = TokenCache(store: store, ttl: configuration.tokenCacheTTL)
         self.tokens = tokens
-        self.admission = admission ?? StoreWorkerAdmission(tokens: tokens, directory: store)
         self.usage = UsageRecorder(store: store, logger: logger)
-        self.presence = PresenceRecorder(store: store, logger: logger)
+        let presence = PresenceRecorder(store: store, logger: logger)
+        self.presence = presence
+        tunnel = WorkerTunnel(node: chain.node, admission: admission ?? StoreWorkerAdmission(tokens: tokens, directory: store),
+                              presence: chain.observer.map { PresenceTee(first: presence, second: $0) } ?? presence,
+                              registry: chain.registry, deadlines: DeadlineSweeper(), configuration: configuration, logger: logger,
+                              relayLinks: RelayLinks())
+        let (registry, deadlines) = (tunnel.registry, tunnel.deadlines)
         let streamer = ResponseStreamer(usage: usage, deadlines: deadlines, configuration: configuration)
         self.forwarder = RequestForwarder(registry: registry, directory: store, streamer: streamer, configuration: configuration)
     }
+
+    public var registry: WorkerRegistry { tunnel.registry }
+    var logger: Logger { tunnel.logger }
+    var deadlines: DeadlineSweeper { tunnel.deadlines }
 
     /// The HTTP router: health, the OpenAI API, admin, and the tunnel paths' refusal (a worker
     /// whose upgrade was refused). Usable in-process with HummingbirdTesting.
@@ -63,8 +68,9 @@ public final class HubService: Service, Sendable {
         }
         router.addRoutes(OpenAIRoutes(registry: registry, forwarder: forwarder, tokens: tokens, draining: draining,
                                       maxBodyBytes: configuration.maxBodyBytes).collection())
-        router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines, topology: { [registry, relayLinks, chain] in
-            Topology.build(node: chain.node.id, role: "hub", upstream: chain.upstream(), workers: registry.workers, relays: relayLinks.all)
+        router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines, topology: { [tunnel, chain] in
+            Topology.build(node: chain.node.id, role: "hub", upstream: chain.upstream(), workers: tunnel.registry.workers,
+                           relays: tunnel.relayLinks.all)
         }).collection())
         router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: HubRequestContext.self))
         return router
@@ -72,12 +78,9 @@ public final class HubService: Service, Sendable {
 
     public func run() async throws {
         _ = try? await store.markAllOffline()
-        let sink: any WorkerPresenceSink = chain.observer.map { PresenceTee(first: presence, second: $0) } ?? presence
-        let tunnel = WorkerTunnel(node: chain.node, admission: admission, presence: sink, registry: registry,
-                                  deadlines: deadlines, configuration: configuration, logger: logger, relayLinks: relayLinks).server()
         let app = Application(
             router: makeRouter(),
-            server: .guardedHTTP1Tunnel(tunnel, limits: configuration.httpLimits, logger: logger,
+            server: .guardedHTTP1Tunnel(tunnel.server(), limits: configuration.httpLimits, logger: logger,
                                         beforeTrim: { [store] in store.releaseMemory() }),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { [onRunning] channel in await onRunning(channel.localAddress?.port ?? 0) },

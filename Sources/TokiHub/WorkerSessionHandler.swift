@@ -11,11 +11,12 @@ import TokiTunnel
 /// request with an ack (always carrying an `ack` object) or a fatal error, and keeps the worker
 /// in the registry while it is registered.
 struct WorkerSessionHandler: LinkHandler {
-    let session: MuxSession
-    let link: WorkerLink
-    let principal: WorkerPrincipal
+    let connection: TunnelConnection<WorkerPrincipal>
     let remote: String
     let tunnel: WorkerTunnel
+
+    var session: MuxSession { connection.session }
+    var principal: WorkerPrincipal { connection.identity }
 
     typealias Fatal = ControlRefusal
 
@@ -196,7 +197,8 @@ struct WorkerSessionHandler: LinkHandler {
         let connection = WorkerConnection(
             sessionID: tunnel.registry.nextSessionID(), namespace: namespace, principal: principal, workerID: verdict.workerID,
             nodeName: nodeName, groups: verdict.groups, models: Set(models), hardwareInfo: payload.hardwareInfo,
-            route: SessionRoute(session: session, control: channel, link: link, namespace: namespace), logger: logger
+            route: SessionRoute(session: session, control: channel,
+                               link: WorkerLink(activity: connection.activity, ping: connection.ping), namespace: namespace), logger: logger
         )
         guard tunnel.registry.claim(connection) else {
             throw Fatal(code: Code.registerFailed, message: "namespace already connected")

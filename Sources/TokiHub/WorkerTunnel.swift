@@ -48,7 +48,6 @@ public struct WorkerTunnel: Sendable {
     func serve(_ connection: TunnelConnection<WorkerPrincipal>) async {
         let remote = connection.headers[HTTPField.Name("X-Forwarded-For")!] ?? "direct"
         let (session, logger) = (connection.session, self.logger)
-        let link = WorkerLink(activity: connection.activity, ping: connection.ping)
         if let childID = connection.relayNodeID {
             // Relay links carry smux keepalives (TunnelServer): a dead one ends by itself.
             let handler = RelayLinkHandler(connection: connection, childID: childID, tunnel: self)
@@ -61,7 +60,7 @@ public struct WorkerTunnel: Sendable {
                                         session.close()
                                     })
         defer { watch.stop() }
-        let handler = WorkerSessionHandler(session: session, link: link, principal: connection.identity, remote: remote, tunnel: self)
+        let handler = WorkerSessionHandler(connection: connection, remote: remote, tunnel: self)
         await handler.run(on: connection.eventLoop)
     }
 }
