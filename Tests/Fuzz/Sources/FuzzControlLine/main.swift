@@ -6,7 +6,9 @@
 //  - round trip: a decoded message re-encodes (writeLine) to one NDJSON line of valid JSON,
 //    which decodes to the same message (an ack without an ack object gains the empty one
 //    that is always written), and re-encoding that gives the same bytes (fixed point);
-//  - JSONValue: decode -> jsonString -> decode gives the same value, and jsonString is stable.
+//  - JSONValue: decode -> jsonString -> decode gives the same value, and jsonString is stable;
+//  - the relay extension's RelayMessage (same reader, same input): throws only JSONReadError,
+//    and a decoded message round-trips to the same message and the same bytes.
 import Foundation
 import FuzzSupport
 import NIOCore
@@ -47,6 +49,22 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         // Not a control message.
     } catch {
         check(false, "ControlMessage.decode threw \(error)")
+    }
+
+    do {
+        let relay = try RelayMessage.decode(line: line)
+        let wire = relay.encodedLine()
+        do {
+            let again = try RelayMessage.decode(line: wire)
+            check(again == relay, "relay round trip changed the message:\n\(relay)\n\(again)\n\(String(buffer: wire))")
+            check(again.encodedLine() == wire, "relay encoding is not a fixed point:\n\(String(buffer: wire))")
+        } catch {
+            check(false, "re-encoded relay message does not decode: \(error)\n\(String(buffer: wire))")
+        }
+    } catch is JSONReadError {
+        // Not a relay message.
+    } catch {
+        check(false, "RelayMessage.decode threw \(error)")
     }
 
     if let value = try? JSONValue(jsonBytes: bytes) {
