@@ -52,11 +52,15 @@ final class UsageRecorder: Service, Sendable {
 
 /// Until graceful shutdown: calls `flush` every `period`; then once more for the rest.
 func runFlushing(every period: Duration, _ flush: @escaping @Sendable () async -> Void) async {
+    // Each write runs in a task of its own: shutdown cancels the loop, and a write that
+    // inherited that cancellation failed in the store (GRDB checks it) after its records had
+    // been taken, so the last usage and presence were lost with an error at every shutdown.
+    let write: @Sendable () async -> Void = { await Task { await flush() }.value }
     await cancelWhenGracefulShutdown {
         while !Task.isCancelled {
             try? await Task.sleep(for: period)
-            await flush()
+            await write()
         }
     }
-    await flush()
+    await write()
 }

@@ -39,3 +39,19 @@ import TokiStore
         #expect(WorkerSessionHandler.normalizeModels(["modèle ", "é"]) == ["modèle", "é"])
     }
 }
+
+@Suite struct FlushingTests {
+    @Test("the recorders' writes never inherit the shutdown's cancellation (the store refused them, and the last records were lost)")
+    func writesAreNotCancelled() async throws {
+        let writes = Locked<[Bool]>([])
+        let loop = Task {
+            await runFlushing(every: .milliseconds(20)) { writes.withLock { $0.append(Task.isCancelled) } }
+        }
+        while writes.withLock({ $0.count }) < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        loop.cancel()
+        await loop.value
+        let seen = writes.withLock { $0 }
+        #expect(seen.count >= 3, "the periodic writes and the last one after cancellation")
+        #expect(!seen.contains(true), "a write ran cancelled: \(seen)")
+    }
+}
