@@ -81,13 +81,9 @@ final class TunnelCall: @unchecked Sendable {
 
     /// Writes the request line (waits while the worker does not take it: back-pressure).
     func send(_ request: TunnelRequest) async throws {
-        let line: ByteBuffer
-        if var preamble {
-            request.writeLine(into: &preamble)
-            line = preamble
-        } else {
-            line = request.encodedLine()
-        }
+        var line = ByteBufferAllocator().buffer(capacity: (preamble?.readableBytes ?? 0) + request.encodedLengthHint)
+        if let preamble { line.writeImmutableBuffer(preamble) }
+        request.writeLine(into: &line)
         do { try await stream.write(line) } catch {
             throw UpstreamFailure.transport("\(error)")
         }

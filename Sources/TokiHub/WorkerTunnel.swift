@@ -121,10 +121,7 @@ public struct WorkerEndpointService: Service {
         if let adminToken {
             router.get("/admin/topology") { request, _ -> Response in
                 let presented = TunnelEndpoint.presentedToken(headers: request.headers, query: nil) ?? ""
-                guard TokenCrypto.constantTimeEquals(presented, adminToken) else {
-                    return Response(status: .unauthorized, headers: [.contentType: "application/json"],
-                                    body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"this node's token is required","type":"invalid_request_error","code":"invalid_api_key"}}"#)))
-                }
+                guard TokenCrypto.constantTimeEquals(presented, adminToken) else { throw OpenAIError.invalidToken }
                 return Response(status: .ok, headers: [.contentType: "application/json"],
                                 body: .init(byteBuffer: ByteBuffer(bytes: try self.topology(role: "relay").encoded())))
             }

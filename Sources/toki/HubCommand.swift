@@ -74,8 +74,7 @@ struct HubCommand: AsyncParsableCommand {
     /// With --upstream: a token valid on the parent.
     @OptionGroup var token: TokenOption
 
-    @Option(name: .long, help: "This node's id in chains (default: host name and a random suffix).")
-    var nodeId: String?
+    @OptionGroup var node: NodeIDOption
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -87,9 +86,6 @@ struct HubCommand: AsyncParsableCommand {
             _ = try token.required(for: "--upstream needs a token valid on the parent")
         } else if token.token != nil {
             throw ValidationError("--token is the parent's token: it goes with --upstream")
-        }
-        if let nodeId, nodeId.isEmpty || nodeId.utf8.count > 128 || nodeId.contains(",") {
-            throw ValidationError("--node-id must be 1 to 128 bytes, without commas")
         }
         guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
               responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0,
@@ -124,7 +120,7 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.idleTimeout = .seconds(idleTimeout)
         configuration.httpLimits.bodyTimeout = .seconds(bodyTimeout)
         configuration.httpLimits.maxConnections = maxConnections
-        if let nodeId { configuration.nodeID = nodeId }
+        if let nodeId = node.nodeId { configuration.nodeID = nodeId }
         let exporter = upstream.map {
             UpstreamExporter(upstream: $0, token: token.resolved, nodeID: configuration.nodeID, logger: logger)
         }

@@ -27,8 +27,7 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address workers connect to (HOST:PORT).")
     var listen = "127.0.0.1:8081"
 
-    @Option(name: .long, help: "This node's id in chains (default: host name and a random suffix).")
-    var nodeId: String?
+    @OptionGroup var node: NodeIDOption
 
     @Flag(name: .long, help: "Do not offer LZ4 on the upstream link.")
     var noLz4 = false
@@ -42,16 +41,13 @@ struct RelayCommand: AsyncParsableCommand {
         do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch {
             throw ValidationError("--upstream: \(error)")
         }
-        if let nodeId, nodeId.isEmpty || nodeId.utf8.count > 128 || nodeId.contains(",") {
-            throw ValidationError("--node-id must be 1 to 128 bytes, without commas")
-        }
     }
 
     func run() async throws {
         let logger = makeLogger(label: "toki.relay", level: logLevel)
         let address = try HostPort(listen)
         var configuration = RelayConfiguration(upstream: upstream, token: token.resolved)
-        if let nodeId { configuration.nodeID = nodeId }
+        if let nodeId = node.nodeId { configuration.nodeID = nodeId }
         configuration.offerLZ4 = !noLz4
         configuration.endpoint.host = address.host
         configuration.endpoint.port = address.port

@@ -40,3 +40,15 @@ struct TokenOption: ParsableArguments {
         return resolved
     }
 }
+
+/// `--node-id`: this node's name in relay chains (loop checks, `via` lists, `toki status`).
+struct NodeIDOption: ParsableArguments {
+    @Option(name: .long, help: "This node's id in chains (default: host name and a random suffix).")
+    var nodeId: String?
+
+    func validate() throws {
+        if let nodeId, nodeId.isEmpty || nodeId.utf8.count > 128 || nodeId.contains(",") {
+            throw ValidationError("--node-id must be 1 to 128 bytes, without commas")
+        }
+    }
+}
