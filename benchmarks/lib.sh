@@ -28,3 +28,21 @@ wait_line() {
     tail -20 "$file" >&2 || true
     return 1
 }
+
+# Interleaved rounds: ROUNDS times, every case of CASES ("name concurrency stream") for every
+# contender of CONTENDERS, the order of the contenders rotating from round to round, each
+# measured by the caller's `measure CASE CONCURRENCY STREAM WHO ROUND`.
+run_rounds() {
+    echo "== $ROUNDS rounds × ${#CASES[@]} cases × ($CONTENDERS), ${DURATION}s each after ${WARMUP}s warm-up" >&2
+    local -a who
+    read -r -a who <<<"$CONTENDERS"
+    local round spec case conc stream k n=${#who[@]}
+    for round in $(seq 1 "$ROUNDS"); do
+        for spec in "${CASES[@]}"; do
+            read -r case conc stream <<<"$spec"
+            for ((k = 0; k < n; k++)); do
+                measure "$case" "$conc" "$stream" "${who[$(((k + round - 1) % n))]}" "$round"
+            done
+        done
+    done
+}

@@ -173,17 +173,7 @@ measure() {
 }
 
 START=$(date +%s)
-echo "== $ROUNDS rounds × ${#CASES[@]} cases × ($CONTENDERS), ${DURATION}s each after ${WARMUP}s warm-up" >&2
-read -r -a WHO <<<"$CONTENDERS"
-for round in $(seq 1 "$ROUNDS"); do
-    for spec in "${CASES[@]}"; do
-        read -r case conc stream <<<"$spec"
-        n=${#WHO[@]}
-        for ((k = 0; k < n; k++)); do
-            measure "$case" "$conc" "$stream" "${WHO[$(((k + round - 1) % n))]}" "$round"
-        done
-    done
-done
+run_rounds
 MID=$(date +%s)
 
 echo "== part 2: recorded traffic through root <- relay (LZ4 / no LZ4) <- worker" >&2
