@@ -43,7 +43,7 @@ struct AdminRoutes: Sendable {
         }
         let created: (plaintext: String, record: TokenRecord)
         do {
-            created = try await issuer.createToken(user: input.user, name: input.name, role: .user, group: "default", expiresAt: nil, models: nil, now: Date())
+            created = try await issuer.createToken(user: input.user, name: input.name, role: .user, group: "default", expiresAt: nil, models: nil, options: TokenOptions(), now: Date())
         } catch let error as StoreError {
             throw OpenAIError(.badRequest, error.description, type: "invalid_request_error", code: "invalid_user")
         }

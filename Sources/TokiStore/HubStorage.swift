@@ -17,7 +17,7 @@ public protocol TokenIssuing: Sendable {
     /// Issues a token for the user called `user`, creating that user (with `role` and `group`) if
     /// it does not exist. Returns the plaintext (shown once) and the record.
     func createToken(user: String, name: String?, role: UserRole, group: String, expiresAt: Date?, models: [String]?,
-                     now: Date) async throws -> (plaintext: String, record: TokenRecord)
+                     options: TokenOptions, now: Date) async throws -> (plaintext: String, record: TokenRecord)
 }
 
 /// Worker namespaces: ownership, presence and what they served.

@@ -10,6 +10,22 @@ private struct TokenLookup: Sendable {
     var storedHash: String
     var record: TokenRecord
     var user: User
+    /// Slugs of the private groups the user holds an active grant to.
+    var privateGroups: [String]
+}
+
+/// A token's scope, pinned groups and spending cap, given when it is issued.
+public struct TokenOptions: Sendable, Equatable {
+    public var scope: TokenScope
+    /// Groups the token is pinned to; nil: every group its user may use.
+    public var groups: [String]?
+    public var spendLimit: Money?
+
+    public init(scope: TokenScope = .both, groups: [String]? = nil, spendLimit: Money? = nil) {
+        self.scope = scope
+        self.groups = groups
+        self.spendLimit = spendLimit
+    }
 }
 
 extension HubStore {
@@ -25,7 +41,7 @@ extension HubStore {
     /// - Returns: the plaintext (show it once: only its SHA-256 is stored) and the record.
     public func createToken(
         user: String, name: String? = nil, role: UserRole = .user, group: String = "default",
-        expiresAt: Date? = nil, models: [String]? = nil, now: Date = Date()
+        expiresAt: Date? = nil, models: [String]? = nil, options: TokenOptions = TokenOptions(), now: Date = Date()
     ) async throws -> (plaintext: String, record: TokenRecord) {
         let userName = try Validate.userName(user)
         let plaintext = try TokenCrypto.generate()
@@ -35,7 +51,7 @@ extension HubStore {
                     ?? Self.insertUser(db, name: userName, role: role, group: group, now: now)
                 return try Self.insertToken(
                     db, plaintext: plaintext, userID: owner.id, name: name,
-                    expiresAt: expiresAt, models: models, now: now)
+                    expiresAt: expiresAt, models: models, options: options, now: now)
             }
         }
         logger.info("created API token", metadata: [
@@ -47,7 +63,7 @@ extension HubStore {
     /// Issues a token for an existing user. Throws ``StoreError/userIDNotFound(_:)``.
     public func createToken(
         userID: Int64, name: String? = nil, expiresAt: Date? = nil, models: [String]? = nil,
-        now: Date = Date()
+        options: TokenOptions = TokenOptions(), now: Date = Date()
     ) async throws -> (plaintext: String, record: TokenRecord) {
         let plaintext = try TokenCrypto.generate()
         let record: TokenRecord = try await run {
@@ -55,7 +71,7 @@ extension HubStore {
                 guard try Self.fetchUser(db, id: userID) != nil else { throw StoreError.userIDNotFound(userID) }
                 return try Self.insertToken(
                     db, plaintext: plaintext, userID: userID, name: name,
-                    expiresAt: expiresAt, models: models, now: now)
+                    expiresAt: expiresAt, models: models, options: options, now: now)
             }
         }
         logger.info("created API token", metadata: [
@@ -82,7 +98,8 @@ extension HubStore {
                     id: row["user_id"], name: row["u_name"],
                     role: UserRole(rawValue: row["u_role"] as String) ?? .user,
                     group: row["u_group"], createdAt: row["u_created_at"])
-                return try TokenLookup(storedHash: row["key_hash"], record: TokenRecord(row: row), user: user)
+                let pools = try String.fetchAll(db, sql: Self.activeGroupsSQL, arguments: [user.id, now])
+                return try TokenLookup(storedHash: row["key_hash"], record: TokenRecord(row: row), user: user, privateGroups: pools)
             }
         }
         guard let found else { return nil }
@@ -109,10 +126,22 @@ extension HubStore {
                 ])
             }
         }
+        var groups = [found.user.group] + found.privateGroups.filter { $0 != found.user.group }.sorted()
+        if let pinned = record.groups { groups = groups.filter(pinned.contains) }
         return AuthenticatedToken(
             tokenID: record.id, tokenName: record.name, userID: found.user.id, userName: found.user.name,
-            role: found.user.role, group: found.user.group, models: record.models, expiresAt: record.expiresAt)
+            role: found.user.role, group: found.user.group, models: record.models, expiresAt: record.expiresAt,
+            scope: record.scope, groups: groups, spendLimit: record.spendLimit, spent: record.spent)
     }
+
+    /// Slugs of the enabled private groups a user (`?`) holds a grant to that is neither revoked
+    /// nor expired at `?`: the original's "active" rule.
+    static let activeGroupsSQL = """
+        SELECT g.group_slug FROM private_group_grants r JOIN private_groups g ON g.id = r.group_id
+        WHERE r.user_id = ? AND r.revoked_at IS NULL AND (r.expires_at IS NULL OR r.expires_at >= ?)
+          AND g.status = 1 AND g.deleted_at IS NULL
+        ORDER BY g.group_slug
+        """
 
     /// Tokens of the user called `user` (revoked ones included), oldest first. Empty if no such user.
     public func listTokens(user: String) async throws -> [TokenRecord] {
@@ -167,17 +196,21 @@ extension HubStore {
 
     static func insertToken(
         _ db: Database, plaintext: String, userID: Int64, name: String?, expiresAt: Date?,
-        models: [String]?, now: Date
+        models: [String]?, options: TokenOptions = TokenOptions(), now: Date
     ) throws -> TokenRecord {
         let hash = TokenCrypto.hashHex(plaintext)
         let prefix = TokenCrypto.displayPrefix(plaintext)
         let allowed = models.map(Validate.models).flatMap { $0.isEmpty ? nil : $0 }
+        let pinned = options.groups.map(Validate.models).flatMap { $0.isEmpty ? nil : $0 }
+        if let limit = options.spendLimit, limit.nanos < 0 { throw StoreError.invalidInput("spend_limit must not be negative") }
         try db.execute(sql: """
-            INSERT INTO tokens (user_id, name, key_hash, key_prefix, created_at, expires_at, disabled, models)
-            VALUES (?, ?, ?, ?, ?, ?, 0, ?)
-            """, arguments: [userID, name, hash, prefix, now, expiresAt, allowed.map(JSONColumn.encode)])
+            INSERT INTO tokens (user_id, name, key_hash, key_prefix, created_at, expires_at, disabled, models, scope, groups, spend_limit)
+            VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
+            """, arguments: [userID, name, hash, prefix, now, expiresAt, allowed.map(JSONColumn.encode), options.scope,
+                             pinned.map(JSONColumn.encode), options.spendLimit])
         return TokenRecord(
             id: db.lastInsertedRowID, userID: userID, name: name, displayPrefix: prefix, createdAt: now,
-            expiresAt: expiresAt, disabled: false, models: allowed, lastUsedAt: nil)
+            expiresAt: expiresAt, disabled: false, models: allowed, lastUsedAt: nil, scope: options.scope, groups: pinned,
+            spendLimit: options.spendLimit)
     }
 }

@@ -137,6 +137,17 @@ public final class HubStore: Sendable {
 
 // MARK: - Helpers shared by the extensions
 
+/// Amounts are stored as integer nanos.
+extension Money: DatabaseValueConvertible {
+    public var databaseValue: DatabaseValue { nanos.databaseValue }
+
+    public static func fromDatabaseValue(_ dbValue: DatabaseValue) -> Money? {
+        Int64.fromDatabaseValue(dbValue).map(Money.init(nanos:))
+    }
+}
+
+extension TokenScope: DatabaseValueConvertible {}
+
 enum JSONColumn {
     static func encode(_ strings: [String]) -> String {
         // Encoding [String] cannot fail.

@@ -27,6 +27,13 @@ public struct TokenRecord: Sendable, Equatable, Identifiable, Decodable {
     /// Models this token may use; nil means every model.
     public var models: [String]?
     public var lastUsedAt: Date?
+    public var scope: TokenScope = .both
+    /// Groups the token is pinned to; nil means every group its user may use.
+    public var groups: [String]?
+    /// Most this token may spend in total; nil means no cap.
+    public var spendLimit: Money?
+    /// What was charged through this token so far.
+    public var spent: Money = .zero
 
     /// True if the token is neither disabled nor expired at `now`.
     public func isUsable(at now: Date = Date()) -> Bool {
@@ -48,6 +55,13 @@ public struct AuthenticatedToken: Sendable, Equatable {
     /// Model allow-list of the token; nil means every model.
     public var models: [String]?
     public var expiresAt: Date?
+    public var scope: TokenScope = .both
+    /// The groups this caller's requests may route to: the user's primary group and the private
+    /// pools it was granted, narrowed to the token's pinned groups. Sorted, primary first.
+    public var groups: [String] = []
+    /// The token's spending cap and what it spent when it was looked up.
+    public var spendLimit: Money?
+    public var spent: Money = .zero
 
     public var isAdmin: Bool { role == .admin }
 
@@ -93,12 +107,30 @@ public struct UsageRecord: Sendable, Equatable, Decodable {
     public var completionTokens: Int?
     public var durationMS: Int
     public var createdAt: Date
+    /// The group the request was routed in.
+    public var groupName: String? = nil
+    /// `direct`, or the relays between the hub and the worker, nearest first, joined by `>`.
+    public var path: String? = nil
+    /// True when the backend reported no usage and the token counts are the hub's estimate.
+    public var estimated: Bool = false
+    /// What the caller was charged.
+    public var cost: Money = .zero
+    /// Time to the first response byte from the worker.
+    public var ttftMS: Int? = nil
+    /// The ledger transaction that charged it (nil: nothing was charged).
+    public var transactionID: Int64? = nil
 
     public init(
         id: Int64? = nil, requestID: String, userID: Int64?, tokenID: Int64?, model: String,
         namespace: String?, statusCode: Int, promptTokens: Int? = nil, completionTokens: Int? = nil,
-        durationMS: Int, createdAt: Date = Date()
+        durationMS: Int, createdAt: Date = Date(), groupName: String? = nil, path: String? = nil, estimated: Bool = false,
+        cost: Money = .zero, ttftMS: Int? = nil
     ) {
+        self.groupName = groupName
+        self.path = path
+        self.estimated = estimated
+        self.cost = cost
+        self.ttftMS = ttftMS
         self.id = id
         self.requestID = requestID
         self.userID = userID

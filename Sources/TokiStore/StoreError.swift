@@ -25,6 +25,12 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case randomFailure
     /// The data directory could not be created or has unusable permissions.
     case dataDirectory(path: String, reason: String)
+    /// A value the caller gave is out of range or malformed; the message says which and why.
+    case invalidInput(String)
+    /// Something the caller named does not exist (or is not theirs to see).
+    case notFound(String)
+    /// The request conflicts with the current state (a taken slug, a group still in use, …).
+    case conflict(String)
     /// Any other SQLite/GRDB error, described.
     case database(String)
 
@@ -52,6 +58,8 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
             return "the system random number generator (RAND_bytes) failed"
         case .dataDirectory(let path, let reason):
             return "data directory \(path): \(reason)"
+        case .invalidInput(let message), .notFound(let message), .conflict(let message):
+            return message
         case .database(let message):
             return "database error: \(message)"
         }
