@@ -6,6 +6,8 @@ import NIOCore
 public struct RoutedBody: Sendable, Equatable {
     public var model: String
     public var stream: Bool
+    /// `stream_options.include_usage` as the client sent it (nil: no `stream_options` object).
+    public var includeUsage: Bool? = nil
 }
 
 /// Reads the routing fields out of a client's request body. Public only so that the fuzz
@@ -27,7 +29,9 @@ public enum BodyInspector {
             throw OpenAIError.missingModel
         }
         let stream = (dictionary["stream"] as? Bool) ?? false
-        return RoutedBody(model: model, stream: stream)
+        let options = dictionary["stream_options"] as? [String: Any]
+        return RoutedBody(model: model, stream: stream,
+                          includeUsage: options.map { ($0["include_usage"] as? Bool) ?? false } ?? (dictionary["stream_options"] == nil ? nil : false))
     }
 
     /// multipart/form-data bodies: the `model` field.

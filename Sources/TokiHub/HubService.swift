@@ -16,7 +16,9 @@ public final class HubService: Service, Sendable {
     public let configuration: HubConfiguration
     let store: any HubStorage
     let tokens: TokenCache
-    let usage: UsageRecorder
+    let usage: ChargeRecorder
+    /// Prices, balances and pre-checks.
+    let billing: Billing
     let presence: PresenceRecorder
     /// The worker side: registry, admission, deadlines, relay links.
     let tunnel: WorkerTunnel
@@ -40,7 +42,9 @@ public final class HubService: Service, Sendable {
         self.onRunning = onRunning
         let tokens = TokenCache(store: store, ttl: configuration.tokenCacheTTL)
         self.tokens = tokens
-        self.usage = UsageRecorder(store: store, logger: logger)
+        let billing = Billing(ledger: store, logger: logger)
+        self.billing = billing
+        self.usage = ChargeRecorder(ledger: store, billing: billing, logger: logger)
         let presence = PresenceRecorder(store: store, logger: logger)
         self.presence = presence
         tunnel = WorkerTunnel(node: chain.node, admission: admission ?? StoreWorkerAdmission(tokens: tokens, directory: store),
@@ -48,7 +52,7 @@ public final class HubService: Service, Sendable {
                               registry: chain.registry, deadlines: DeadlineSweeper(), configuration: configuration, logger: logger,
                               relayLinks: RelayLinks())
         let (registry, deadlines) = (tunnel.registry, tunnel.deadlines)
-        let streamer = ResponseStreamer(usage: usage, deadlines: deadlines, configuration: configuration)
+        let streamer = ResponseStreamer(usage: usage, billing: billing, deadlines: deadlines, configuration: configuration)
         self.forwarder = RequestForwarder(registry: registry, directory: store, streamer: streamer, configuration: configuration)
     }
 
@@ -78,6 +82,7 @@ public final class HubService: Service, Sendable {
 
     public func run() async throws {
         _ = try? await store.markAllOffline()
+        await billing.loadPrices()  // no request is served before the prices are known
         let app = Application(
             router: makeRouter(),
             server: .guardedHTTP1Tunnel(tunnel.server(), limits: configuration.httpLimits, logger: logger,
@@ -89,7 +94,7 @@ public final class HubService: Service, Sendable {
         // Graceful shutdown goes from last to first: drain, then the server, then the
         // recorders' last writes; the deadlines (timers of requests and sessions) last.
         let parts = ServiceGroup(configuration: .init(services: [
-            .init(service: deadlines), .init(service: usage), .init(service: presence), .init(service: app),
+            .init(service: deadlines), .init(service: usage), .init(service: presence), .init(service: billing), .init(service: app),
             .init(service: Drain(hub: self)),
         ], logger: logger))
         try await parts.run()

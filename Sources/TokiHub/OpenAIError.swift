@@ -43,6 +43,7 @@ public struct OpenAIError: HTTPResponseError, CustomStringConvertible, Sendable 
     static let missingToken = OpenAIError(.unauthorized, "You didn't provide an API key. Send it as 'Authorization: Bearer <token>'.", type: "invalid_request_error", code: "missing_api_key")
     static let invalidToken = OpenAIError(.unauthorized, "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key")
     static let adminRequired = OpenAIError(.forbidden, "This endpoint needs an admin token.", type: "invalid_request_error", code: "admin_required")
+    static let workerScopeOnly = OpenAIError(.forbidden, "This API key may only register workers; use a key with the inference scope.", type: "invalid_request_error", code: "token_scope")
     static let draining = OpenAIError(.serviceUnavailable, "The hub is shutting down; retry on another instance.", type: "server_error", code: "shutting_down")
 
     static func malformedJSON(_ detail: String) -> OpenAIError {

@@ -29,7 +29,8 @@ struct OpenAIRoutes: Sendable {
 
     func listModels(context: HubRequestContext) throws -> Response {
         let user = try context.authenticatedUser()
-        let models = registry.models(group: user.group).filter { user.allows(model: $0) }
+        guard user.scope.allowsInference else { throw OpenAIError.workerScopeOnly }
+        let models = registry.models(groups: user.groups).filter { user.allows(model: $0) }
         var body = ByteBuffer(string: #"{"object":"list","data":["#)
         for (i, model) in models.enumerated() {
             if i > 0 { body.writeString(",") }
@@ -44,6 +45,7 @@ struct OpenAIRoutes: Sendable {
     /// Reads and checks the body (size, routing fields, the token's model allow-list), then forwards it.
     func proxy(_ request: Request, context: HubRequestContext, kind: RouteKind) async throws -> Response {
         let user = try context.authenticatedUser()
+        guard user.scope.allowsInference else { throw OpenAIError.workerScopeOnly }
         let limit = maxBodyBytes
         if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
             throw OpenAIError.bodyTooLarge(limit: limit)
@@ -59,6 +61,16 @@ struct OpenAIRoutes: Sendable {
             ? try BodyInspector.inspectMultipart(body, contentType: contentType)
             : try BodyInspector.inspectJSON(body)
         guard user.allows(model: routed.model) else { throw OpenAIError.unknownModel(routed.model) }
-        return try await forwarder.forward(request, kind: kind, body: body, routed: routed, user: user, context: context)
+        // Bill by what the backend counts: ask it to report usage in the stream (and take the
+        // report back out before the client sees it) when the client did not.
+        var forwarded = body
+        var stripUsage = false
+        if routed.stream, kind == .chatCompletions || kind == .completions, routed.includeUsage == nil,
+           let injected = UsageRequest.inject(into: body) {
+            forwarded = injected
+            stripUsage = true
+        }
+        return try await forwarder.forward(request, kind: kind, body: forwarded, routed: routed, user: user, context: context,
+                                           stripUsage: stripUsage, requestBytes: body.readableBytes)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import Logging
 import NIOCore
@@ -16,18 +17,43 @@ struct RequestForwarder: Sendable {
     /// Takes the call once its head arrived (and holds the usage recorder and deadlines).
     let streamer: ResponseStreamer
     let configuration: HubConfiguration
-    var usage: UsageRecorder { streamer.usage }
+    var usage: ChargeRecorder { streamer.usage }
+    var billing: Billing { streamer.billing }
     var deadlines: DeadlineSweeper { streamer.deadlines }
 
     /// Forwards `request` (its `body` read, its routing fields in `routed`, the caller `user`).
+    /// `stripUsage`: the hub added `include_usage` to the body (the streamer takes its report
+    /// back out); `requestBytes`: the client's body size, for the usage estimate.
     func forward(_ request: Request, kind: RouteKind, body: ByteBuffer, routed: RoutedBody, user: AuthenticatedToken,
-                 context: HubRequestContext) async throws -> Response {
-        let candidates = registry.candidates(model: routed.model, group: user.group, limit: configuration.maxAttempts)
-        guard !candidates.isEmpty else {
-            // Known (a worker served it before) but nobody online: 503; otherwise 404.
-            let known = (try? await directory.listWorkers(userID: nil)).map { $0.contains { $0.models.contains(routed.model) } } ?? false
+                 context: HubRequestContext, stripUsage: Bool = false, requestBytes: Int? = nil) async throws -> Response {
+        let found = registry.candidates(model: routed.model, groups: user.groups, primary: user.group, limit: configuration.maxAttempts)
+        guard !found.isEmpty else {
+            // Known in one of the caller's groups (a worker served it there) but nobody online:
+            // 503; otherwise 404, which says nothing about other users' pools.
+            let known = (try? await directory.listWorkers(userID: nil)).map { claims in
+                claims.contains { $0.models.contains(routed.model) && !Set(GroupList.parse($0.group)).isDisjoint(with: user.groups) }
+            } ?? false
             throw known ? OpenAIError.noWorker(routed.model) : OpenAIError.unknownModel(routed.model)
         }
+        // Before routing: groups whose price the caller cannot pay are skipped; if that leaves
+        // nothing, 429 `insufficient_quota` and nothing is routed.
+        let promptEstimate = TokenCounts.estimate(requestBytes: requestBytes ?? body.readableBytes, responseEvents: 0, responseBytes: 0).prompt
+        var verdicts: [String: (price: BillingPrice?, refusal: OpenAIError?)] = [:]
+        var candidates: [(worker: WorkerConnection, group: String, price: BillingPrice?)] = []
+        var refusal: OpenAIError?
+        for (worker, group) in found {
+            if verdicts[group] == nil {
+                let price = billing.price(model: routed.model, group: group)
+                verdicts[group] = (price, try await billing.refusal(for: user, price: price, promptEstimate: promptEstimate))
+            }
+            let verdict = verdicts[group]!
+            if let why = verdict.refusal {
+                refusal = why
+                continue
+            }
+            candidates.append((worker, group, verdict.price))
+        }
+        if candidates.isEmpty, let refusal { throw refusal }
 
         var headers: [String: String] = ["Content-Type": request.contentTypeOrJSON]
         headers["Accept"] = request.headers[.accept] ?? (routed.stream ? "text/event-stream" : nil)
@@ -35,7 +61,7 @@ struct RequestForwarder: Sendable {
         let started = ContinuousClock.now
         var lastFailure: UpstreamFailure?
         var timedOut = false
-        for worker in candidates {
+        for (worker, group, price) in candidates {
             let tunnelID = "\(worker.namespace):relay:\(context.requestID)"
             guard worker.begin(requestID: tunnelID) else { continue }
             let tunnelRequest = TunnelRequest(requestID: tunnelID, routeKind: kind, path: request.uri.path, model: routed.model,
@@ -74,8 +100,11 @@ struct RequestForwarder: Sendable {
                     throw error
                 }
                 context.logger.debug("forwarded", metadata: ["model": "\(routed.model)", "worker": "\(worker.namespace)", "status": "\(head.status)"])
+                let bill = CallBilling(chargeID: UUID().uuidString, group: group, price: price, stripUsage: stripUsage,
+                                       requestBytes: requestBytes ?? body.readableBytes, headAt: .now)
                 return streamer.response(for: ForwardedCall(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
-                                                            requestID: context.requestID, started: started, client: context.channel, logger: context.logger))
+                                                            requestID: context.requestID, started: started, client: context.channel, logger: context.logger,
+                                                            billing: bill))
             } catch let failure as UpstreamFailure {
                 worker.end(requestID: tunnelID)
                 context.logger.warning("worker failed before responding; trying the next", metadata: ["worker": "\(worker.namespace)", "error": "\(failure)"])
@@ -86,11 +115,11 @@ struct RequestForwarder: Sendable {
             }
         }
         if timedOut {
-            usage.record(requestID: context.requestID, user: user, model: routed.model, namespace: nil, status: 504, started: started, sniffer: nil)
+            usage.record(.unbilled(requestID: context.requestID, user: user, model: routed.model, status: 504, started: started))
             throw OpenAIError.timeout(Int(configuration.responseTimeout.components.seconds))
         }
         let failure = lastFailure ?? .transport("no worker could take the request")
-        usage.record(requestID: context.requestID, user: user, model: routed.model, namespace: nil, status: 502, started: started, sniffer: nil)
+        usage.record(.unbilled(requestID: context.requestID, user: user, model: routed.model, status: 502, started: started))
         throw OpenAIError.upstream("All workers failed: \(failure)", code: failure.code)
     }
 }

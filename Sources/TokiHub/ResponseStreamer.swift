@@ -20,6 +20,7 @@ struct ForwardedCall: Sendable {
     var started: ContinuousClock.Instant
     var client: any Channel
     var logger: Logger
+    var billing: CallBilling
 }
 
 /// Turns a worker's response into the client's, as it arrives.
@@ -34,7 +35,8 @@ struct ForwardedCall: Sendable {
 /// - A failure after the head ends the response visibly: an SSE `error` event (and no `[DONE]`),
 ///   or an aborted body.
 struct ResponseStreamer: Sendable {
-    let usage: UsageRecorder
+    let usage: ChargeRecorder
+    let billing: Billing
     let deadlines: DeadlineSweeper
     /// The hub's settings; the streamer reads `slowClientTimeout`, `responseBufferBytes`,
     /// `streamIdleTimeout` and `sseKeepAliveInterval`.
@@ -47,8 +49,11 @@ struct ResponseStreamer: Sendable {
 
     func response(for forwarded: ForwardedCall) -> Response {
         var fields = HTTPFields()
+        // Taking the usage report out changes the length: such a stream goes chunked.
+        let stripping = forwarded.billing.stripUsage && forwarded.head.head.isEventStream
         for header in forwarded.head.head.headers {
             guard let name = HTTPField.Name(header.name) else { continue }
+            if stripping, name == .contentLength { continue }
             fields.append(HTTPField(name: name, value: header.value))
         }
         fields[.xRequestID] = forwarded.requestID
@@ -60,7 +65,8 @@ struct ResponseStreamer: Sendable {
         }
         guard forwarded.head.head.allowsBody else {
             // 204/304: a body would be read by the client as the answer to its next request.
-            finish(forwarded, status: forwarded.head.status, sniffer: nil, complete: forwarded.head.eof)
+            release(forwarded, complete: forwarded.head.eof)
+            usage.record(charge(for: forwarded, status: forwarded.head.status, sniffer: UsageSniffer(), ending: .complete))
             return Response(status: status, headers: fields, body: ResponseBody())
         }
         let streamer = self
@@ -69,20 +75,51 @@ struct ResponseStreamer: Sendable {
         })
     }
 
-    /// Ends the call: the worker is told to stop unless it finished, the slot is freed, usage recorded.
-    private func finish(_ forwarded: ForwardedCall, status: Int, sniffer: UsageSniffer?, complete: Bool) {
+    /// Ends the call: the worker is told to stop unless it finished, the slot is freed.
+    private func release(_ forwarded: ForwardedCall, complete: Bool) {
         if !complete { forwarded.worker.cancel(requestID: forwarded.tunnelID) }
         forwarded.call.close()
         forwarded.worker.end(requestID: forwarded.tunnelID)
-        usage.record(requestID: forwarded.requestID, user: forwarded.user, model: forwarded.model, namespace: forwarded.worker.namespace,
-                     status: status, started: forwarded.started, sniffer: sniffer)
+    }
+
+    /// How a response ended, for its charge.
+    enum Ending {
+        case complete
+        /// The worker failed after the head: only what the backend reported is charged.
+        case workerFailed
+        /// The client went away: what was generated until then is charged.
+        case clientGone
+    }
+
+    /// The usage row and charge of a call: the backend's reported usage, or (unless the worker
+    /// failed) the estimate; only answers with a 2xx status cost anything.
+    func charge(for forwarded: ForwardedCall, status: Int, sniffer: UsageSniffer, ending: Ending) -> Charge {
+        let bill = forwarded.billing
+        let reported = sniffer.usage
+        var counts: TokenCounts?
+        if reported.prompt != nil || reported.completion != nil {
+            counts = TokenCounts(prompt: reported.prompt ?? 0, completion: reported.completion ?? 0, estimated: false)
+        } else if ending != .workerFailed, (200..<300).contains(status) {
+            counts = .estimate(requestBytes: bill.requestBytes, responseEvents: forwarded.head.head.isEventStream ? sniffer.dataEvents : nil,
+                               responseBytes: sniffer.bytes)
+        }
+        let cost = (200..<300).contains(status) ? counts.flatMap { counts in bill.price.map { $0.cost(counts) } } ?? .zero : .zero
+        let worker = forwarded.worker
+        let row = UsageRecord(
+            requestID: forwarded.requestID, userID: forwarded.user.userID, tokenID: forwarded.user.tokenID, model: forwarded.model,
+            namespace: worker.namespace, statusCode: status, promptTokens: counts?.prompt, completionTokens: counts?.completion,
+            durationMS: (ContinuousClock.now - forwarded.started).milliseconds, groupName: bill.group,
+            path: worker.via.isEmpty ? "direct" : worker.via.joined(separator: ">"), estimated: counts?.estimated ?? false, cost: cost,
+            ttftMS: (bill.headAt - forwarded.started).milliseconds)
+        return Charge(chargeID: bill.chargeID, usage: row, cost: cost, creditUserID: bill.price?.creditUserID)
     }
 
     private func stream(_ forwarded: ForwardedCall, to writer: inout any ResponseBodyWriter) async throws {
         let logger = forwarded.logger
         let worker = forwarded.worker
         let isSSE = forwarded.head.head.isEventStream
-        var sniffer = UsageSniffer()
+        var sniffer = UsageSniffer(countEvents: isSSE)
+        var output = HeldOutput(head: forwarded.head.head, stripUsage: forwarded.billing.stripUsage)
         // Whatever already arrived with the head: a small answer is often complete here and is
         // written without a pump task (no extra task, no hand-offs, no socket tuning).
         var arrived: [ByteBuffer] = []
@@ -104,12 +141,22 @@ struct ResponseStreamer: Sendable {
             }
         }
         if case .success(true) = early {
-            for chunk in arrived {
-                sniffer.observe(chunk)
-                try await writer.write(chunk)
+            release(forwarded, complete: true)
+            var charged = false
+            do {
+                for chunk in arrived {
+                    sniffer.observe(chunk)
+                    for piece in output.pieces(for: chunk) { try await writer.write(piece) }
+                }
+                // The charge is durable before the client has the answer's last bytes.
+                charged = true
+                try await usage.commit(charge(for: forwarded, status: forwarded.head.status, sniffer: sniffer, ending: .complete))
+                for piece in output.finish() { try await writer.write(piece) }
+                try await writer.finish(nil)
+            } catch {
+                if !charged { usage.record(charge(for: forwarded, status: 499, sniffer: sniffer, ending: .clientGone)) }
+                throw error
             }
-            try await writer.finish(nil)
-            finish(forwarded, status: forwarded.head.status, sniffer: sniffer, complete: true)
             return
         }
         Self.limitUnsentBytes(on: forwarded.client)
@@ -132,6 +179,7 @@ struct ResponseStreamer: Sendable {
         let deadlines = self.deadlines
         var outcome: Result<Void, any Error> = .success(())
         var complete = false
+        var charged = false
         var failedStatus: Int?
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -156,10 +204,12 @@ struct ResponseStreamer: Sendable {
                         lastFromWorker = .now
                         sniffer.observe(chunk)
                         tail.observe(chunk)
-                        watch.willWrite()
-                        try await writer.write(chunk)
-                        watch.didWrite()
-                        lastWrite = .now
+                        for piece in output.pieces(for: chunk) {
+                            watch.willWrite()
+                            try await writer.write(piece)
+                            watch.didWrite()
+                            lastWrite = .now
+                        }
                     case .tick:
                         let now = ContinuousClock.now
                         if now - lastFromWorker >= idleTimeout { throw UpstreamFailure.idle(idleTimeout) }
@@ -171,8 +221,16 @@ struct ResponseStreamer: Sendable {
                         }
                         deadlines.arm(ticker, after: tickPeriod) { buffer.tick() }
                     case .end:
-                        try await writer.finish(nil)
                         complete = true
+                        // The charge is durable before the client has the answer's last bytes.
+                        charged = true
+                        try await usage.commit(charge(for: forwarded, status: forwarded.head.status, sniffer: sniffer, ending: .complete))
+                        for piece in output.finish() {
+                            watch.willWrite()
+                            try await writer.write(piece)
+                            watch.didWrite()
+                        }
+                        try await writer.finish(nil)
                         break loop
                     case .failed(let error):
                         throw error
@@ -203,7 +261,11 @@ struct ResponseStreamer: Sendable {
                 outcome = .failure(error)
             }
         }
-        finish(forwarded, status: failedStatus ?? (complete ? forwarded.head.status : 499), sniffer: sniffer, complete: complete)
+        release(forwarded, complete: complete)
+        if !charged {
+            usage.record(charge(for: forwarded, status: failedStatus ?? 499, sniffer: sniffer,
+                                ending: failedStatus == nil ? .clientGone : .workerFailed))
+        }
         try outcome.get()
     }
 
@@ -243,6 +305,69 @@ struct ResponseStreamer: Sendable {
         let option = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: CInt(TCP_NOTSENT_LOWAT)))
         channel.setOption(option, value: SocketOptionValue(unsentLowWater)).whenFailure { _ in }
         #endif
+    }
+}
+
+/// What to write of each chunk, holding back the bytes that would tell the client the answer is
+/// complete until its charge is committed: with a `Content-Length`, the body's last byte; for
+/// an SSE stream, the chunk that ends with `data: [DONE]` (a chunked body also keeps its end,
+/// written after the commit). Applies the `UsageStripper` when the hub asked for usage.
+struct HeldOutput {
+    private let holdLastByte: Bool
+    private let isSSE: Bool
+    private var stripper: UsageStripper?
+    private var held: ByteBuffer?
+    private static let done = Array("[DONE]".utf8)
+
+    init(head: ResponseHead, stripUsage: Bool) {
+        isSSE = head.isEventStream
+        holdLastByte = !(stripUsage && isSSE) && head.headers.contains { $0.name.lowercased() == "content-length" }
+        stripper = stripUsage && isSSE ? UsageStripper() : nil
+    }
+
+    /// The buffers to write now for `chunk`.
+    mutating func pieces(for chunk: ByteBuffer) -> [ByteBuffer] {
+        var out: [ByteBuffer] = []
+        if stripper != nil {
+            for piece in stripper!.filter(chunk) { hold(piece, into: &out) }
+        } else {
+            hold(chunk, into: &out)
+        }
+        return out
+    }
+
+    /// What was held back, to write once the charge is committed.
+    mutating func finish() -> [ByteBuffer] {
+        var out: [ByteBuffer] = []
+        if let rest = stripper?.finish() { hold(rest, into: &out) }
+        if let held { out.append(held) }
+        held = nil
+        return out
+    }
+
+    private mutating func hold(_ piece: ByteBuffer, into out: inout [ByteBuffer]) {
+        guard piece.readableBytes > 0 else { return }
+        if let previous = held {
+            out.append(previous)
+            held = nil
+        }
+        if holdLastByte {
+            if piece.readableBytes > 1 { out.append(piece.getSlice(at: piece.readerIndex, length: piece.readableBytes - 1)!) }
+            held = piece.getSlice(at: piece.readerIndex + piece.readableBytes - 1, length: 1)
+        } else if isSSE, Self.endsWithDone(piece) {
+            held = piece
+        } else {
+            out.append(piece)
+        }
+    }
+
+    /// Whether the piece's last event is `data: [DONE]`.
+    static func endsWithDone(_ piece: ByteBuffer) -> Bool {
+        let view = piece.readableBytesView
+        var end = view.endIndex
+        while end > view.startIndex, view[end - 1] == 0x0A || view[end - 1] == 0x0D || view[end - 1] == 0x20 { end -= 1 }
+        guard end - view.startIndex >= done.count else { return false }
+        return view[(end - done.count)..<end].elementsEqual(done)
     }
 }
 

@@ -14,13 +14,18 @@ public struct WorkerPrincipal: Sendable, Equatable {
     /// The token itself, kept only by relays (which re-announce their workers upstream after
     /// a reconnect); nil at the root.
     public var token: String?
+    /// Every group the owner's workers may serve: the primary group and the private pools the
+    /// owner holds an active grant to (a grant confers both calling and providing, as in the
+    /// original), narrowed to the token's pinned groups. Empty: the primary group only.
+    public var groups: [String]
 
-    public init(userID: Int64, userName: String, group: String, tokenID: Int64? = nil, token: String? = nil) {
+    public init(userID: Int64, userName: String, group: String, tokenID: Int64? = nil, token: String? = nil, groups: [String] = []) {
         self.userID = userID
         self.userName = userName
         self.group = group
         self.tokenID = tokenID
         self.token = token
+        self.groups = groups
     }
 }
 
@@ -119,19 +124,21 @@ public protocol WorkerAdmission: Sendable {
     func admit(_ request: WorkerAdmissionRequest, for principal: WorkerPrincipal) async throws(AdmissionRefusal) -> WorkerAdmissionVerdict
 }
 
-/// Admission over the hub's own store: tokens through the hub's token cache, namespaces owned
-/// forever by their first user, groups limited to the owner's primary group (one-hub's rule).
+/// Admission over the hub's own store: tokens with the `worker` scope (or both) through the
+/// hub's token cache, namespaces owned forever by their first user, groups limited to the
+/// owner's primary group and the private pools it was granted (the original's rule).
 struct StoreWorkerAdmission: WorkerAdmission {
     let tokens: TokenCache
     let directory: any WorkerDirectory
 
     func authenticate(token: String) async -> WorkerPrincipal? {
-        guard let user = try? await tokens.authenticate(token) else { return nil }
-        return WorkerPrincipal(userID: user.userID, userName: user.userName, group: user.group, tokenID: user.tokenID)
+        guard let user = try? await tokens.authenticate(token), user.scope.allowsWorkers else { return nil }
+        return WorkerPrincipal(userID: user.userID, userName: user.userName, group: user.group, tokenID: user.tokenID, groups: user.groups)
     }
 
     func authorizeGroups(_ requested: [String], for principal: WorkerPrincipal) throws(AdmissionRefusal) -> Set<String> {
-        for group in requested where group != principal.group {
+        let allowed = principal.groups.isEmpty ? [principal.group] : principal.groups
+        for group in requested where !allowed.contains(group) {
             throw .groupNotAuthorized(group: group)
         }
         return Set(requested)

@@ -271,7 +271,31 @@ public final class WorkerRegistry: Sendable {
 
     /// Models reachable from `group`, sorted.
     func models(group: String) -> [String] {
-        state.withLock { $0.modelsByGroup[group].map { Array($0.keys) } ?? [] }.sorted()
+        models(groups: [group])
+    }
+
+    /// Models reachable from any of `groups`, sorted.
+    func models(groups: [String]) -> [String] {
+        let all = state.withLock { state in
+            groups.reduce(into: Set<String>()) { models, group in
+                if let served = state.modelsByGroup[group] { models.formUnion(served.keys) }
+            }
+        }
+        return all.sorted()
+    }
+
+    /// Candidates for a caller who may use several groups, each with the group it was found in:
+    /// the caller's private pools first (its own GPUs before the hub's), then `primary`, each
+    /// group's best first, a worker serving several of them listed once, at most `limit`.
+    func candidates(model: String, groups: [String], primary: String, limit: Int = 3) -> [(worker: WorkerConnection, group: String)] {
+        if groups.count == 1 { return candidates(model: model, group: groups[0], limit: limit).map { ($0, groups[0]) } }
+        var picked: [(worker: WorkerConnection, group: String)] = []
+        for group in groups.filter({ $0 != primary }) + groups.filter({ $0 == primary }) where picked.count < limit {
+            for worker in candidates(model: model, group: group, limit: limit) where picked.count < limit {
+                if !picked.contains(where: { $0.worker === worker }) { picked.append((worker, group)) }
+            }
+        }
+        return picked
     }
 }
 

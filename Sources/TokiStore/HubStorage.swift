@@ -20,6 +20,14 @@ public protocol TokenIssuing: Sendable {
                      options: TokenOptions, now: Date) async throws -> (plaintext: String, record: TokenRecord)
 }
 
+extension TokenIssuing {
+    /// A token with the default options (both scopes, every usable group, no spending cap).
+    public func createToken(user: String, name: String?, role: UserRole, group: String, expiresAt: Date?, models: [String]?,
+                            now: Date) async throws -> (plaintext: String, record: TokenRecord) {
+        try await createToken(user: user, name: name, role: role, group: group, expiresAt: expiresAt, models: models, options: TokenOptions(), now: now)
+    }
+}
+
 /// Worker namespaces: ownership, presence and what they served.
 public protocol WorkerDirectory: Sendable {
     /// Claims (or re-claims) `namespace` for `userID` and marks it online. Throws
@@ -52,6 +60,6 @@ extension MemoryReleasing {
 }
 
 /// Everything the hub uses.
-public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog & MemoryReleasing
+public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog & BillingLedger & MemoryReleasing
 
-extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, MemoryReleasing {}
+extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, BillingLedger, MemoryReleasing {}

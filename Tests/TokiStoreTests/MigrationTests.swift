@@ -7,7 +7,7 @@ import Testing
         try await withTempDataDir { dir in
             let store = try HubStore(dataDirectory: dir, logger: quietLogger)
             #expect(store.path == dir + "/toki.db")
-            #expect(try await store.appliedMigrations() == ["v1"])
+            #expect(try await store.appliedMigrations() == ["v1", "v2-tenancy"])
             #expect(try posixMode(dir) == 0o700)
             #expect(try posixMode(dir + "/toki.db") == 0o600)
             #expect(try await store.listUsers().isEmpty)
@@ -16,7 +16,8 @@ import Testing
             #expect(try await store.queryStrings("PRAGMA foreign_keys") == ["1"])
             let tables = try await store.queryStrings(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%' ORDER BY name")
-            #expect(tables == ["tokens", "usage", "users", "workers"])
+            #expect(tables == ["accounts", "group_ratios", "ledger_entries", "ledger_transactions", "model_prices", "private_group_grants",
+                               "private_group_invite_codes", "private_groups", "tokens", "usage", "users", "workers"])
             try store.close()
         }
     }
@@ -34,7 +35,7 @@ import Testing
                 try store.close()
             }
             let store = try HubStore(dataDirectory: dir, logger: quietLogger)
-            #expect(try await store.appliedMigrations() == ["v1"])
+            #expect(try await store.appliedMigrations() == ["v1", "v2-tenancy"])
             let auth = try #require(try await store.authenticate(token: plaintext))
             #expect(auth.tokenID == tokenID)
             #expect(auth.userName == "alice")
@@ -58,7 +59,7 @@ import Testing
     @Test func inMemoryStoreWorks() async throws {
         let store = try HubStore.inMemory(logger: quietLogger)
         #expect(store.path == nil)
-        #expect(try await store.appliedMigrations() == ["v1"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-tenancy"])
         let issued = try await store.createToken(user: "bob")
         #expect(try await store.authenticate(token: issued.plaintext)?.userName == "bob")
     }
