@@ -143,7 +143,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "TokiHubTests", dependencies: [
-            "TokiHub", "TokiTunnel", "TokiProtocol", "TokiMux", "TokiStore",
+            "TokiHub", "TokiTunnel", "TokiProtocol", "TokiMux", "TokiStore", "TestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

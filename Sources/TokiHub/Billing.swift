@@ -161,6 +161,8 @@ struct CallBilling: Sendable {
     var requestBytes: Int
     /// When the response head arrived (time to first token).
     var headAt: ContinuousClock.Instant
+    /// The rate limiter's permit, completed with the tokens used when the answer is done.
+    var permit: RateLimiter.Permit = .unlimited
 }
 
 extension Charge {

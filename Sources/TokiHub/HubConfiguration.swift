@@ -45,6 +45,10 @@ public struct HubConfiguration: Sendable {
     /// Token lookups are cached this long (a revoked token stops working within it).
     public var tokenCacheTTL: Duration = .seconds(10)
     public var tunnelLimits = TunnelLimits()
+    /// Rate limits of every token (a token's own limits replace these) and of every user (all
+    /// their tokens together). Unlimited by default.
+    public var tokenRateLimit = RateLimit.unlimited
+    public var userRateLimit = RateLimit.unlimited
     // HTTP server limits: timeouts, header size, connections (HTTPServerLimits.swift).
     public var httpLimits = HTTPServerLimits()
 

@@ -53,8 +53,13 @@ struct APIAuthentication: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let header = request.headers[.authorization], !header.isEmpty else { throw OpenAIError.missingToken }
+        let address = context.channel.remoteAddress.map(AddressKey.init)
+        if let address, tokens.failures.isBlocked(address) { throw OpenAIError.tooManyFailures }
         let token = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)) : header
-        guard let user = try await tokens.authenticate(token.trimmingCharacters(in: .whitespaces)) else { throw OpenAIError.invalidToken }
+        guard let user = try await tokens.authenticate(token.trimmingCharacters(in: .whitespaces)) else {
+            if let address { tokens.failures.recordFailure(address) }
+            throw OpenAIError.invalidToken
+        }
         var context = context
         context.user = user
         return try await next(request, context)

@@ -25,6 +25,7 @@ public final class HubService: Service, Sendable {
     /// Where this hub stands in a chain (a hub with `--upstream` lends its workers to a parent).
     let chain: HubChain
     let draining = Locked(false)
+    let limiter = RateLimiter()
     let forwarder: RequestForwarder
     let onRunning: @Sendable (Int) async -> Void
 
@@ -71,7 +72,8 @@ public final class HubService: Service, Sendable {
                 : Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
         }
         router.addRoutes(OpenAIRoutes(registry: registry, forwarder: forwarder, tokens: tokens, draining: draining,
-                                      maxBodyBytes: configuration.maxBodyBytes).collection())
+                                      maxBodyBytes: configuration.maxBodyBytes, limiter: limiter, tokenRateLimit: configuration.tokenRateLimit,
+                                      userRateLimit: configuration.userRateLimit).collection())
         router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines, topology: { [tunnel, chain] in
             Topology.build(node: chain.node.id, role: "hub", upstream: chain.upstream(), workers: tunnel.registry.workers,
                            relays: tunnel.relayLinks.all)

@@ -10,6 +10,8 @@ public struct OpenAIError: HTTPResponseError, CustomStringConvertible, Sendable 
     public var type: String
     public var code: String?
     public var param: String?
+    /// Sent with the error (a 429's rate-limit headers).
+    public var headers: [(String, String)] = []
 
     public init(_ status: HTTPResponse.Status, _ message: String, type: String, code: String? = nil, param: String? = nil) {
         self.status = status
@@ -36,13 +38,18 @@ public struct OpenAIError: HTTPResponseError, CustomStringConvertible, Sendable 
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: json))
+        var fields: HTTPFields = [.contentType: "application/json"]
+        for (name, value) in headers {
+            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
+        }
+        return Response(status: status, headers: fields, body: .init(byteBuffer: json))
     }
 
     // The errors the hub answers with, in one place.
     static let missingToken = OpenAIError(.unauthorized, "You didn't provide an API key. Send it as 'Authorization: Bearer <token>'.", type: "invalid_request_error", code: "missing_api_key")
     static let invalidToken = OpenAIError(.unauthorized, "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key")
     static let adminRequired = OpenAIError(.forbidden, "This endpoint needs an admin token.", type: "invalid_request_error", code: "admin_required")
+    static let tooManyFailures = OpenAIError(.tooManyRequests, "Too many failed authentications from this address; wait a minute.", type: "invalid_request_error", code: "too_many_failed_authentications")
     static let workerScopeOnly = OpenAIError(.forbidden, "This API key may only register workers; use a key with the inference scope.", type: "invalid_request_error", code: "token_scope")
     static let draining = OpenAIError(.serviceUnavailable, "The hub is shutting down; retry on another instance.", type: "server_error", code: "shutting_down")
 

@@ -12,6 +12,10 @@ struct OpenAIRoutes: Sendable {
     let tokens: TokenCache
     let draining: Locked<Bool>
     let maxBodyBytes: Int
+    /// Requests, tokens per minute and requests at once, per token and per user.
+    let limiter: RateLimiter
+    let tokenRateLimit: RateLimit
+    let userRateLimit: RateLimit
 
     func collection() -> RouteCollection<HubRequestContext> {
         let routes = RouteCollection(context: HubRequestContext.self)
@@ -70,7 +74,28 @@ struct OpenAIRoutes: Sendable {
             forwarded = injected
             stripUsage = true
         }
-        return try await forwarder.forward(request, kind: kind, body: forwarded, routed: routed, user: user, context: context,
-                                           stripUsage: stripUsage, requestBytes: body.readableBytes)
+        // Rate limits before routing: the prompt's estimate counts against tokens per minute now,
+        // the reported usage replaces it when the answer is done (the streamer completes the permit).
+        let tokenLimit = RateLimit(rpm: user.rpm ?? tokenRateLimit.rpm, tpm: user.tpm ?? tokenRateLimit.tpm,
+                                   concurrency: user.maxConcurrent ?? tokenRateLimit.concurrency)
+        let permit: RateLimiter.Permit
+        switch limiter.admit(user: user.userID, userLimit: userRateLimit, token: user.tokenID, tokenLimit: tokenLimit,
+                             estimatedTokens: TokenCounts.estimate(requestBytes: body.readableBytes, responseEvents: 0, responseBytes: 0).prompt) {
+        case .refused(let refusal):
+            var error = OpenAIError(.tooManyRequests, refusal.message, type: refusal.type, code: "rate_limit_exceeded")
+            error.headers = refusal.headers
+            throw error
+        case .admitted(let admitted):
+            permit = admitted
+        }
+        do {
+            var response = try await forwarder.forward(request, kind: kind, body: forwarded, routed: routed, user: user, context: context,
+                                                       stripUsage: stripUsage, requestBytes: body.readableBytes, permit: permit)
+            permit.status.add(to: &response.headers)
+            return response
+        } catch {
+            permit.complete(tokens: nil)
+            throw error
+        }
     }
 }

@@ -25,7 +25,8 @@ struct RequestForwarder: Sendable {
     /// `stripUsage`: the hub added `include_usage` to the body (the streamer takes its report
     /// back out); `requestBytes`: the client's body size, for the usage estimate.
     func forward(_ request: Request, kind: RouteKind, body: ByteBuffer, routed: RoutedBody, user: AuthenticatedToken,
-                 context: HubRequestContext, stripUsage: Bool = false, requestBytes: Int? = nil) async throws -> Response {
+                 context: HubRequestContext, stripUsage: Bool = false, requestBytes: Int? = nil,
+                 permit: RateLimiter.Permit = .unlimited) async throws -> Response {
         let found = registry.candidates(model: routed.model, groups: user.groups, primary: user.group, limit: configuration.maxAttempts)
         guard !found.isEmpty else {
             // Known in one of the caller's groups (a worker served it there) but nobody online:
@@ -101,7 +102,7 @@ struct RequestForwarder: Sendable {
                 }
                 context.logger.debug("forwarded", metadata: ["model": "\(routed.model)", "worker": "\(worker.namespace)", "status": "\(head.status)"])
                 let bill = CallBilling(chargeID: UUID().uuidString, group: group, price: price, stripUsage: stripUsage,
-                                       requestBytes: requestBytes ?? body.readableBytes, headAt: .now)
+                                       requestBytes: requestBytes ?? body.readableBytes, headAt: .now, permit: permit)
                 return streamer.response(for: ForwardedCall(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
                                                             requestID: context.requestID, started: started, client: context.channel, logger: context.logger,
                                                             billing: bill))

@@ -49,11 +49,8 @@ struct ResponseStreamer: Sendable {
 
     func response(for forwarded: ForwardedCall) -> Response {
         var fields = HTTPFields()
-        // Taking the usage report out changes the length: such a stream goes chunked.
-        let stripping = forwarded.billing.stripUsage && forwarded.head.head.isEventStream
         for header in forwarded.head.head.headers {
             guard let name = HTTPField.Name(header.name) else { continue }
-            if stripping, name == .contentLength { continue }
             fields.append(HTTPField(name: name, value: header.value))
         }
         fields[.xRequestID] = forwarded.requestID
@@ -111,6 +108,7 @@ struct ResponseStreamer: Sendable {
             durationMS: (ContinuousClock.now - forwarded.started).milliseconds, groupName: bill.group,
             path: worker.via.isEmpty ? "direct" : worker.via.joined(separator: ">"), estimated: counts?.estimated ?? false, cost: cost,
             ttftMS: (bill.headAt - forwarded.started).milliseconds)
+        bill.permit.complete(tokens: counts.map { $0.prompt + $0.completion })
         return Charge(chargeID: bill.chargeID, usage: row, cost: cost, creditUserID: bill.price?.creditUserID)
     }
 
@@ -308,12 +306,12 @@ struct ResponseStreamer: Sendable {
     }
 }
 
-/// What to write of each chunk, holding back the bytes that would tell the client the answer is
-/// complete until its charge is committed: with a `Content-Length`, the body's last byte; for
-/// an SSE stream, the chunk that ends with `data: [DONE]` (a chunked body also keeps its end,
-/// written after the commit). Applies the `UsageStripper` when the hub asked for usage.
+/// What to write of each chunk, holding back what would tell the client the answer is complete
+/// until its charge is committed. Responses are always chunked (a worker's `Content-Length` is
+/// not forwarded), so the body's end is written after the commit anyway; an SSE stream also
+/// keeps back the chunk that ends with `data: [DONE]`, which clients take as the end. Applies
+/// the `UsageStripper` when the hub asked for usage.
 struct HeldOutput {
-    private let holdLastByte: Bool
     private let isSSE: Bool
     private var stripper: UsageStripper?
     private var held: ByteBuffer?
@@ -321,7 +319,6 @@ struct HeldOutput {
 
     init(head: ResponseHead, stripUsage: Bool) {
         isSSE = head.isEventStream
-        holdLastByte = !(stripUsage && isSSE) && head.headers.contains { $0.name.lowercased() == "content-length" }
         stripper = stripUsage && isSSE ? UsageStripper() : nil
     }
 
@@ -351,10 +348,7 @@ struct HeldOutput {
             out.append(previous)
             held = nil
         }
-        if holdLastByte {
-            if piece.readableBytes > 1 { out.append(piece.getSlice(at: piece.readerIndex, length: piece.readableBytes - 1)!) }
-            held = piece.getSlice(at: piece.readerIndex + piece.readableBytes - 1, length: 1)
-        } else if isSSE, Self.endsWithDone(piece) {
+        if isSSE, Self.endsWithDone(piece) {
             held = piece
         } else {
             out.append(piece)

@@ -9,6 +9,10 @@ final class TokenCache: Sendable {
     let ttl: Duration
     let entries = Locked<[String: (token: AuthenticatedToken, expires: ContinuousClock.Instant)]>([:])
     static let maxEntries = 10_000
+    /// Failed authentications per source address: a guesser is refused (429) for the rest of
+    /// the minute after `failuresPerMinute` misses.
+    let failures = AddressLimiter(limit: TokenCache.failuresPerMinute)
+    static let failuresPerMinute = 20
 
     init(store: any TokenAuthenticating, ttl: Duration) {
         self.store = store
@@ -31,5 +35,15 @@ final class TokenCache: Sendable {
             entries[key] = (token, now + ttl)
         }
         return token
+    }
+
+    /// Forgets every cached lookup of `userID`'s tokens (its groups or tokens changed).
+    func invalidate(userID: Int64) {
+        entries.withLock { entries in entries = entries.filter { $0.value.token.userID != userID } }
+    }
+
+    /// Forgets every cached lookup (a token was revoked: it stops working at once).
+    func invalidateAll() {
+        entries.withLock { $0.removeAll() }
     }
 }

@@ -21,8 +21,12 @@ struct UsageSniffer: Sendable {
         if countEvents {
             var previous = lastByte
             for byte in chunk.readableBytesView where byte != 0x0D {
-                if byte == 0x0A, previous == 0x0A { events += 1 }
-                previous = byte
+                if byte == 0x0A, previous == 0x0A {
+                    events += 1
+                    previous = 0  // a third newline does not end another event
+                } else {
+                    previous = byte
+                }
             }
             lastByte = previous
         }

@@ -20,11 +20,19 @@ public struct TokenOptions: Sendable, Equatable {
     /// Groups the token is pinned to; nil: every group its user may use.
     public var groups: [String]?
     public var spendLimit: Money?
+    /// Requests and tokens per minute, requests at once; nil: the hub's defaults.
+    public var rpm: Int?
+    public var tpm: Int?
+    public var maxConcurrent: Int?
 
-    public init(scope: TokenScope = .both, groups: [String]? = nil, spendLimit: Money? = nil) {
+    public init(scope: TokenScope = .both, groups: [String]? = nil, spendLimit: Money? = nil, rpm: Int? = nil, tpm: Int? = nil,
+                maxConcurrent: Int? = nil) {
         self.scope = scope
         self.groups = groups
         self.spendLimit = spendLimit
+        self.rpm = rpm
+        self.tpm = tpm
+        self.maxConcurrent = maxConcurrent
     }
 }
 
@@ -131,7 +139,8 @@ extension HubStore {
         return AuthenticatedToken(
             tokenID: record.id, tokenName: record.name, userID: found.user.id, userName: found.user.name,
             role: found.user.role, group: found.user.group, models: record.models, expiresAt: record.expiresAt,
-            scope: record.scope, groups: groups, spendLimit: record.spendLimit, spent: record.spent)
+            scope: record.scope, groups: groups, spendLimit: record.spendLimit, spent: record.spent,
+            rpm: record.rpm, tpm: record.tpm, maxConcurrent: record.maxConcurrent)
     }
 
     /// Slugs of the enabled private groups a user (`?`) holds a grant to that is neither revoked
@@ -203,14 +212,18 @@ extension HubStore {
         let allowed = models.map(Validate.models).flatMap { $0.isEmpty ? nil : $0 }
         let pinned = options.groups.map(Validate.models).flatMap { $0.isEmpty ? nil : $0 }
         if let limit = options.spendLimit, limit.nanos < 0 { throw StoreError.invalidInput("spend_limit must not be negative") }
+        for (field, value) in [("rpm", options.rpm), ("tpm", options.tpm), ("max_concurrent", options.maxConcurrent)] {
+            if let value, value < 0 || value > 1_000_000_000 { throw StoreError.invalidInput("\(field) must be between 0 and 1000000000") }
+        }
         try db.execute(sql: """
-            INSERT INTO tokens (user_id, name, key_hash, key_prefix, created_at, expires_at, disabled, models, scope, groups, spend_limit)
-            VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
+            INSERT INTO tokens (user_id, name, key_hash, key_prefix, created_at, expires_at, disabled, models, scope, groups, spend_limit,
+                                rpm, tpm, max_concurrent)
+            VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [userID, name, hash, prefix, now, expiresAt, allowed.map(JSONColumn.encode), options.scope,
-                             pinned.map(JSONColumn.encode), options.spendLimit])
+                             pinned.map(JSONColumn.encode), options.spendLimit, options.rpm, options.tpm, options.maxConcurrent])
         return TokenRecord(
             id: db.lastInsertedRowID, userID: userID, name: name, displayPrefix: prefix, createdAt: now,
             expiresAt: expiresAt, disabled: false, models: allowed, lastUsedAt: nil, scope: options.scope, groups: pinned,
-            spendLimit: options.spendLimit)
+            spendLimit: options.spendLimit, rpm: options.rpm, tpm: options.tpm, maxConcurrent: options.maxConcurrent)
     }
 }

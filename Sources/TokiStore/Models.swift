@@ -34,6 +34,10 @@ public struct TokenRecord: Sendable, Equatable, Identifiable, Decodable {
     public var spendLimit: Money?
     /// What was charged through this token so far.
     public var spent: Money = .zero
+    /// Rate limits of this token; nil: the hub's defaults.
+    public var rpm: Int? = nil
+    public var tpm: Int? = nil
+    public var maxConcurrent: Int? = nil
 
     /// True if the token is neither disabled nor expired at `now`.
     public func isUsable(at now: Date = Date()) -> Bool {
@@ -62,6 +66,10 @@ public struct AuthenticatedToken: Sendable, Equatable {
     /// The token's spending cap and what it spent when it was looked up.
     public var spendLimit: Money?
     public var spent: Money = .zero
+    /// The token's own rate limits (nil: the hub's defaults).
+    public var rpm: Int? = nil
+    public var tpm: Int? = nil
+    public var maxConcurrent: Int? = nil
 
     public var isAdmin: Bool { role == .admin }
 

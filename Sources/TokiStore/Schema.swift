@@ -72,6 +72,10 @@ enum Schema {
                 ALTER TABLE tokens ADD COLUMN groups TEXT;           -- JSON array the token is pinned to; NULL = all usable
                 ALTER TABLE tokens ADD COLUMN spend_limit INTEGER;   -- nanos; NULL = no cap
                 ALTER TABLE tokens ADD COLUMN spent INTEGER NOT NULL DEFAULT 0;  -- nanos charged through this token
+                -- Rate limits of the token; NULL = the hub's default (--token-rpm, …).
+                ALTER TABLE tokens ADD COLUMN rpm INTEGER CHECK (rpm >= 0);
+                ALTER TABLE tokens ADD COLUMN tpm INTEGER CHECK (tpm >= 0);
+                ALTER TABLE tokens ADD COLUMN max_concurrent INTEGER CHECK (max_concurrent >= 0);
 
                 CREATE TABLE private_groups (
                     id             INTEGER PRIMARY KEY AUTOINCREMENT,
