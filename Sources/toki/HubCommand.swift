@@ -62,6 +62,24 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Most open connections, API clients and workers together (default: the open-file limit minus 256).")
     var maxConnections: Int?
 
+    @Option(name: .long, help: "Requests per minute each API token may make (a token's own limit replaces it; default: unlimited).")
+    var tokenRpm: Int?
+
+    @Option(name: .long, help: "Tokens (prompt and completion) per minute each API token may use.")
+    var tokenTpm: Int?
+
+    @Option(name: .long, help: "Requests each API token may have in flight at once.")
+    var tokenMaxConcurrent: Int?
+
+    @Option(name: .long, help: "Requests per minute each user may make, all their tokens together.")
+    var userRpm: Int?
+
+    @Option(name: .long, help: "Tokens per minute each user may use, all their tokens together.")
+    var userTpm: Int?
+
+    @Option(name: .long, help: "Requests each user may have in flight at once.")
+    var userMaxConcurrent: Int?
+
     @Flag(name: .long, help: "Refuse LZ4 compression even when a worker offers it.")
     var noLz4 = false
 
@@ -89,7 +107,8 @@ struct HubCommand: AsyncParsableCommand {
         }
         guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
               responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0,
-              headerTimeout > 0, idleTimeout > 0, bodyTimeout > 0, (maxConnections ?? 1) > 0
+              headerTimeout > 0, idleTimeout > 0, bodyTimeout > 0, (maxConnections ?? 1) > 0,
+              [tokenRpm, tokenTpm, tokenMaxConcurrent, userRpm, userTpm, userMaxConcurrent].allSatisfy({ ($0 ?? 1) > 0 })
         else {
             throw ValidationError("sizes and timeouts must be positive")
         }
@@ -110,6 +129,8 @@ struct HubCommand: AsyncParsableCommand {
         configuration.responseTimeout = .seconds(responseTimeout)
         configuration.heartbeatTimeout = .seconds(heartbeatTimeout)
         configuration.pingInterval = .seconds(pingInterval)
+        configuration.tokenRateLimit = RateLimit(rpm: tokenRpm, tpm: tokenTpm, concurrency: tokenMaxConcurrent)
+        configuration.userRateLimit = RateLimit(rpm: userRpm, tpm: userTpm, concurrency: userMaxConcurrent)
         configuration.allowLZ4 = !noLz4
         configuration.allowSmux2 = !noSmux2
         configuration.slowClientTimeout = .seconds(slowClientTimeout)

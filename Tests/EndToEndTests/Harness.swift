@@ -145,7 +145,8 @@ final class WorkerProcess: Sendable {
     }
 
     /// A worker of a hub or of a relay (`tunnelURL`).
-    init(_ kind: WorkerKind, tunnelURL: String, token: String, backend: StubBackend, namespace: String, models: [String]) async throws {
+    init(_ kind: WorkerKind, tunnelURL: String, token: String, backend: StubBackend, namespace: String, models: [String],
+         group: String? = nil) async throws {
         switch kind {
         case .goTokiame:
             process = try ChildProcess(try await GoPeer.path(), [
@@ -156,7 +157,7 @@ final class WorkerProcess: Sendable {
             process = try ChildProcess(Products.path("toki"), [
                 "worker", "--hub", tunnelURL, "--token", token, "--backend", backend.url, "--namespace", namespace,
                 "--heartbeat-seconds", "5", "--reconnect-delay-ms", "300",
-            ], name: "toki worker \(namespace)")
+            ] + (group.map { ["--group", $0] } ?? []), name: "toki worker \(namespace)")
         }
     }
 
