@@ -57,6 +57,9 @@ public final class HubService: Service, Sendable {
         self.forwarder = RequestForwarder(registry: registry, directory: store, streamer: streamer, configuration: configuration)
     }
 
+    /// Invite-code redeem attempts allowed per source address and minute (guessing codes is slow).
+    static let redeemAttemptsPerMinute = 10
+
     public var registry: WorkerRegistry { tunnel.registry }
     var logger: Logger { tunnel.logger }
     var deadlines: DeadlineSweeper { tunnel.deadlines }
@@ -78,6 +81,9 @@ public final class HubService: Service, Sendable {
             Topology.build(node: chain.node.id, role: "hub", upstream: chain.upstream(), workers: tunnel.registry.workers,
                            relays: tunnel.relayLinks.all)
         }).collection())
+        let redeems = AddressLimiter(limit: Self.redeemAttemptsPerMinute)
+        router.addRoutes(PrivateGroupRoutes(store: store, tokens: tokens, onAccessChanged: { [tokens] user in tokens.invalidate(userID: user) },
+                                            allowRedeem: { redeems.allow($0) }).collection())
         router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: HubRequestContext.self))
         return router
     }

@@ -60,6 +60,7 @@ extension MemoryReleasing {
 }
 
 /// Everything the hub uses.
-public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog & BillingLedger & MemoryReleasing
+public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog & BillingLedger & PrivateGroupStore
+    & MemoryReleasing
 
 extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, BillingLedger, MemoryReleasing {}
