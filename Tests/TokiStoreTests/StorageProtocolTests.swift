@@ -9,7 +9,7 @@ import TokiStore
             let store: any HubStorage = try HubStore(dataDirectory: dir, logger: quietLogger)
             let now = Date()
             let (plaintext, record) = try await store.createToken(user: "alice", name: "laptop", role: .user, group: "default",
-                                                                  expiresAt: nil, models: nil, now: now)
+                                                                  expiresAt: nil, models: nil, options: TokenOptions(), now: now)
             let user = try #require(try await store.authenticate(token: plaintext, now: now))
             #expect(user.tokenID == record.id)
             #expect(try await store.authenticate(token: "sk-toki-nope", now: now) == nil)
@@ -35,7 +35,7 @@ import TokiStore
             let store: any HubStorage = try HubStore(dataDirectory: dir, logger: quietLogger)
             let now = Date()
             let (plaintext, _) = try await store.createToken(user: "alice", name: "box", role: .user, group: "default",
-                                                             expiresAt: nil, models: nil, now: now)
+                                                             expiresAt: nil, models: nil, options: TokenOptions(), now: now)
             let alice = try #require(try await store.authenticate(token: plaintext, now: now)).userID
             for i in 0..<300 {
                 _ = try await store.claimNamespace(namespace: "gpu-\(i)", userID: alice, nodeName: nil, group: "default", models: ["m"], now: now)
