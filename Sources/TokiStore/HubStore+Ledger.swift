@@ -138,22 +138,20 @@ extension HubStore: BillingLedger, AccountAdministration {
             try await db.write { db -> (ChargeOutcome, [String]) in
                 var outcome = ChargeOutcome()
                 var skipped: [String] = []
-                var seen = Set<String>()
-                var accounts: [Int64: Int64] = [:]  // user id → account id, for this batch
+                // Charge ids already recorded by earlier batches, then those of this batch as they
+                // are written. (A free request has no ledger transaction, so a free charge is
+                // deduplicated within its batch only.)
+                var seen = try Self.recordedChargeIDs(db, charges.map(\.chargeID))
+                var accounts: [Int64: Int64] = [:]  // user id → account id
                 var revenue: Int64?
+                // Balances and token totals move once per account and token, at the end.
+                var accountDeltas: [Int64: Int64] = [:]
+                var tokenDeltas: [Int64: Int64] = [:]
                 var callers = Set<Int64>()
-                var tokens = Set<Int64>()
                 for charge in charges {
                     if let userID = charge.usage.userID { callers.insert(userID) }
-                    if let tokenID = charge.usage.tokenID { tokens.insert(tokenID) }
+                    if let tokenID = charge.usage.tokenID, tokenDeltas[tokenID] == nil { tokenDeltas[tokenID] = 0 }
                     guard seen.insert(charge.chargeID).inserted else {
-                        outcome.duplicates += 1
-                        continue
-                    }
-                    // Recorded by an earlier batch. (A free request has no ledger transaction, so a
-                    // free charge is deduplicated within its batch only.)
-                    if try Bool.fetchOne(db, sql: "SELECT 1 FROM ledger_transactions WHERE charge_id = ?",
-                                         arguments: [charge.chargeID]) == true {
                         outcome.duplicates += 1
                         continue
                     }
@@ -169,14 +167,14 @@ extension HubStore: BillingLedger, AccountAdministration {
                                 if revenue == nil { revenue = try Self.systemAccount(db, "revenue") }
                                 credit = revenue!
                             }
-                            let transaction = try Self.insertTransaction(
+                            let cost = charge.cost.nanos
+                            usage.transactionID = try Self.insertTransaction(
                                 db, kind: "charge", chargeID: charge.chargeID, memo: nil, createdBy: nil, now: now,
-                                entries: [(debit, -charge.cost.nanos), (credit, charge.cost.nanos)])
-                            if let tokenID = charge.usage.tokenID {
-                                try db.execute(sql: "UPDATE tokens SET spent = spent + ? WHERE id = ?", arguments: [charge.cost, tokenID])
-                            }
+                                entries: [(debit, -cost), (credit, cost)], moveBalances: false)
+                            accountDeltas[debit, default: 0] &-= cost
+                            accountDeltas[credit, default: 0] &+= cost
+                            if let tokenID = charge.usage.tokenID { tokenDeltas[tokenID, default: 0] &+= cost }
                             usage.cost = charge.cost
-                            usage.transactionID = transaction
                         } else {
                             // A cost without a (known) payer: the usage row is kept, nothing is charged.
                             skipped.append(charge.chargeID)
@@ -186,11 +184,17 @@ extension HubStore: BillingLedger, AccountAdministration {
                     }
                     try Self.insertUsage(db, usage)
                 }
+                for (account, delta) in accountDeltas where delta != 0 {
+                    try db.cachedStatement(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ?").execute(arguments: [delta, account])
+                }
+                for (token, delta) in tokenDeltas where delta != 0 {
+                    try db.cachedStatement(sql: "UPDATE tokens SET spent = spent + ? WHERE id = ?").execute(arguments: [delta, token])
+                }
                 outcome.balances = try Self.fetchBalances(db, userIDs: Array(callers))
-                if !tokens.isEmpty {
-                    let ids = Array(tokens)
-                    let rows = try Row.fetchAll(db, sql: "SELECT id, spent FROM tokens WHERE id IN (\(Self.placeholders(ids.count)))",
-                                                arguments: StatementArguments(ids))
+                let tokens = Array(tokenDeltas.keys)
+                for chunk in Self.chunks(tokens) {
+                    let rows = try Row.fetchAll(db, sql: "SELECT id, spent FROM tokens WHERE id IN (\(Self.placeholders(chunk.count)))",
+                                                arguments: StatementArguments(chunk))
                     for row in rows { outcome.tokenSpent[row["id"]] = row["spent"] }
                 }
                 return (outcome, skipped)
@@ -500,7 +504,7 @@ extension HubStore: BillingLedger, AccountAdministration {
     /// The account of `userID`, created if missing; nil when there is no such user.
     static func accountID(_ db: Database, userID: Int64, cache: inout [Int64: Int64]) throws -> Int64? {
         if let id = cache[userID] { return id }
-        if let id = try Int64.fetchOne(db, sql: "SELECT id FROM accounts WHERE user_id = ?", arguments: [userID]) {
+        if let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM accounts WHERE user_id = ?"), arguments: [userID]) {
             cache[userID] = id
             return id
         }
@@ -517,25 +521,43 @@ extension HubStore: BillingLedger, AccountAdministration {
         return id
     }
 
-    /// Inserts a transaction and its entries (which must sum to zero) and moves the balances.
+    /// Inserts a transaction and its entries (which must sum to zero) and, unless the caller
+    /// moves them itself (a batch, once per account), the balances.
     static func insertTransaction(_ db: Database, kind: String, chargeID: String?, memo: String?, createdBy: Int64?, now: Date,
-                                  entries: [(account: Int64, amount: Int64)]) throws -> Int64 {
+                                  entries: [(account: Int64, amount: Int64)], moveBalances: Bool = true) throws -> Int64 {
         precondition(entries.reduce(0) { $0 &+ $1.amount } == 0, "ledger entries must sum to zero")
-        try db.execute(sql: "INSERT INTO ledger_transactions (kind, charge_id, memo, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
-                       arguments: [kind, chargeID, memo, createdBy, now])
+        try db.cachedStatement(sql: "INSERT INTO ledger_transactions (kind, charge_id, memo, created_by, created_at) VALUES (?, ?, ?, ?, ?)")
+            .execute(arguments: [kind, chargeID, memo, createdBy, now])
         let transaction = db.lastInsertedRowID
         for entry in entries {
-            try db.execute(sql: "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES (?, ?, ?)",
-                           arguments: [transaction, entry.account, entry.amount])
-            try db.execute(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ?", arguments: [entry.amount, entry.account])
+            try db.cachedStatement(sql: "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES (?, ?, ?)")
+                .execute(arguments: [transaction, entry.account, entry.amount])
+            if moveBalances {
+                try db.cachedStatement(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ?").execute(arguments: [entry.amount, entry.account])
+            }
         }
         return transaction
+    }
+
+    /// Which of these charge ids the ledger already holds.
+    static func recordedChargeIDs(_ db: Database, _ ids: [String]) throws -> Set<String> {
+        var found = Set<String>()
+        for chunk in chunks(ids) {
+            found.formUnion(try String.fetchAll(db, sql: "SELECT charge_id FROM ledger_transactions WHERE charge_id IN (\(placeholders(chunk.count)))",
+                                                arguments: StatementArguments(chunk)))
+        }
+        return found
+    }
+
+    /// Slices of at most 500, under SQLite's limit on bound parameters.
+    static func chunks<T>(_ values: [T]) -> [[T]] {
+        stride(from: 0, to: values.count, by: 500).map { Array(values[$0..<min($0 + 500, values.count)]) }
     }
 
     static func fetchBalances(_ db: Database, userIDs: [Int64]) throws -> [Int64: Money] {
         var out: [Int64: Money] = [:]
         for id in userIDs { out[id] = .zero }
-        for chunk in stride(from: 0, to: userIDs.count, by: 500).map({ Array(userIDs[$0..<min($0 + 500, userIDs.count)]) }) {
+        for chunk in chunks(userIDs) {
             let rows = try Row.fetchAll(db, sql: "SELECT user_id, balance FROM accounts WHERE user_id IN (\(placeholders(chunk.count)))",
                                         arguments: StatementArguments(chunk))
             for row in rows { out[row["user_id"]] = row["balance"] }
