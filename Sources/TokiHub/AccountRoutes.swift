@@ -105,6 +105,13 @@ struct AccountRoutes: Sendable {
             let balance = try await self.store.topUp(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
             return try APIEnvelope.ok(BalanceView(userID: id, balance: balance))
         }
+        routes.post("/api/admin/users/:id/adjust") { request, context in
+            let admin = try Self.requireAdmin(context)
+            let id = try Self.id(context)
+            let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
+            let balance = try await self.store.adjust(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
+            return try APIEnvelope.ok(BalanceView(userID: id, balance: balance))
+        }
         routes.get("/api/admin/prices") { _, context in
             try Self.requireAdmin(context)
             return try APIEnvelope.ok(try await self.store.listPrices(group: ""))

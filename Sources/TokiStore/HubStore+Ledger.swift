@@ -160,6 +160,7 @@ extension HubStore: BillingLedger, AccountAdministration {
                     usage.transactionID = nil
                     if charge.cost.nanos > 0 {
                         if let callerID = charge.usage.userID, let debit = try Self.accountID(db, userID: callerID, cache: &accounts) {
+                            // The pool owner's account, or revenue (also when the owner no longer exists).
                             let credit: Int64
                             if let owner = charge.creditUserID, let ownerAccount = try Self.accountID(db, userID: owner, cache: &accounts) {
                                 credit = ownerAccount

@@ -105,6 +105,12 @@ struct AccountRoutesTests {
             #expect(try await client.call(.post, "/api/admin/users/999/topup", token: f.admin, json: #"{"amount":1}"#).status == .notFound)
             let view = try await client.call(.get, "/api/admin/users/\(f.aliceID)", token: f.admin)
             #expect(view.object["balance"] as? Double == 12.5)
+            // An adjustment may go either way (not zero).
+            let adjusted = try await client.call(.post, "/api/admin/users/\(f.aliceID)/adjust", token: f.admin, json: #"{"amount":-2.5,"memo":"refund"}"#)
+            #expect(adjusted.object["balance"] as? Double == 10)
+            #expect(try await client.call(.post, "/api/admin/users/\(f.aliceID)/adjust", token: f.admin, json: #"{"amount":0}"#).status == .badRequest)
+            #expect(try await client.call(.post, "/api/admin/users/\(f.aliceID)/adjust", token: f.alice, json: #"{"amount":5}"#).status == .forbidden)
+            #expect(try await f.store.checkLedger().isConsistent)
         }
     }
 
