@@ -13,7 +13,11 @@ enum APIEnvelope {
     static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.dateEncodingStrategy = .secondsSince1970
+        // Whole unix seconds, as the original's API writes them.
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(Int64(date.timeIntervalSince1970.rounded(.down)))
+        }
         encoder.outputFormatting = [.sortedKeys]
         return encoder
     }()
@@ -65,11 +69,11 @@ enum APIEnvelope {
         do {
             return try decoder.decode(T.self, from: data)
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw APIError(.badRequest, "field \(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type")
+            throw APIError(.badRequest, "field \(context.codingPath.map(\.stringValue.snakeCased).joined(separator: ".")) has the wrong type")
         } catch let DecodingError.keyNotFound(key, _) {
             throw APIError(.badRequest, "field \(key.stringValue.snakeCased) is required")
         } catch let DecodingError.dataCorrupted(context) {
-            throw APIError(.badRequest, "field \(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)")
+            throw APIError(.badRequest, "field \(context.codingPath.map(\.stringValue.snakeCased).joined(separator: ".")): \(context.debugDescription)")
         } catch {
             throw APIError(.badRequest, "the request body could not be read: \(error)")
         }

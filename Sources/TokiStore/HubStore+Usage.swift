@@ -55,12 +55,12 @@ extension HubStore {
     }
 
     static func insertUsage(_ db: Database, _ e: UsageRecord) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO usage (request_id, user_id, token_id, model, namespace, status_code,
                                prompt_tokens, completion_tokens, duration_ms, created_at,
                                group_name, path, estimated, cost, ttft_ms, transaction_id)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [
+            """).execute(arguments: [
                 e.requestID, e.userID, e.tokenID, e.model, e.namespace, e.statusCode,
                 e.promptTokens, e.completionTokens, e.durationMS, e.createdAt,
                 e.groupName, e.path, e.estimated, e.cost, e.ttftMS, e.transactionID,

@@ -1,0 +1,552 @@
+import Foundation
+import Hummingbird
+import TokiStore
+
+/// The management API of accounts and billing (issue 9), in the original's envelope
+/// `{"success","message","data"}`: a user's own balance, usage and tokens, a pool owner's prices
+/// and what members spent on the pool; and for admins users, tokens, top-ups, prices, group
+/// ratios, all usage and the ledger check. `docs/openapi.yaml` describes every route.
+///
+/// Keys are snake case, dates unix seconds, amounts JSON numbers of units (exact to the nano).
+/// Bodies are validated by ``APIEnvelope/decode(_:from:)`` (unknown fields: 400); ids in paths
+/// must be positive integers and query parameters known, in range (400 otherwise). A token of
+/// scope `worker` gets 403 on all of these: it may only register workers.
+struct AccountRoutes: Sendable {
+    let store: any AccountAdministration
+    let tokens: TokenCache
+    /// Called after any price or ratio changed (the router's pricing cache reloads).
+    var onPricesChanged: @Sendable () -> Void = {}
+    /// Called after a token was revoked (cached authentications are dropped).
+    var onTokenRevoked: @Sendable () -> Void = {}
+    var now: @Sendable () -> Date = { Date() }
+
+    func collection() -> RouteCollection<HubRequestContext> {
+        let routes = RouteCollection(context: HubRequestContext.self)
+            .add(middleware: EnvelopeErrors())
+            .add(middleware: APIAuthentication(tokens: tokens))
+            .add(middleware: RefuseWorkerScope())
+
+        // The caller's own account.
+        routes.get("/api/user/self") { _, context in try await self.me(context) }
+        routes.get("/api/user/usage") { request, context in
+            let caller = try context.authenticatedUser()
+            return try await self.usage(request, allowed: ["request_id", "since", "model", "limit"], userID: caller.userID)
+        }
+        routes.get("/api/user/tokens") { _, context in
+            try APIEnvelope.ok(try await self.store.listTokens(userID: try context.authenticatedUser().userID).map(TokenView.init))
+        }
+        routes.post("/api/user/tokens") { request, context in
+            try await self.createToken(request, for: try context.authenticatedUser().userID)
+        }
+        routes.delete("/api/user/tokens/:id") { _, context in
+            try await self.revokeToken(try Self.id(context), ownedBy: try context.authenticatedUser().userID)
+        }
+        // A pool owner's prices and the pool's usage.
+        routes.get("/api/user/private-groups/:id/prices") { _, context in
+            try APIEnvelope.ok(try await self.store.listPrices(group: try await self.ownedPool(context)))
+        }
+        routes.put("/api/user/private-groups/:id/prices") { request, context in
+            try await self.setPrice(request, group: try await self.ownedPool(context))
+        }
+        routes.delete("/api/user/private-groups/:id/prices") { request, context in
+            try await self.deletePrice(request, group: try await self.ownedPool(context))
+        }
+        routes.get("/api/user/private-groups/:id/usage") { request, context in
+            let slug = try await self.ownedPool(context)
+            try Self.onlyKnownQuery(request, ["since"])
+            return try APIEnvelope.ok(try await self.store.poolUsage(groupSlug: slug, since: try Self.since(request)))
+        }
+
+        // Admins.
+        routes.get("/api/admin/users") { _, context in
+            try Self.requireAdmin(context)
+            let users = try await self.store.listUsers()
+            let balances = try await self.store.balances(userIDs: users.map(\.id))
+            return try APIEnvelope.ok(users.map { UserView($0, balance: balances[$0.id] ?? .zero) })
+        }
+        routes.post("/api/admin/users") { request, context in
+            try Self.requireAdmin(context)
+            let body = try await APIEnvelope.decode(NewUserBody.self, from: request)
+            let group = try Self.groupName(body.group ?? "default", field: "group")
+            let user = try await self.store.createUser(name: body.username, role: body.role ?? .user, group: group, now: self.now())
+            return try APIEnvelope.ok(UserView(user, balance: .zero))
+        }
+        routes.get("/api/admin/users/:id") { _, context in
+            try Self.requireAdmin(context)
+            let id = try Self.id(context)
+            guard let summary = try await self.store.userSummary(userID: id) else { throw APIError.notFound("user #\(id)") }
+            return try APIEnvelope.ok(UserView(summary.user, balance: summary.balance))
+        }
+        routes.put("/api/admin/users/:id") { request, context in
+            try Self.requireAdmin(context)
+            let id = try Self.id(context)
+            let body = try await APIEnvelope.decode(UserUpdateBody.self, from: request)
+            let user = try await self.store.setUserGroup(userID: id, group: body.group)
+            return try APIEnvelope.ok(UserView(user, balance: try await self.store.balance(userID: id)))
+        }
+        routes.get("/api/admin/users/:id/tokens") { _, context in
+            try Self.requireAdmin(context)
+            let id = try Self.id(context)
+            guard try await self.store.user(id: id) != nil else { throw APIError.notFound("user #\(id)") }
+            return try APIEnvelope.ok(try await self.store.listTokens(userID: id).map(TokenView.init))
+        }
+        routes.post("/api/admin/users/:id/tokens") { request, context in
+            try Self.requireAdmin(context)
+            return try await self.createToken(request, for: try Self.id(context))
+        }
+        routes.delete("/api/admin/tokens/:id") { _, context in
+            try Self.requireAdmin(context)
+            return try await self.revokeToken(try Self.id(context), ownedBy: nil)
+        }
+        routes.post("/api/admin/users/:id/topup") { request, context in
+            let admin = try Self.requireAdmin(context)
+            let id = try Self.id(context)
+            let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
+            let balance = try await self.store.topUp(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
+            return try APIEnvelope.ok(BalanceView(userID: id, balance: balance))
+        }
+        routes.post("/api/admin/users/:id/adjust") { request, context in
+            let admin = try Self.requireAdmin(context)
+            let id = try Self.id(context)
+            let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
+            let balance = try await self.store.adjust(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
+            return try APIEnvelope.ok(BalanceView(userID: id, balance: balance))
+        }
+        routes.get("/api/admin/prices") { _, context in
+            try Self.requireAdmin(context)
+            return try APIEnvelope.ok(try await self.store.listPrices(group: ""))
+        }
+        routes.put("/api/admin/prices") { request, context in
+            try Self.requireAdmin(context)
+            return try await self.setPrice(request, group: "")
+        }
+        routes.delete("/api/admin/prices") { request, context in
+            try Self.requireAdmin(context)
+            return try await self.deletePrice(request, group: "")
+        }
+        routes.get("/api/admin/group-ratios") { _, context in
+            try Self.requireAdmin(context)
+            return try APIEnvelope.ok(try await self.store.listGroupRatios())
+        }
+        routes.put("/api/admin/group-ratios") { request, context in
+            try Self.requireAdmin(context)
+            let body = try await APIEnvelope.decode(RatioBody.self, from: request)
+            try await self.store.setGroupRatio(name: body.group, ratio: body.ratio)
+            self.onPricesChanged()
+            return try APIEnvelope.ok(GroupRatio(group: try Self.groupName(body.group, field: "group"), ratio: body.ratio))
+        }
+        routes.get("/api/admin/usage") { request, context in
+            try Self.requireAdmin(context)
+            return try await self.usage(request, allowed: ["user_id", "request_id", "since", "model", "group", "limit"], userID: nil)
+        }
+        routes.get("/api/admin/ledger/check") { _, context in
+            try Self.requireAdmin(context)
+            let report = try await self.store.checkLedger()
+            guard report.isConsistent else {
+                context.logger.error("ledger check failed", metadata: ["problems": "\(report.problems)"])
+                return APIEnvelope.response(status: .internalServerError, body: try APIEnvelope.encoder.encode(InconsistentLedger(
+                    message: "the ledger is inconsistent: \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s")", data: report)))
+            }
+            return try APIEnvelope.ok(report)
+        }
+        return routes
+    }
+
+    // MARK: - Handlers
+
+    func me(_ context: HubRequestContext) async throws -> Response {
+        let caller = try context.authenticatedUser()
+        let record = try await store.token(id: caller.tokenID)
+        let balance = try await store.balance(userID: caller.userID)
+        return try APIEnvelope.ok(SelfView(
+            id: caller.userID, username: caller.userName, role: caller.role, group: caller.group, balance: balance, groups: caller.groups,
+            token: .init(id: caller.tokenID, name: caller.tokenName, scope: caller.scope, spendLimit: record?.spendLimit ?? caller.spendLimit,
+                         spent: record?.spent ?? caller.spent)))
+    }
+
+    func usage(_ request: Request, allowed: Set<String>, userID: Int64?) async throws -> Response {
+        try Self.onlyKnownQuery(request, allowed)
+        let query = request.uri.queryParameters
+        var filter = UsageFilter(userID: userID)
+        if let raw = query["user_id"] { filter.userID = try Self.positiveID(String(raw), field: "user_id") }
+        filter.requestID = try query["request_id"].map { try Self.queryText(String($0), field: "request_id", max: 256) }
+        filter.model = try query["model"].map { try Self.queryText(String($0), field: "model", max: 256) }
+        filter.group = try query["group"].map { try Self.queryText(String($0), field: "group", max: 64) }
+        filter.since = try Self.since(request)
+        if let raw = query["limit"] {
+            guard let limit = Int(raw), (1...UsageFilter.maxLimit).contains(limit) else {
+                throw APIError(.badRequest, "limit must be an integer from 1 to \(UsageFilter.maxLimit)")
+            }
+            filter.limit = limit
+        }
+        return try APIEnvelope.ok(try await store.listUsage(filter: filter).map(UsageView.init))
+    }
+
+    func createToken(_ request: Request, for userID: Int64) async throws -> Response {
+        let body = try await APIEnvelope.decode(TokenBody.self, from: request)
+        let now = self.now()
+        guard let user = try await store.user(id: userID) else { throw APIError.notFound("user #\(userID)") }
+        let name = try body.name.map { try Self.text($0, field: "name", max: 64) }
+        let models = try body.models.map { models in
+            guard models.count <= 256 else { throw APIError(.badRequest, "models may list at most 256 models") }
+            return try models.map { try Self.text($0, field: "models[]", max: 256) }
+        }
+        var groups: [String]?
+        if let pinned = body.groups {
+            guard !pinned.isEmpty, pinned.count <= 64 else { throw APIError(.badRequest, "groups must list 1-64 groups (omit it for all usable groups)") }
+            let names = try pinned.map { try Self.groupName($0, field: "groups[]") }
+            let usable = Set([user.group] + (try await store.usableGroups(userID: userID, now: now)))
+            if let refused = names.first(where: { !usable.contains($0) }) {
+                throw APIError(.badRequest, "group \(refused) is not one of the user's usable groups")
+            }
+            groups = names
+        }
+        var expiresAt = body.expiresAt
+        if let date = expiresAt {
+            if date.timeIntervalSince1970 == 0 {
+                expiresAt = nil  // the original's "never"
+            } else if date <= now || date.timeIntervalSince1970 > 253_402_300_799 {
+                throw APIError(.badRequest, "expires_at must be a future unix time (0 or absent: never)")
+            }
+        }
+        if let limit = body.spendLimit, limit.nanos < 0 || limit > HubStore.maxTransfer {
+            throw APIError(.badRequest, "spend_limit must be from 0 to \(HubStore.maxTransfer)")
+        }
+        let created = try await store.createToken(
+            userID: userID, name: name, expiresAt: expiresAt, models: models,
+            options: TokenOptions(scope: body.scope ?? .both, groups: groups, spendLimit: body.spendLimit), now: now)
+        return try APIEnvelope.ok(CreatedToken(key: created.plaintext, token: TokenView(created.record)))
+    }
+
+    func revokeToken(_ id: Int64, ownedBy userID: Int64?) async throws -> Response {
+        try await store.revokeToken(id: id, ownedBy: userID)
+        onTokenRevoked()
+        guard let record = try await store.token(id: id) else { throw APIError.notFound("token #\(id)") }
+        return try APIEnvelope.ok(TokenView(record))
+    }
+
+    func setPrice(_ request: Request, group: String) async throws -> Response {
+        let body = try await APIEnvelope.decode(PriceBody.self, from: request)
+        let price = ModelPrice(group: group, model: try Self.text(body.model, field: "model", max: 256),
+                               inputPerMillion: body.inputPerMillion ?? .zero, outputPerMillion: body.outputPerMillion ?? .zero,
+                               perRequest: body.perRequest ?? .zero)
+        try await store.setPrice(price, now: now())
+        onPricesChanged()
+        return try APIEnvelope.ok(price)
+    }
+
+    func deletePrice(_ request: Request, group: String) async throws -> Response {
+        try Self.onlyKnownQuery(request, ["model"])
+        guard let raw = request.uri.queryParameters["model"] else { throw APIError(.badRequest, "the query parameter model is required") }
+        let model = try Self.queryText(String(raw), field: "model", max: 256)
+        guard try await store.deletePrice(group: group, model: model) else { throw APIError.notFound("price of \(model)") }
+        onPricesChanged()
+        return try APIEnvelope.ok(["model": model])
+    }
+
+    /// The slug of the pool `:id` if the caller owns it; 404 otherwise (as if it did not exist).
+    func ownedPool(_ context: HubRequestContext) async throws -> String {
+        try await store.ownedPoolSlug(groupID: try Self.id(context), ownerUserID: try context.authenticatedUser().userID)
+    }
+
+    // MARK: - Validation
+
+    @discardableResult
+    static func requireAdmin(_ context: HubRequestContext) throws -> AuthenticatedToken {
+        let caller = try context.authenticatedUser()
+        guard caller.isAdmin else { throw APIError.forbidden }
+        return caller
+    }
+
+    static func id(_ context: HubRequestContext, _ name: String = "id") throws -> Int64 {
+        try positiveID(context.parameters.get(name) ?? "", field: name)
+    }
+
+    static func positiveID(_ raw: String, field: String) throws -> Int64 {
+        guard raw.utf8.count <= 19, raw.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let id = Int64(raw), id > 0 else {
+            throw APIError(.badRequest, "\(field) must be a positive integer")
+        }
+        return id
+    }
+
+    /// Refuses query parameters the route does not know (a typo would otherwise widen a filter).
+    static func onlyKnownQuery(_ request: Request, _ allowed: Set<String>) throws {
+        let unknown = Set(request.uri.queryParameters.map { String($0.key) }).subtracting(allowed).sorted()
+        guard unknown.isEmpty else {
+            throw APIError(.badRequest, "unknown query parameter\(unknown.count > 1 ? "s" : "") \(unknown.joined(separator: ", ")); expected \(allowed.sorted().joined(separator: ", "))")
+        }
+    }
+
+    /// `since` as unix seconds.
+    static func since(_ request: Request) throws -> Date? {
+        guard let raw = request.uri.queryParameters["since"] else { return nil }
+        guard let seconds = Double(raw), seconds.isFinite, seconds >= 0, seconds <= 253_402_300_799 else {
+            throw APIError(.badRequest, "since must be a unix time in seconds")
+        }
+        return Date(timeIntervalSince1970: seconds)
+    }
+
+    static func text(_ raw: String, field: String, max: Int) throws -> String {
+        let text = raw.trimmingCharacters(in: .whitespaces)
+        guard !text.isEmpty, text.count <= max, !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw APIError(.badRequest, "\(field) must be 1-\(max) characters without control characters")
+        }
+        return text
+    }
+
+    /// A filter value is compared exactly: no trimming, so what was asked is what is matched.
+    static func queryText(_ raw: String, field: String, max: Int) throws -> String {
+        guard !raw.isEmpty, raw.count <= max else { throw APIError(.badRequest, "\(field) must be 1-\(max) characters") }
+        return raw
+    }
+
+    static func groupName(_ raw: String, field: String) throws -> String {
+        let name = try text(raw, field: field, max: 64)
+        guard !name.contains(",") else { throw APIError(.badRequest, "\(field) must not contain commas") }
+        return name
+    }
+}
+
+/// Worker-scoped tokens may only register workers: 403 on the management API.
+struct RefuseWorkerScope: RouterMiddleware {
+    typealias Context = HubRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard try context.authenticatedUser().scope.allowsInference else {
+            throw APIError(.forbidden, "this token's scope is worker: it may only register workers")
+        }
+        return try await next(request, context)
+    }
+}
+
+// MARK: - Bodies
+
+struct TokenBody: Decodable, APIBody {
+    static let fields: Set<String> = ["name", "scope", "groups", "models", "expires_at", "spend_limit"]
+    var name: String?
+    var scope: TokenScope?
+    var groups: [String]?
+    var models: [String]?
+    var expiresAt: Date?
+    var spendLimit: Money?
+}
+
+struct PriceBody: Decodable, APIBody {
+    static let fields: Set<String> = ["model", "input_per_million", "output_per_million", "per_request"]
+    var model: String
+    var inputPerMillion: Money?
+    var outputPerMillion: Money?
+    var perRequest: Money?
+}
+
+struct RatioBody: Decodable, APIBody {
+    static let fields: Set<String> = ["group", "ratio"]
+    var group: String
+    var ratio: Double
+}
+
+struct NewUserBody: Decodable, APIBody {
+    static let fields: Set<String> = ["username", "role", "group"]
+    var username: String
+    var role: UserRole?
+    var group: String?
+}
+
+struct UserUpdateBody: Decodable, APIBody {
+    static let fields: Set<String> = ["group"]
+    var group: String
+}
+
+struct TopUpBody: Decodable, APIBody {
+    static let fields: Set<String> = ["amount", "memo"]
+    var amount: Money
+    var memo: String?
+}
+
+// MARK: - Replies (keys snake-cased by the envelope's encoder)
+
+struct UserView: Encodable {
+    var id: Int64
+    var username: String
+    var role: UserRole
+    var group: String
+    var balance: Money
+    var createdAt: Date
+
+    init(_ user: User, balance: Money) {
+        id = user.id
+        username = user.name
+        role = user.role
+        group = user.group
+        self.balance = balance
+        createdAt = user.createdAt
+    }
+}
+
+struct SelfView: Encodable {
+    struct Token: Encodable {
+        var id: Int64
+        var name: String?
+        var scope: TokenScope
+        var spendLimit: Money?
+        var spent: Money
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(name, forKey: .name)  // null rather than absent
+            try c.encode(scope, forKey: .scope)
+            try c.encode(spendLimit, forKey: .spendLimit)
+            try c.encode(spent, forKey: .spent)
+        }
+
+        enum CodingKeys: String, CodingKey { case id, name, scope, spendLimit, spent }
+    }
+
+    var id: Int64
+    var username: String
+    var role: UserRole
+    var group: String
+    var balance: Money
+    var groups: [String]
+    var token: Token
+}
+
+struct TokenView: Encodable {
+    var id: Int64
+    var userID: Int64
+    var name: String?
+    /// Non-secret display prefix, e.g. `sk-toki-Ab3x`.
+    var keyPrefix: String
+    var createdAt: Date
+    var expiresAt: Date?
+    var disabled: Bool
+    var models: [String]?
+    var lastUsedAt: Date?
+    var scope: TokenScope
+    var groups: [String]?
+    var spendLimit: Money?
+    var spent: Money
+
+    init(_ r: TokenRecord) {
+        id = r.id
+        userID = r.userID
+        name = r.name
+        keyPrefix = r.displayPrefix
+        createdAt = r.createdAt
+        expiresAt = r.expiresAt
+        disabled = r.disabled
+        models = r.models
+        lastUsedAt = r.lastUsedAt
+        scope = r.scope
+        groups = r.groups
+        spendLimit = r.spendLimit
+        spent = r.spent
+    }
+
+    /// Optional fields are written as null, so every record has the same keys.
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(userID, forKey: .userID)
+        try c.encode(name, forKey: .name)
+        try c.encode(keyPrefix, forKey: .keyPrefix)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(expiresAt, forKey: .expiresAt)
+        try c.encode(disabled, forKey: .disabled)
+        try c.encode(models, forKey: .models)
+        try c.encode(lastUsedAt, forKey: .lastUsedAt)
+        try c.encode(scope, forKey: .scope)
+        try c.encode(groups, forKey: .groups)
+        try c.encode(spendLimit, forKey: .spendLimit)
+        try c.encode(spent, forKey: .spent)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, userID, name, keyPrefix, createdAt, expiresAt, disabled, models, lastUsedAt, scope, groups, spendLimit, spent
+    }
+}
+
+struct CreatedToken: Encodable {
+    /// The plaintext token, shown once.
+    var key: String
+    var token: TokenView
+}
+
+struct BalanceView: Encodable {
+    var userID: Int64
+    var balance: Money
+}
+
+struct UsageView: Encodable {
+    var id: Int64?
+    var requestID: String
+    var userID: Int64?
+    var tokenID: Int64?
+    var model: String
+    var namespace: String?
+    var group: String?
+    var path: String?
+    var statusCode: Int
+    var promptTokens: Int?
+    var completionTokens: Int?
+    var estimated: Bool
+    var cost: Money
+    var durationMS: Int
+    var ttftMS: Int?
+    var transactionID: Int64?
+    var createdAt: Date
+
+    init(_ u: UsageRecord) {
+        id = u.id
+        requestID = u.requestID
+        userID = u.userID
+        tokenID = u.tokenID
+        model = u.model
+        namespace = u.namespace
+        group = u.groupName
+        path = u.path
+        statusCode = u.statusCode
+        promptTokens = u.promptTokens
+        completionTokens = u.completionTokens
+        estimated = u.estimated
+        cost = u.cost
+        durationMS = u.durationMS
+        ttftMS = u.ttftMS
+        transactionID = u.transactionID
+        createdAt = u.createdAt
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(requestID, forKey: .requestID)
+        try c.encode(userID, forKey: .userID)
+        try c.encode(tokenID, forKey: .tokenID)
+        try c.encode(model, forKey: .model)
+        try c.encode(namespace, forKey: .namespace)
+        try c.encode(group, forKey: .group)
+        try c.encode(path, forKey: .path)
+        try c.encode(statusCode, forKey: .statusCode)
+        try c.encode(promptTokens, forKey: .promptTokens)
+        try c.encode(completionTokens, forKey: .completionTokens)
+        try c.encode(estimated, forKey: .estimated)
+        try c.encode(cost, forKey: .cost)
+        try c.encode(durationMS, forKey: .durationMS)
+        try c.encode(ttftMS, forKey: .ttftMS)
+        try c.encode(transactionID, forKey: .transactionID)
+        try c.encode(createdAt, forKey: .createdAt)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, requestID, userID, tokenID, model, namespace, group, path, statusCode, promptTokens, completionTokens, estimated, cost,
+             durationMS, ttftMS, transactionID, createdAt
+    }
+}
+
+/// The ledger check's failure: the envelope with `success:false` and the report as data.
+struct InconsistentLedger: Encodable {
+    var success = false
+    var message: String
+    var data: LedgerReport
+}
