@@ -18,6 +18,8 @@ struct AccountRoutes: Sendable {
     var onPricesChanged: @Sendable () -> Void = {}
     /// Called after a token was revoked (cached authentications are dropped).
     var onTokenRevoked: @Sendable () -> Void = {}
+    /// A user's balance changed outside the charges (a top-up or an adjustment).
+    var onBalanceChanged: @Sendable (Int64) -> Void = { _ in }
     var now: @Sendable () -> Date = { Date() }
 
     func collection() -> RouteCollection<HubRequestContext> {
@@ -103,6 +105,7 @@ struct AccountRoutes: Sendable {
             let id = try Self.id(context)
             let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
             let balance = try await self.store.topUp(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
+            self.onBalanceChanged(id)
             return try APIEnvelope.ok(BalanceView(userID: id, balance: balance))
         }
         routes.post("/api/admin/users/:id/adjust") { request, context in
@@ -110,6 +113,7 @@ struct AccountRoutes: Sendable {
             let id = try Self.id(context)
             let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
             let balance = try await self.store.adjust(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
+            self.onBalanceChanged(id)
             return try APIEnvelope.ok(BalanceView(userID: id, balance: balance))
         }
         routes.get("/api/admin/prices") { _, context in

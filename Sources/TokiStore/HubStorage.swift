@@ -61,6 +61,6 @@ extension MemoryReleasing {
 
 /// Everything the hub uses.
 public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog & BillingLedger & PrivateGroupStore
-    & MemoryReleasing
+    & AccountAdministration & MemoryReleasing
 
-extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, BillingLedger, MemoryReleasing {}
+extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, MemoryReleasing {}
