@@ -82,16 +82,20 @@ func normalisedStream(_ text: String) -> String {
         #expect(carolCall.errorCode == "model_not_found")
         #expect(try await api.call(.GET, "/api/user/private-groups/\(poolID)/members", token: carol).status == 404)
 
-        // A invites B; B redeems once (a second redeem consumes nothing); the used-up code is refused to C.
-        let invite = try await api.call(.POST, "/api/user/private-groups/\(poolID)/invite-codes", token: alice, body: ["max_uses": 1])
+        // A invites B; B redeems once (a second redeem consumes nothing); a revoked code is refused to C.
+        let invite = try await api.call(.POST, "/api/user/private-groups/\(poolID)/invite-codes", token: alice, body: ["max_uses": 2])
         let code = try #require(invite.data["invite_code"] as? String, "\(invite.envelope)")
+        let codeID = try #require((invite.data["record"] as? [String: Any])?["id"] as? Int)
         #expect(code.range(of: #"^[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}$"#, options: .regularExpression) != nil)
         let redeemed = try await api.call(.POST, "/api/user/private-groups/redeem", token: bob, body: ["code": code])
         #expect(redeemed.data["created"] as? Bool == true, "\(redeemed.envelope)")
         let again = try await api.call(.POST, "/api/user/private-groups/redeem", token: bob, body: ["code": code.lowercased()])
         #expect(again.data["created"] as? Bool == false, "\(again.envelope)")
-        let usedUp = try await api.call(.POST, "/api/user/private-groups/redeem", token: carol, body: ["code": code])
-        #expect((400..<500).contains(usedUp.status) && !usedUp.success)
+        let codes = try await api.call(.GET, "/api/user/private-groups/\(poolID)/invite-codes", token: alice).list
+        #expect(codes.first?["used_count"] as? Int == 1)
+        #expect(try await api.call(.PATCH, "/api/user/private-groups/\(poolID)/invite-codes/\(codeID)", token: alice, body: ["status": 2]).success)
+        let revoked = try await api.call(.POST, "/api/user/private-groups/redeem", token: carol, body: ["code": code])
+        #expect(revoked.status == 400 && !revoked.success)
         #expect(try await api.call(.POST, "/api/user/private-groups/redeem", token: carol, body: ["code": "not a code"]).status == 400)
 
         // B calls the pool's model, plain and streamed; the pool is free by default.
@@ -130,7 +134,7 @@ func normalisedStream(_ text: String) -> String {
         #expect(abs(try await api.balance(bob) - (1 - 0.018)) < 1e-9)
         #expect(abs(try await api.balance(alice) - 0.018) < 1e-9)
         let usage = try await api.call(.GET, "/api/user/usage?limit=1", token: bob).list.first ?? [:]
-        #expect(usage["group_name"] as? String == "alice-gpus")
+        #expect(usage["group"] as? String == "alice-gpus")
         #expect(usage["prompt_tokens"] as? Int == 8 && usage["completion_tokens"] as? Int == 5)
         #expect(usage["estimated"] as? Bool == false)
         #expect(usage["path"] as? String == "direct")
