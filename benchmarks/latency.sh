@@ -20,7 +20,10 @@
 #              OUT (docs/benchmarks.md), SKIP_BUILD=1, GO=0, HUB_LOG_LEVEL (default: the hub's
 #              default, info), KEEP=1 keeps the work directory (logs),
 #              BASELINE=/path/to/an/older/toki (adds contender "before": hub + worker from that
-#              binary, for before/after rows in one run), BASELINE_LABEL (e.g. its commit).
+#              binary, for before/after rows in one run), BASELINE_LABEL (e.g. its commit),
+#              BILLING=0 (leaves out contender "billed": hub + toki worker with the model priced,
+#              the caller topped up and rate limits on, so every request is pre-checked, limited
+#              and charged through the ledger before its last bytes).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -98,6 +101,22 @@ start_toki_pair swift "$TOKI"
 SWIFT_PORT="$HUB_PORT"; SWIFT_TOKEN="$TOKEN"; SWIFT_HUB_PID=$HUB_PID; SWIFT_WORKER_PID=$WORKER_PID
 
 CONTENDERS="direct swift"
+if [[ "${BILLING:-1}" == 1 ]]; then
+    # Limits high enough never to refuse, so they are checked and counted but do not shape the load.
+    HUB_ARGS_SAVED=("${HUB_ARGS[@]}")
+    HUB_ARGS+=(--token-rpm 100000000 --token-tpm 1000000000 --token-max-concurrent 100000
+               --user-rpm 100000000 --user-tpm 1000000000 --user-max-concurrent 100000)
+    start_toki_pair billed "$TOKI"
+    HUB_ARGS=("${HUB_ARGS_SAVED[@]}")
+    BILLED_PORT="$HUB_PORT"; BILLED_TOKEN="$TOKEN"; BILLED_HUB_PID=$HUB_PID; BILLED_WORKER_PID=$WORKER_PID
+    ADMIN="$(grep -m1 -oE 'sk-toki-[A-Za-z0-9]+' "$WORK/hub-billed.out")"
+    api() { curl -fsS -X "$1" -H "Authorization: Bearer $2" -H 'Content-Type: application/json' ${4:+--data "$4"} "http://127.0.0.1:$BILLED_PORT$3"; }
+    USER_ID="$(api GET "$BILLED_TOKEN" /api/user/self | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')"
+    api PUT "$ADMIN" /api/admin/prices '{"model":"stub-model","input_per_million":0.5,"output_per_million":1.5,"per_request":0.0001}' >/dev/null
+    api POST "$ADMIN" "/api/admin/users/$USER_ID/topup" '{"amount":1000000,"memo":"benchmark"}' >/dev/null
+    sleep 0.5
+    CONTENDERS="$CONTENDERS billed"
+fi
 if [[ -n "${BASELINE:-}" ]]; then
     start_toki_pair before "$BASELINE"
     BEFORE_PORT="$HUB_PORT"; BEFORE_TOKEN="$TOKEN"; BEFORE_HUB_PID=$HUB_PID; BEFORE_WORKER_PID=$WORKER_PID
@@ -142,6 +161,7 @@ measure() {
         swift) url="http://127.0.0.1:$SWIFT_PORT/v1/chat/completions"; token="$SWIFT_TOKEN"; hub_pid="$SWIFT_HUB_PID"; worker_pid="$SWIFT_WORKER_PID" ;;
         go) url="http://127.0.0.1:$GO_PORT/v1/chat/completions"; token="$GO_TOKEN"; hub_pid="$GO_HUB_PID"; worker_pid="$GO_WORKER_PID" ;;
         before) url="http://127.0.0.1:$BEFORE_PORT/v1/chat/completions"; token="$BEFORE_TOKEN"; hub_pid="$BEFORE_HUB_PID"; worker_pid="$BEFORE_WORKER_PID" ;;
+        billed) url="http://127.0.0.1:$BILLED_PORT/v1/chat/completions"; token="$BILLED_TOKEN"; hub_pid="$BILLED_HUB_PID"; worker_pid="$BILLED_WORKER_PID" ;;
     esac
     args=(http --url "$url" --concurrency "$conc" --duration "$DURATION" --warmup "$WARMUP")
     [[ -n "$token" ]] && args+=(--token "$token")
@@ -188,7 +208,8 @@ for line in open(results):
     R[(case, who)][int(rnd)] = kv
 who_all = "$CONTENDERS".split()
 label = {"direct": "direct (stub)", "swift": "hub + toki worker", "go": "hub + Go worker",
-         "before": "hub + toki worker, baseline ${BASELINE_LABEL:-before}"}
+         "before": "hub + toki worker, baseline ${BASELINE_LABEL:-before}",
+         "billed": "hub + toki worker, priced model, limits on"}
 
 def med(case, who, key):
     xs = [kv[key] for kv in R[(case, who)].values() if key in kv]
@@ -287,6 +308,23 @@ for w in [w for w in who_all if w != "direct"]:
              f"({ok(a99, lambda v: v <= 1000)}), requests/s at concurrency 16 {'–' if r is None else f'{r:.2f}×'} of direct "
              f"({ok(r, lambda v: v >= 0.5)}); streamed TTFB added p50 {ms(t50)} ({ok(t50, lambda v: v <= 250)}), "
              f"p99 {ms(t99)} ({ok(t99, lambda v: v <= 1000)}).")
+if "billed" in who_all:
+    L.append("")
+    L.append("Billing, limits and a priced model (issue 9: at most 20 µs p50, no serialising on one writer): "
+             "*billed* − *free* per round, both through hub + toki worker of this commit, same run. Every billed request is "
+             "pre-checked (balance, spending cap), rate limited, and its charge committed through the ledger (group commit) "
+             "before the client gets its last bytes; the free one only queues its usage row.\n")
+    def vs(case, key, op):
+        xs = [op(kv[key], R[(case, "swift")][r][key]) for r, kv in R[(case, "billed")].items() if r in R[(case, "swift")] and key in kv]
+        return statistics.median(xs) if xs else None
+    for c, key, what in (("plain-c1", "p50_us", "p50 latency, concurrency 1"), ("plain-c1", "p99_us", "p99 latency, concurrency 1"),
+                         ("stream-c1", "p50_us", "streamed total p50"), ("plain-c16", "p50_us", "p50 latency, concurrency 16")):
+        L.append(f"- {what}: {us(vs(c, key, lambda a, b: a - b))} added")
+    r16 = vs("plain-c16", "rps", lambda a, b: a / b)
+    L.append(f"- requests/s at concurrency 16: {'–' if r16 is None else f'{r16:.2f}×'} the free model's")
+    h16 = (per_req("plain-c16", "billed", "hub_cpu_s", 1e6), per_req("plain-c16", "swift", "hub_cpu_s", 1e6))
+    if None not in h16:
+        L.append(f"- hub CPU per request at concurrency 16: {us(h16[0])} vs {us(h16[1])}")
 if "before" in who_all:
     L.append("")
     L.append("Before/after (this commit vs the baseline, both through hub + toki worker, same run):\n")

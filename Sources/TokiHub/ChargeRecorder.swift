@@ -53,6 +53,16 @@ final class ChargeRecorder: Service, Sendable {
         if dropped { logger.error("usage log backlog full; a row was dropped", metadata: ["request_id": "\(charge.usage.requestID)"]) }
     }
 
+    /// A completed request's charge, before the client gets the answer's last bytes: one that
+    /// costs something returns once committed; a free one (only its usage row) is queued.
+    func settle(_ charge: Charge) async throws {
+        if charge.cost.nanos > 0 {
+            try await commit(charge)
+        } else {
+            record(charge)
+        }
+    }
+
     /// Queues `charge` and returns once it is committed (throws if the write failed).
     func commit(_ charge: Charge) async throws {
         let inline = state.withLock { $0.closed }

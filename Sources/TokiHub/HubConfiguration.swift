@@ -49,6 +49,8 @@ public struct HubConfiguration: Sendable {
     /// their tokens together). Unlimited by default.
     public var tokenRateLimit = RateLimit.unlimited
     public var userRateLimit = RateLimit.unlimited
+    /// Usage rows older than this are deleted (hourly); nil keeps them. The ledger is never pruned.
+    public var usageRetention: Duration?
     // HTTP server limits: timeouts, header size, connections (HTTPServerLimits.swift).
     public var httpLimits = HTTPServerLimits()
 

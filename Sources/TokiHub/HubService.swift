@@ -107,7 +107,8 @@ public final class HubService: Service, Sendable {
         let parts = ServiceGroup(configuration: .init(services: [
             .init(service: deadlines), .init(service: usage), .init(service: presence), .init(service: billing), .init(service: app),
             .init(service: Drain(hub: self)),
-        ], logger: logger))
+        ] + (configuration.usageRetention.map { [.init(service: UsageRetention(store: store, keep: $0, logger: logger))] } ?? []),
+        logger: logger))
         try await parts.run()
     }
 

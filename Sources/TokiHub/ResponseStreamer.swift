@@ -148,7 +148,7 @@ struct ResponseStreamer: Sendable {
                 }
                 // The charge is durable before the client has the answer's last bytes.
                 charged = true
-                try await usage.commit(charge(for: forwarded, status: forwarded.head.status, sniffer: sniffer, ending: .complete))
+                try await usage.settle(charge(for: forwarded, status: forwarded.head.status, sniffer: sniffer, ending: .complete))
                 for piece in output.finish() { try await writer.write(piece) }
                 try await writer.finish(nil)
             } catch {
@@ -222,7 +222,7 @@ struct ResponseStreamer: Sendable {
                         complete = true
                         // The charge is durable before the client has the answer's last bytes.
                         charged = true
-                        try await usage.commit(charge(for: forwarded, status: forwarded.head.status, sniffer: sniffer, ending: .complete))
+                        try await usage.settle(charge(for: forwarded, status: forwarded.head.status, sniffer: sniffer, ending: .complete))
                         for piece in output.finish() {
                             watch.willWrite()
                             try await writer.write(piece)

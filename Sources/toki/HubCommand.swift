@@ -62,6 +62,9 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Most open connections, API clients and workers together (default: the open-file limit minus 256).")
     var maxConnections: Int?
 
+    @Option(name: .long, help: "Delete usage rows older than this many days (default: keep them). Charges stay in the ledger.")
+    var usageRetentionDays: Int?
+
     @Option(name: .long, help: "Requests per minute each API token may make (a token's own limit replaces it; default: unlimited).")
     var tokenRpm: Int?
 
@@ -108,7 +111,7 @@ struct HubCommand: AsyncParsableCommand {
         guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
               responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0,
               headerTimeout > 0, idleTimeout > 0, bodyTimeout > 0, (maxConnections ?? 1) > 0,
-              [tokenRpm, tokenTpm, tokenMaxConcurrent, userRpm, userTpm, userMaxConcurrent].allSatisfy({ ($0 ?? 1) > 0 })
+              [usageRetentionDays, tokenRpm, tokenTpm, tokenMaxConcurrent, userRpm, userTpm, userMaxConcurrent].allSatisfy({ ($0 ?? 1) > 0 })
         else {
             throw ValidationError("sizes and timeouts must be positive")
         }
@@ -129,6 +132,7 @@ struct HubCommand: AsyncParsableCommand {
         configuration.responseTimeout = .seconds(responseTimeout)
         configuration.heartbeatTimeout = .seconds(heartbeatTimeout)
         configuration.pingInterval = .seconds(pingInterval)
+        configuration.usageRetention = usageRetentionDays.map { .seconds($0 * 86_400) }
         configuration.tokenRateLimit = RateLimit(rpm: tokenRpm, tpm: tokenTpm, concurrency: tokenMaxConcurrent)
         configuration.userRateLimit = RateLimit(rpm: userRpm, tpm: userTpm, concurrency: userMaxConcurrent)
         configuration.allowLZ4 = !noLz4
