@@ -80,6 +80,42 @@ enum APIEnvelope {
     }
 }
 
+extension APIEnvelope {
+    /// A collection of management routes: errors in the envelope (auth failures included), the
+    /// caller authenticated, `worker`-scoped tokens refused (403).
+    static func routes(tokens: TokenCache) -> RouteCollection<HubRequestContext> {
+        RouteCollection(context: HubRequestContext.self)
+            .add(middleware: EnvelopeErrors())
+            .add(middleware: APIAuthentication(tokens: tokens))
+            .add(middleware: RefuseWorkerTokens())
+    }
+
+    /// The path parameter `name` as a positive integer, else 400.
+    static func id(_ context: HubRequestContext, _ name: String = "id") throws -> Int64 {
+        try positiveID(context.parameters.get(name) ?? "", field: name)
+    }
+
+    /// `raw` as a positive integer (at most 19 digits, nothing else), else 400 naming `field`.
+    static func positiveID(_ raw: String, field: String) throws -> Int64 {
+        guard raw.utf8.count <= 19, raw.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let id = Int64(raw), id > 0 else {
+            throw APIError(.badRequest, "\(field) must be a positive integer")
+        }
+        return id
+    }
+}
+
+/// The management API is for people: a token that may only register workers gets 403.
+struct RefuseWorkerTokens: RouterMiddleware {
+    typealias Context = HubRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard try context.authenticatedUser().scope.allowsInference else {
+            throw APIError(.forbidden, "this token's scope is worker: it may only register workers")
+        }
+        return try await next(request, context)
+    }
+}
+
 /// A management request body: the JSON fields it accepts (snake case), so unknown ones are refused.
 protocol APIBody {
     static var fields: Set<String> { get }

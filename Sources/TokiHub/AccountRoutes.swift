@@ -23,10 +23,7 @@ struct AccountRoutes: Sendable {
     var now: @Sendable () -> Date = { Date() }
 
     func collection() -> RouteCollection<HubRequestContext> {
-        let routes = RouteCollection(context: HubRequestContext.self)
-            .add(middleware: EnvelopeErrors())
-            .add(middleware: APIAuthentication(tokens: tokens))
-            .add(middleware: RefuseWorkerScope())
+        let routes = APIEnvelope.routes(tokens: tokens)
 
         // The caller's own account.
         routes.get("/api/user/self") { _, context in try await self.me(context) }
@@ -262,16 +259,9 @@ struct AccountRoutes: Sendable {
         return caller
     }
 
-    static func id(_ context: HubRequestContext, _ name: String = "id") throws -> Int64 {
-        try positiveID(context.parameters.get(name) ?? "", field: name)
-    }
+    static func id(_ context: HubRequestContext, _ name: String = "id") throws -> Int64 { try APIEnvelope.id(context, name) }
 
-    static func positiveID(_ raw: String, field: String) throws -> Int64 {
-        guard raw.utf8.count <= 19, raw.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let id = Int64(raw), id > 0 else {
-            throw APIError(.badRequest, "\(field) must be a positive integer")
-        }
-        return id
-    }
+    static func positiveID(_ raw: String, field: String) throws -> Int64 { try APIEnvelope.positiveID(raw, field: field) }
 
     /// Refuses query parameters the route does not know (a typo would otherwise widen a filter).
     static func onlyKnownQuery(_ request: Request, _ allowed: Set<String>) throws {
@@ -312,17 +302,6 @@ struct AccountRoutes: Sendable {
 }
 
 /// Worker-scoped tokens may only register workers: 403 on the management API.
-struct RefuseWorkerScope: RouterMiddleware {
-    typealias Context = HubRequestContext
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard try context.authenticatedUser().scope.allowsInference else {
-            throw APIError(.forbidden, "this token's scope is worker: it may only register workers")
-        }
-        return try await next(request, context)
-    }
-}
-
 // MARK: - Bodies
 
 struct TokenBody: Decodable, APIBody {

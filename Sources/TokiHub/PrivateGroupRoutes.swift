@@ -17,10 +17,7 @@ struct PrivateGroupRoutes: Sendable {
     static let base = "/api/user/private-groups"
 
     func collection() -> RouteCollection<HubRequestContext> {
-        let routes = RouteCollection(context: HubRequestContext.self)
-            .add(middleware: EnvelopeErrors())
-            .add(middleware: APIAuthentication(tokens: tokens))
-            .add(middleware: RefuseWorkerTokens())
+        let routes = APIEnvelope.routes(tokens: tokens)
         let base = Self.base
         // Constant path components win over `:id` in Hummingbird's trie, whatever the order.
         routes.get(RouterPath(base)) { _, context in try await self.listOwned(context) }
@@ -148,12 +145,7 @@ struct PrivateGroupRoutes: Sendable {
     // MARK: inputs
 
     /// A path id: a positive integer, else 400.
-    static func id(_ context: HubRequestContext, _ name: String) throws -> Int64 {
-        guard let text = context.parameters.get(name), text.utf8.count <= 19, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
-              let id = Int64(text), id > 0
-        else { throw APIError(.badRequest, "\(name) must be a positive integer") }
-        return id
-    }
+    static func id(_ context: HubRequestContext, _ name: String) throws -> Int64 { try APIEnvelope.id(context, name) }
 
     /// `expires_at` in unix seconds: absent or 0 means never; negative is refused (the store
     /// refuses the past).
@@ -194,16 +186,6 @@ struct PrivateGroupRoutes: Sendable {
         static let fields: Set<String> = ["group_id", "expires_at"]
         var groupId: Int64
         var expiresAt: Int64?
-    }
-}
-
-/// Refuses worker-scoped tokens: they may register workers, nothing else.
-struct RefuseWorkerTokens: RouterMiddleware {
-    typealias Context = HubRequestContext
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if try context.authenticatedUser().scope == .worker { throw APIError(.forbidden, "this token may only register workers") }
-        return try await next(request, context)
     }
 }
 

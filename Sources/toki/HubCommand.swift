@@ -182,6 +182,8 @@ struct HubCommand: AsyncParsableCommand {
 }
 
 /// `toki token create|list|revoke`: manage API tokens directly in the hub's database.
+extension TokenScope: ExpressibleByArgument {}
+
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
@@ -205,10 +207,12 @@ struct TokenCommand: AsyncParsableCommand {
         var user = "default"
         @Option(name: .long, help: "A label for the token.")
         var name: String?
+        @Option(name: .long, help: "What the token may do: inference (call the API), worker (only register workers: for a GPU box), or both.")
+        var scope: TokenScope = .both
 
         func run() async throws {
             let hub = try store.open()
-            let created = try await hub.createToken(user: user, name: name)
+            let created = try await hub.createToken(user: user, name: name, options: TokenOptions(scope: scope))
             print(created.plaintext)
         }
     }

@@ -244,7 +244,7 @@ struct PrivateGroupRoutesTests {
             try expectFailure(try await client.call(.get, base, token: "sk-toki-wrong"), .unauthorized)
             try expectFailure(try await client.call(.get, "\(base)/joined", token: nil), .unauthorized)
             let message = try expectFailure(try await client.call(.post, base, token: f.aliceWorker, json: #"{"group_slug":"pool"}"#), .forbidden)
-            #expect(message == "this token may only register workers")
+            #expect(message == "this token's scope is worker: it may only register workers")
             try expectFailure(try await client.call(.get, "\(base)/joined", token: f.aliceWorker), .forbidden)
 
             let id = try #require(try expectOK(try await client.call(.post, base, token: f.alice, json: #"{"group_slug":"pool"}"#)).object["id"] as? Int)
