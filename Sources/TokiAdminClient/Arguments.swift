@@ -51,13 +51,22 @@ public enum TimeArgument {
         let dateOnly = ISO8601DateFormatter()
         dateOnly.timeZone = utc
         dateOnly.formatOptions = [.withFullDate, .withDashSeparatorInDate]
+        if raw.count == 10 {
+            return dateOnly.date(from: raw).map { Int64($0.timeIntervalSince1970) }
+        }
         var text = raw
-        // `2025-01-02 03:04:05Z` and zone-less times are accepted as UTC.
+        // `2025-01-02 03:04:05Z` is accepted, and so are times without seconds or a zone (UTC).
         if text.count > 10, text[text.index(text.startIndex, offsetBy: 10)] == " " {
             text = String(text.prefix(10)) + "T" + String(text.dropFirst(11))
         }
-        if text.count == 16 || text.count == 19, text.contains("T") { text += "Z" }
-        for formatter in [full, fractional, dateOnly] {
+        var chars = Array(text)
+        if chars.count >= 16, chars[13] == ":", chars.count == 16 || chars[16] != ":" {
+            chars.insert(contentsOf: ":00", at: 16)
+        }
+        let hasZone = chars.last == "Z" || chars.dropFirst(19).contains { $0 == "+" || $0 == "-" }
+        if chars.count >= 19, !hasZone { chars.append("Z") }
+        text = String(chars)
+        for formatter in [full, fractional] {
             if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970.rounded(.down)) }
         }
         return nil

@@ -75,11 +75,38 @@ public enum Cell {
         switch value {
         case .null: return "-"
         case .bool(let b): return b ? "yes" : "no"
-        case .number(let n): return n
+        case .number(let n): return plainDecimal(n)
         case .string(let s): return printable(s)
         case .array(let items): return items.isEmpty ? "-" : items.map(text).joined(separator: ",")
         case .object: return printable(value.compact)
         }
+    }
+
+    /// `9e-06` as `0.000009` (a JSON writer may use exponents; a table should not).
+    static func plainDecimal(_ literal: String) -> String {
+        guard literal.contains(where: { $0 == "e" || $0 == "E" }) else { return literal }
+        let lower = literal.lowercased()
+        let parts = lower.split(separator: "e", maxSplits: 1)
+        guard parts.count == 2, let exponent = Int(parts[1]), abs(exponent) <= 40 else { return literal }
+        var mantissa = String(parts[0])
+        let negative = mantissa.hasPrefix("-")
+        if negative { mantissa.removeFirst() }
+        let pieces = mantissa.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let whole = String(pieces[0])
+        let fraction = pieces.count > 1 ? String(pieces[1]) : ""
+        var digits = whole + fraction
+        var point = whole.count + exponent
+        if point <= 0 {
+            digits = String(repeating: "0", count: 1 - point) + digits
+            point = 1
+        } else if point > digits.count {
+            digits += String(repeating: "0", count: point - digits.count)
+        }
+        var intPart = String(digits.prefix(point))
+        var fracPart = String(digits.dropFirst(point))
+        while intPart.count > 1, intPart.hasPrefix("0") { intPart.removeFirst() }
+        while fracPart.hasSuffix("0") { fracPart.removeLast() }
+        return (negative ? "-" : "") + intPart + (fracPart.isEmpty ? "" : "." + fracPart)
     }
 
     /// Control characters escaped: what the hub stores cannot move the cursor or end the row.
