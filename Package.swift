@@ -96,8 +96,10 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // `toki admin`'s pure parts: the envelope, JSON kept verbatim, tables, argument parsing.
+        .target(name: "TokiAdminClient"),
         .executableTarget(name: "toki", dependencies: [
-            "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
+            "TokiAdminClient", "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -131,6 +133,7 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "TokiAdminClientTests", dependencies: ["TokiAdminClient"]),
         .testTarget(name: "TokiStoreTests", dependencies: [
             "TokiStore",
             .product(name: "Logging", package: "swift-log"),

@@ -6,7 +6,7 @@ struct Toki: AsyncParsableCommand {
         commandName: "toki",
         abstract: "Pool your own GPUs behind one OpenAI-compatible API.",
         version: TokiVersion.string,
-        subcommands: [HubCommand.self, RelayCommand.self, StatusCommand.self, TokenCommand.self, WorkerCommand.self, VersionCommand.self]
+        subcommands: [HubCommand.self, RelayCommand.self, AdminCommand.self, StatusCommand.self, TokenCommand.self, WorkerCommand.self, VersionCommand.self]
     )
 }
 
