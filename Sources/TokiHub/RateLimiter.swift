@@ -278,11 +278,8 @@ public final class RateLimiter: Sendable {
     }
 
     /// Monotonic nanoseconds (CLOCK_MONOTONIC); the default `now` of every call.
-    @inlinable
     public static func monotonicNow() -> UInt64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
-        return UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec)
+        NIODeadline.now().uptimeNanoseconds
     }
 
     /// Checks and charges one request against the token's and the user's limits.

@@ -225,3 +225,60 @@ func normalisedStream(_ text: String) -> String {
         #expect(check.status == 200 && (check.data["problems"] as? [Any])?.isEmpty == true, "\(check.envelope)")
     }
 }
+
+/// `toki admin` against a live hub, as an owner, a member and an admin would use it.
+@Suite(.serialized) struct AdminCLITests {
+    struct Run {
+        var status: Int32
+        var stdout: [String]
+        var stderr: String
+    }
+
+    static func admin(_ hub: HubProcess, token: String, _ arguments: [String]) async throws -> Run {
+        let cli = try ChildProcess(Products.path("toki"), ["admin"] + arguments + ["--hub", hub.url, "--token", token], name: "toki admin")
+        let status = try await cli.waitForExit()
+        return Run(status: status, stdout: cli.stdoutLines, stderr: cli.stderr)
+    }
+
+    @Test func ownersMembersAndAdminsUseTheCLI() async throws {
+        let hub = try await HubProcess()
+        defer { Task { await hub.stop() } }
+        let admin = try #require(hub.adminToken)
+        let alice = try await hub.createToken(user: "alice")
+        let bob = try await hub.createToken(user: "bob")
+        let carol = try await hub.createToken(user: "carol")
+
+        let created = try await Self.admin(hub, token: alice, ["group", "create", "cli-pool", "--json"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let group = try #require(try JSONSerialization.jsonObject(with: Data(created.stdout.joined(separator: "\n").utf8)) as? [String: Any])
+        let id = try #require(group["id"] as? Int)
+
+        // The code alone on stdout, so CODE=$(toki admin invite create …) works.
+        let invite = try await Self.admin(hub, token: alice, ["invite", "create", "\(id)", "--max-uses", "1"])
+        #expect(invite.status == 0, "\(invite.stderr)")
+        #expect(invite.stdout.count == 1)
+        let code = try #require(invite.stdout.first)
+        #expect(code.range(of: #"^[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}$"#, options: .regularExpression) != nil)
+        #expect(try await Self.admin(hub, token: bob, ["redeem", code]).status == 0)
+        let members = try await Self.admin(hub, token: alice, ["group", "members", "\(id)"])
+        #expect(members.status == 0 && members.stdout.contains { $0.contains("bob") }, "\(members.stdout)")
+
+        // Another user's group: a clear error and exit 1.
+        let foreign = try await Self.admin(hub, token: carol, ["group", "show", "\(id)"])
+        #expect(foreign.status == 1)
+        #expect(foreign.stderr.contains("error:") && foreign.stderr.contains("404"), "\(foreign.stderr)")
+
+        // The admin prices a model, tops bob up; the books balance.
+        #expect(try await Self.admin(hub, token: admin, ["price", "set", "m", "--input", "1", "--output", "2"]).status == 0)
+        let prices = try await Self.admin(hub, token: admin, ["price", "list"])
+        #expect(prices.stdout.contains { $0.contains("m") && $0.contains("2") }, "\(prices.stdout)")
+        let bobID = try #require(try await ManagementAPI(base: hub.url).call(.GET, "/api/user/self", token: bob).data["id"] as? Int)
+        #expect(try await Self.admin(hub, token: admin, ["user", "topup", "\(bobID)", "2.5"]).status == 0)
+        let me = try await Self.admin(hub, token: bob, ["self", "--json"])
+        #expect(me.stdout.joined().contains("2.5"), "\(me.stdout)")
+        let check = try await Self.admin(hub, token: admin, ["ledger", "check"])
+        #expect(check.status == 0, "\(check.stdout) \(check.stderr)")
+        // A non-admin cannot.
+        #expect(try await Self.admin(hub, token: bob, ["price", "set", "m", "--input", "0"]).status == 1)
+    }
+}
