@@ -120,7 +120,7 @@ fi
 if [[ -n "${BASELINE:-}" ]]; then
     start_toki_pair before "$BASELINE"
     BEFORE_PORT="$HUB_PORT"; BEFORE_TOKEN="$TOKEN"; BEFORE_HUB_PID=$HUB_PID; BEFORE_WORKER_PID=$WORKER_PID
-    CONTENDERS="direct swift before"
+    CONTENDERS="$CONTENDERS before"
 fi
 if [[ "$WITH_GO" == 1 ]]; then
     start_hub hub-go
