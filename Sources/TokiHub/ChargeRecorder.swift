@@ -4,23 +4,26 @@ import ServiceLifecycle
 import TokiStore
 
 /// Writes usage rows and their charges (`Charge`: one SQLite transaction each batch) with group
-/// commit: a request that must not complete before its charge is durable waits in `commit`,
-/// and every charge queued meanwhile (by any request) goes into the same transaction, so one
-/// write pays for many requests and no request waits on another's transaction. Rows nobody
-/// waits for (failures, disconnects) go with the next batch, at most `period` later.
+/// commit, leader style: a request whose charge must be durable before it completes finds no
+/// write in progress and writes the queue itself, its charge included (no hand-off to another
+/// task on the way); requests arriving meanwhile queue and wait, and when the write ends their
+/// charges (and anything else queued) go together in the next one. One write pays for many
+/// requests, and under no load a charge costs one transaction and no extra wake-ups. Rows
+/// nobody waits for (free requests, failures, disconnects) go with the next write, at most
+/// `period` later.
 final class ChargeRecorder: Service, Sendable {
     let ledger: any BillingLedger
     let billing: Billing?
     let logger: Logger
     let period: Duration
     private let state = Locked(State())
-    private let wake: AsyncStream<Void>.Continuation
-    private let wakes: AsyncStream<Void>
     static let maxPending = 100_000
 
     private struct State {
         var charges: [Charge] = []
         var waiters: [CheckedContinuation<Void, any Error>] = []
+        /// A write is in progress: its writer will take what is queued.
+        var writing = false
         /// Until `run` starts and after its last flush: commits write inline (nobody would flush them).
         var closed = true
     }
@@ -35,10 +38,9 @@ final class ChargeRecorder: Service, Sendable {
         self.billing = billing
         self.logger = logger
         self.period = period
-        (wakes, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Queues a row (and its charge) for the next batch.
+    /// Queues a row (and its charge) for the next write.
     func record(_ charge: Charge) {
         let (dropped, inline) = state.withLock { state -> (Bool, Bool) in
             if state.closed { return (false, true) }
@@ -65,44 +67,40 @@ final class ChargeRecorder: Service, Sendable {
 
     /// Queues `charge` and returns once it is committed (throws if the write failed).
     func commit(_ charge: Charge) async throws {
-        let inline = state.withLock { $0.closed }
-        if inline {
+        enum Role { case inline, leader, follower }
+        let role = state.withLock { state -> Role in
+            if state.closed { return .inline }
+            if state.writing { return .follower }
+            state.writing = true
+            state.charges.append(charge)
+            return .leader
+        }
+        switch role {
+        case .inline:
             try await write([charge])
-            return
-        }
-        try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
-            let closed = state.withLock { state -> Bool in
-                if state.closed { return true }
-                state.charges.append(charge)
-                state.waiters.append(waiter)
-                return false
-            }
-            if closed {
-                Task { do { try await self.write([charge]); waiter.resume() } catch { waiter.resume(throwing: error) } }
-            } else {
-                wake.yield()
+        case .leader:
+            // The first batch holds this charge; whoever queued meanwhile is written by a
+            // successor, so this request does not wait for their write too.
+            let failure = await writeBatch()
+            handOff()
+            if let failure { throw failure }
+        case .follower:
+            try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
+                let lead = state.withLock { state -> Bool in
+                    state.charges.append(charge)
+                    state.waiters.append(waiter)
+                    if state.writing { return false }
+                    state.writing = true  // the write ended in between: this waiter's batch needs a writer
+                    return true
+                }
+                if lead { handOff(alreadyWriting: true) }
             }
         }
     }
 
-    func run() async throws {
-        state.withLock { $0.closed = false }
-        let ticker = Task { [wake, period] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: period)
-                wake.yield()
-            }
-        }
-        await cancelWhenGracefulShutdown {
-            for await _ in self.wakes { await self.flush() }
-        }
-        ticker.cancel()
-        // The last batch, and from now on commits write inline.
-        state.withLock { $0.closed = true }
-        await Task { await self.flush() }.value
-    }
-
-    private func flush() async {
+    /// Writes what is queued as one batch (the caller holds `writing`); resumes its waiters.
+    /// Returns the failure, if the write failed.
+    private func writeBatch() async -> CommitFailed? {
         let (charges, waiters) = state.withLock { state in
             defer {
                 state.charges.removeAll(keepingCapacity: true)
@@ -110,14 +108,70 @@ final class ChargeRecorder: Service, Sendable {
             }
             return (state.charges, state.waiters)
         }
-        guard !charges.isEmpty else { return }
+        guard !charges.isEmpty else { return nil }
         do {
             try await write(charges)
             for waiter in waiters { waiter.resume() }
+            return nil
         } catch {
             logger.error("could not record usage and charges", metadata: ["error": "\(error)", "rows": "\(charges.count)"])
-            for waiter in waiters { waiter.resume(throwing: CommitFailed(reason: "\(error)")) }
+            let failure = CommitFailed(reason: "\(error)")
+            for waiter in waiters { waiter.resume(throwing: failure) }
+            return failure
         }
+    }
+
+    /// Gives up `writing`, or, if charges queued meanwhile, keeps it and writes them in a task
+    /// of their own until the queue is empty.
+    private func handOff(alreadyWriting: Bool = false) {
+        let more = state.withLock { state -> Bool in
+            if alreadyWriting || !state.charges.isEmpty { return true }
+            state.writing = false
+            return false
+        }
+        guard more else { return }
+        Task {
+            while true {
+                _ = await self.writeBatch()
+                let done = self.state.withLock { state -> Bool in
+                    if state.charges.isEmpty {
+                        state.writing = false
+                        return true
+                    }
+                    return false
+                }
+                if done { return }
+            }
+        }
+    }
+
+    func run() async throws {
+        state.withLock { $0.closed = false }
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: self.period)
+                await self.flush()
+            }
+        }
+        // The last batch, and from now on commits write inline. A write still at work finishes
+        // first (the process may end right after this returns).
+        state.withLock { $0.closed = true }
+        await Task {
+            for _ in 0..<1000 where self.state.withLock({ $0.writing }) { try? await Task.sleep(for: .milliseconds(10)) }
+            await self.flush()
+        }.value
+    }
+
+    /// The periodic write of rows nobody waits for (skipped while a writer is at work: it takes them).
+    private func flush() async {
+        let lead = state.withLock { state -> Bool in
+            guard !state.writing, !state.charges.isEmpty else { return false }
+            state.writing = true
+            return true
+        }
+        guard lead else { return }
+        _ = await writeBatch()
+        handOff()
     }
 
     private func write(_ charges: [Charge]) async throws {

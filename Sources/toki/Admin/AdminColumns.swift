@@ -28,9 +28,9 @@ enum Columns {
 
     /// `/joined` rows: `{"group":…,"grant":…}`.
     static let joined: [Column] = [
-        Column("ID", "group.id|id"), Column("SLUG", "group.group_slug|group_slug"), Column("OWNER", "group.owner_user_id|owner_user_id"),
-        Column("STATUS", "group.status|status"), Column("ROLE", "grant.role"), Column("EXPIRES", "grant.expires_at"),
-        Column("JOINED", "grant.created_at", .time),
+        Column("ID", "group_id|group.id|id"), Column("SLUG", "group_slug|group.group_slug"), Column("OWNER", "owner_user_id|group.owner_user_id"),
+        Column("ROLE", "role|grant.role"), Column("SOURCE", "source|grant.source"), Column("EXPIRES", "expires_at|grant.expires_at"),
+        Column("JOINED", "created_at|grant.created_at", .time),
     ]
 
     static let grant: [Column] = [
@@ -39,8 +39,8 @@ enum Columns {
     ]
 
     static let member: [Column] = [
-        Column("USER", "user_id"), Column("USERNAME", "username"), Column("ROLE", "role"), Column("SOURCE", "source"),
-        Column("EXPIRES", "expires_at"), Column("REVOKED", "revoked_at"), Column("SINCE", "created_at"),
+        Column("USER", "user_id"), Column("USERNAME", "user_name|username"), Column("ROLE", "role"), Column("SOURCE", "source"),
+        Column("EXPIRES", "expires_at"), Column("SINCE", "created_at"),
     ]
 
     static let invite: [Column] = [
