@@ -6,7 +6,8 @@
 // Invariants:
 //  - only OpenAIError is thrown;
 //  - a routed model is never empty or all-blank;
-//  - JSON: re-serialising {"model": m, "stream": s} and inspecting it gives the same result;
+//  - JSON: re-serialising {"model": m, "stream": s, "stream_options": {"include_usage": u}}
+//    (the last only if the body had stream_options) and inspecting it gives the same result;
 //  - multipart: the model comes out trimmed, `stream` is false, its text is in the body, and
 //    a canonical form-data body carrying the same model routes the same way.
 import Foundation
@@ -29,7 +30,8 @@ func inspect(_ body: () throws -> RoutedBody) -> RoutedBody? {
 
 func fuzzJSON(_ body: ByteBuffer) {
     guard let routed = inspect({ try BodyInspector.inspectJSON(body) }) else { return }
-    let object: [String: Any] = ["model": routed.model, "stream": routed.stream]
+    var object: [String: Any] = ["model": routed.model, "stream": routed.stream]
+    if let includeUsage = routed.includeUsage { object["stream_options"] = ["include_usage": includeUsage] }
     guard let data = try? JSONSerialization.data(withJSONObject: object) else {
         check(false, "routed model cannot be serialised: \(routed)")
         return
