@@ -38,7 +38,7 @@ struct AccountRoutes: Sendable {
             try await self.createToken(request, for: try context.authenticatedUser().userID)
         }
         routes.delete("/api/user/tokens/:id") { _, context in
-            try await self.revokeToken(try Self.id(context), ownedBy: try context.authenticatedUser().userID)
+            try await self.revokeToken(try APIEnvelope.id(context), ownedBy: try context.authenticatedUser().userID)
         }
         // A pool owner's prices and the pool's usage.
         routes.get("/api/user/private-groups/:id/prices") { _, context in
@@ -72,34 +72,34 @@ struct AccountRoutes: Sendable {
         }
         routes.get("/api/admin/users/:id") { _, context in
             try Self.requireAdmin(context)
-            let id = try Self.id(context)
+            let id = try APIEnvelope.id(context)
             guard let summary = try await self.store.userSummary(userID: id) else { throw APIError.notFound("user #\(id)") }
             return try APIEnvelope.ok(UserView(summary.user, balance: summary.balance))
         }
         routes.put("/api/admin/users/:id") { request, context in
             try Self.requireAdmin(context)
-            let id = try Self.id(context)
+            let id = try APIEnvelope.id(context)
             let body = try await APIEnvelope.decode(UserUpdateBody.self, from: request)
             let user = try await self.store.setUserGroup(userID: id, group: body.group)
             return try APIEnvelope.ok(UserView(user, balance: try await self.store.balance(userID: id)))
         }
         routes.get("/api/admin/users/:id/tokens") { _, context in
             try Self.requireAdmin(context)
-            let id = try Self.id(context)
+            let id = try APIEnvelope.id(context)
             guard try await self.store.user(id: id) != nil else { throw APIError.notFound("user #\(id)") }
             return try APIEnvelope.ok(try await self.store.listTokens(userID: id).map(TokenView.init))
         }
         routes.post("/api/admin/users/:id/tokens") { request, context in
             try Self.requireAdmin(context)
-            return try await self.createToken(request, for: try Self.id(context))
+            return try await self.createToken(request, for: try APIEnvelope.id(context))
         }
         routes.delete("/api/admin/tokens/:id") { _, context in
             try Self.requireAdmin(context)
-            return try await self.revokeToken(try Self.id(context), ownedBy: nil)
+            return try await self.revokeToken(try APIEnvelope.id(context), ownedBy: nil)
         }
         routes.post("/api/admin/users/:id/topup") { request, context in
             let admin = try Self.requireAdmin(context)
-            let id = try Self.id(context)
+            let id = try APIEnvelope.id(context)
             let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
             let balance = try await self.store.topUp(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
             self.onBalanceChanged(id)
@@ -107,7 +107,7 @@ struct AccountRoutes: Sendable {
         }
         routes.post("/api/admin/users/:id/adjust") { request, context in
             let admin = try Self.requireAdmin(context)
-            let id = try Self.id(context)
+            let id = try APIEnvelope.id(context)
             let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
             let balance = try await self.store.adjust(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
             self.onBalanceChanged(id)
@@ -169,7 +169,7 @@ struct AccountRoutes: Sendable {
         try Self.onlyKnownQuery(request, allowed)
         let query = request.uri.queryParameters
         var filter = UsageFilter(userID: userID)
-        if let raw = query["user_id"] { filter.userID = try Self.positiveID(String(raw), field: "user_id") }
+        if let raw = query["user_id"] { filter.userID = try APIEnvelope.positiveID(String(raw), field: "user_id") }
         filter.requestID = try query["request_id"].map { try Self.queryText(String($0), field: "request_id", max: 256) }
         filter.model = try query["model"].map { try Self.queryText(String($0), field: "model", max: 256) }
         filter.group = try query["group"].map { try Self.queryText(String($0), field: "group", max: 64) }
@@ -247,7 +247,7 @@ struct AccountRoutes: Sendable {
 
     /// The slug of the pool `:id` if the caller owns it; 404 otherwise (as if it did not exist).
     func ownedPool(_ context: HubRequestContext) async throws -> String {
-        try await store.ownedPoolSlug(groupID: try Self.id(context), ownerUserID: try context.authenticatedUser().userID)
+        try await store.ownedPoolSlug(groupID: try APIEnvelope.id(context), ownerUserID: try context.authenticatedUser().userID)
     }
 
     // MARK: - Validation
@@ -258,10 +258,6 @@ struct AccountRoutes: Sendable {
         guard caller.isAdmin else { throw APIError.forbidden }
         return caller
     }
-
-    static func id(_ context: HubRequestContext, _ name: String = "id") throws -> Int64 { try APIEnvelope.id(context, name) }
-
-    static func positiveID(_ raw: String, field: String) throws -> Int64 { try APIEnvelope.positiveID(raw, field: field) }
 
     /// Refuses query parameters the route does not know (a typo would otherwise widen a filter).
     static func onlyKnownQuery(_ request: Request, _ allowed: Set<String>) throws {

@@ -138,8 +138,11 @@ struct TokenCounts: Sendable, Equatable {
     /// The documented estimate when the backend reports nothing: a token per 4 bytes of the
     /// request body, and per streamed event (an SSE response) or 4 bytes of the body.
     static func estimate(requestBytes: Int, responseEvents: Int?, responseBytes: Int) -> TokenCounts {
-        TokenCounts(prompt: (requestBytes + 3) / 4, completion: responseEvents ?? (responseBytes + 3) / 4, estimated: true)
+        TokenCounts(prompt: promptEstimate(requestBytes: requestBytes), completion: responseEvents ?? (responseBytes + 3) / 4, estimated: true)
     }
+
+    /// The prompt's share of the estimate, what the pre-checks count before anything is known.
+    static func promptEstimate(requestBytes: Int) -> Int { (requestBytes + 3) / 4 }
 }
 
 extension OpenAIError {

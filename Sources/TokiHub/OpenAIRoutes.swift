@@ -80,7 +80,7 @@ struct OpenAIRoutes: Sendable {
                                    concurrency: user.maxConcurrent ?? tokenRateLimit.concurrency)
         let permit: RateLimiter.Permit
         switch limiter.admit(user: user.userID, userLimit: userRateLimit, token: user.tokenID, tokenLimit: tokenLimit,
-                             estimatedTokens: TokenCounts.estimate(requestBytes: body.readableBytes, responseEvents: 0, responseBytes: 0).prompt) {
+                             estimatedTokens: TokenCounts.promptEstimate(requestBytes: body.readableBytes)) {
         case .refused(let refusal):
             var error = OpenAIError(.tooManyRequests, refusal.message, type: refusal.type, code: "rate_limit_exceeded")
             error.headers = refusal.headers

@@ -72,12 +72,12 @@ struct PrivateGroupRoutes: Sendable {
 
     func show(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        return try APIEnvelope.ok(GroupJSON(try await store.group(id: try Self.id(context, "id"), visibleTo: user.userID)))
+        return try APIEnvelope.ok(GroupJSON(try await store.group(id: try APIEnvelope.id(context, "id"), visibleTo: user.userID)))
     }
 
     func update(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        let id = try Self.id(context, "id")
+        let id = try APIEnvelope.id(context, "id")
         let body = try await APIEnvelope.decode(UpdateGroupBody.self, from: request)
         guard body.groupSlug != nil || body.status != nil else { throw APIError(.badRequest, "give group_slug and/or status") }
         // Members' usable groups change with the slug or the status: their cached tokens go.
@@ -89,19 +89,19 @@ struct PrivateGroupRoutes: Sendable {
 
     func delete(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        let revoked = try await store.deleteGroup(id: try Self.id(context, "id"), ownerUserID: user.userID, now: Date())
+        let revoked = try await store.deleteGroup(id: try APIEnvelope.id(context, "id"), ownerUserID: user.userID, now: Date())
         revoked.forEach(onAccessChanged)
         return try APIEnvelope.ok(Empty())
     }
 
     func listCodes(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        return try APIEnvelope.ok(try await store.listInviteCodes(groupID: try Self.id(context, "id"), ownerUserID: user.userID).map(CodeJSON.init))
+        return try APIEnvelope.ok(try await store.listInviteCodes(groupID: try APIEnvelope.id(context, "id"), ownerUserID: user.userID).map(CodeJSON.init))
     }
 
     func createCode(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        let id = try Self.id(context, "id")
+        let id = try APIEnvelope.id(context, "id")
         let body = try await APIEnvelope.decode(CreateCodeBody.self, from: request)
         let made = try await store.createInviteCode(groupID: id, ownerUserID: user.userID, maxUses: body.maxUses ?? 1,
                                                     expiresAt: try Self.expiry(body.expiresAt), now: Date())
@@ -110,8 +110,8 @@ struct PrivateGroupRoutes: Sendable {
 
     func setCodeStatus(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        let id = try Self.id(context, "id")
-        let codeID = try Self.id(context, "code_id")
+        let id = try APIEnvelope.id(context, "id")
+        let codeID = try APIEnvelope.id(context, "code_id")
         let body = try await APIEnvelope.decode(CodeStatusBody.self, from: request)
         let code = try await store.setInviteCodeStatus(codeID: codeID, groupID: id, ownerUserID: user.userID, status: body.status, now: Date())
         return try APIEnvelope.ok(CodeJSON(code))
@@ -119,13 +119,13 @@ struct PrivateGroupRoutes: Sendable {
 
     func members(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        return try APIEnvelope.ok(try await store.listMembers(groupID: try Self.id(context, "id"), ownerUserID: user.userID).map(MemberJSON.init))
+        return try APIEnvelope.ok(try await store.listMembers(groupID: try APIEnvelope.id(context, "id"), ownerUserID: user.userID).map(MemberJSON.init))
     }
 
     func removeMember(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        let id = try Self.id(context, "id")
-        let member = try Self.id(context, "user_id")
+        let id = try APIEnvelope.id(context, "id")
+        let member = try APIEnvelope.id(context, "user_id")
         try await store.removeMember(groupID: id, ownerUserID: user.userID, memberUserID: member, now: Date())
         onAccessChanged(member)
         return try APIEnvelope.ok(Empty())
@@ -133,7 +133,7 @@ struct PrivateGroupRoutes: Sendable {
 
     func adminGrant(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let admin = try context.authenticatedUser()
-        let userID = try Self.id(context, "id")
+        let userID = try APIEnvelope.id(context, "id")
         let body = try await APIEnvelope.decode(AdminGrantBody.self, from: request)
         guard body.groupId > 0 else { throw APIError(.badRequest, "group_id must be a positive integer") }
         let grant = try await store.adminGrant(groupID: body.groupId, userID: userID, expiresAt: try Self.expiry(body.expiresAt),
@@ -143,9 +143,6 @@ struct PrivateGroupRoutes: Sendable {
     }
 
     // MARK: inputs
-
-    /// A path id: a positive integer, else 400.
-    static func id(_ context: HubRequestContext, _ name: String) throws -> Int64 { try APIEnvelope.id(context, name) }
 
     /// `expires_at` in unix seconds: absent or 0 means never; negative is refused (the store
     /// refuses the past).

@@ -38,7 +38,7 @@ struct RequestForwarder: Sendable {
         }
         // Before routing: groups whose price the caller cannot pay are skipped; if that leaves
         // nothing, 429 `insufficient_quota` and nothing is routed.
-        let promptEstimate = TokenCounts.estimate(requestBytes: requestBytes ?? body.readableBytes, responseEvents: 0, responseBytes: 0).prompt
+        let promptEstimate = TokenCounts.promptEstimate(requestBytes: requestBytes ?? body.readableBytes)
         var verdicts: [String: (price: BillingPrice?, refusal: OpenAIError?)] = [:]
         var candidates: [(worker: WorkerConnection, group: String, price: BillingPrice?)] = []
         var refusal: OpenAIError?
