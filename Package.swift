@@ -64,6 +64,8 @@ let package = Package(
         .target(name: "TokiStore", dependencies: [
             "CCrypto",
             .product(name: "GRDB", package: "GRDB.swift"),
+            // The raw SQLite API, for binding the per-request statements directly (StatementRunner.swift).
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The gateway: OpenAI HTTP API, worker registry, routing.

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import TokiProtocol
 import TokiStore
 
 extension HTTPField.Name {
@@ -41,7 +42,7 @@ struct RequestIDMiddleware: RouterMiddleware {
         if let header, !header.isEmpty, header.utf8.count <= 128, header.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
             return header
         }
-        return "req-" + UUID().uuidString.lowercased()
+        return "req-" + FastUUID.next().uuidString.lowercased()
     }
 }
 
