@@ -546,7 +546,7 @@ extension HubStore: BillingLedger, AccountAdministration {
             INSERT INTO ledger_transactions (kind, charge_id, memo, created_by, created_at) VALUES (?, ?, ?, ?, ?)
             ON CONFLICT (charge_id) DO NOTHING
             """).run(kind.databaseValue, chargeID?.databaseValue ?? .null, memo?.databaseValue ?? .null,
-                     createdBy?.databaseValue ?? .null, now.databaseValue)
+                     createdBy?.databaseValue ?? .null, .storedDate(now))
         guard db.changesCount > 0 else { return nil }
         let transaction = db.lastInsertedRowID
         let insertEntry = try db.cachedStatement(sql: "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES (?, ?, ?)")

@@ -64,7 +64,7 @@ extension HubStore {
                 e.requestID.databaseValue, e.userID?.databaseValue ?? .null, e.tokenID?.databaseValue ?? .null,
                 e.model.databaseValue, e.namespace?.databaseValue ?? .null, e.statusCode.databaseValue,
                 e.promptTokens?.databaseValue ?? .null, e.completionTokens?.databaseValue ?? .null,
-                e.durationMS.databaseValue, e.createdAt.databaseValue, e.groupName?.databaseValue ?? .null,
+                e.durationMS.databaseValue, .storedDate(e.createdAt), e.groupName?.databaseValue ?? .null,
                 e.path?.databaseValue ?? .null, e.estimated.databaseValue, e.cost.databaseValue,
                 e.ttftMS?.databaseValue ?? .null, e.transactionID?.databaseValue ?? .null)
     }
