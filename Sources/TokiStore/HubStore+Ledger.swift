@@ -135,84 +135,82 @@ extension HubStore: BillingLedger, AccountAdministration {
 
     public func commitCharges(_ charges: [Charge], now: Date) async throws -> ChargeOutcome {
         guard !charges.isEmpty else { return ChargeOutcome() }
-        let (outcome, skipped) = try await run {
-            try await db.write { db -> (ChargeOutcome, [String]) in
-                var outcome = ChargeOutcome()
-                var skipped: [String] = []
-                // Charge ids of this batch as they are written; ids of earlier batches are caught by
-                // the UNIQUE charge id (a free request has no ledger transaction, so a free charge is
-                // deduplicated within its batch only).
-                var seen = Set<String>(minimumCapacity: charges.count)
-                var accounts: [Int64: Int64] = [:]  // user id → account id
-                var revenue: Int64?
-                // Balances and token totals move once per account and token, at the end.
-                var accountDeltas: [Int64: Int64] = [:]
-                var tokenDeltas: [Int64: Int64] = [:]
-                var callers = Set<Int64>()
-                for charge in charges {
-                    if let userID = charge.usage.userID { callers.insert(userID) }
-                    if let tokenID = charge.usage.tokenID, tokenDeltas[tokenID] == nil { tokenDeltas[tokenID] = 0 }
-                    guard seen.insert(charge.chargeID).inserted else {
-                        outcome.duplicates += 1
-                        continue
-                    }
-                    var usage = charge.usage
-                    usage.cost = .zero
-                    usage.transactionID = nil
-                    if charge.cost.nanos > 0 {
-                        if let callerID = charge.usage.userID, let debit = try Self.accountID(db, userID: callerID, cache: &accounts) {
-                            // The pool owner's account, or revenue (also when the owner no longer exists).
-                            let credit: Int64
-                            if let owner = charge.creditUserID, let ownerAccount = try Self.accountID(db, userID: owner, cache: &accounts) {
-                                credit = ownerAccount
-                            } else {
-                                if revenue == nil { revenue = try Self.systemAccount(db, "revenue") }
-                                credit = revenue!
-                            }
-                            let cost = charge.cost.nanos
-                            guard let transaction = try Self.insertTransaction(
-                                db, kind: "charge", chargeID: charge.chargeID, memo: nil, createdBy: nil, now: now,
-                                entries: [(debit, -cost), (credit, cost)], moveBalances: false)
-                            else {
-                                outcome.duplicates += 1  // charged by an earlier batch
-                                continue
-                            }
-                            usage.transactionID = transaction
-                            accountDeltas[debit, default: 0] &-= cost
-                            accountDeltas[credit, default: 0] &+= cost
-                            if let tokenID = charge.usage.tokenID { tokenDeltas[tokenID, default: 0] &+= cost }
-                            usage.cost = charge.cost
+        let (outcome, skipped) = try await uncancellableWrite { db -> (ChargeOutcome, [String]) in
+            var outcome = ChargeOutcome()
+            var skipped: [String] = []
+            // Charge ids of this batch as they are written; ids of earlier batches are caught by
+            // the UNIQUE charge id (a free request has no ledger transaction, so a free charge is
+            // deduplicated within its batch only).
+            var seen = Set<String>(minimumCapacity: charges.count)
+            var accounts: [Int64: Int64] = [:]  // user id → account id
+            var revenue: Int64?
+            // Balances and token totals move once per account and token, at the end.
+            var accountDeltas: [Int64: Int64] = [:]
+            var tokenDeltas: [Int64: Int64] = [:]
+            var callers = Set<Int64>()
+            for charge in charges {
+                if let userID = charge.usage.userID { callers.insert(userID) }
+                if let tokenID = charge.usage.tokenID, tokenDeltas[tokenID] == nil { tokenDeltas[tokenID] = 0 }
+                guard seen.insert(charge.chargeID).inserted else {
+                    outcome.duplicates += 1
+                    continue
+                }
+                var usage = charge.usage
+                usage.cost = .zero
+                usage.transactionID = nil
+                if charge.cost.nanos > 0 {
+                    if let callerID = charge.usage.userID, let debit = try Self.accountID(db, userID: callerID, cache: &accounts) {
+                        // The pool owner's account, or revenue (also when the owner no longer exists).
+                        let credit: Int64
+                        if let owner = charge.creditUserID, let ownerAccount = try Self.accountID(db, userID: owner, cache: &accounts) {
+                            credit = ownerAccount
                         } else {
-                            // A cost without a (known) payer: the usage row is kept, nothing is charged.
-                            skipped.append(charge.chargeID)
+                            if revenue == nil { revenue = try Self.systemAccount(db, "revenue") }
+                            credit = revenue!
                         }
-                    } else if charge.cost.nanos < 0 {
+                        let cost = charge.cost.nanos
+                        guard let transaction = try Self.insertTransaction(
+                            db, kind: "charge", chargeID: charge.chargeID, memo: nil, createdBy: nil, now: now,
+                            entries: [(debit, -cost), (credit, cost)], moveBalances: false)
+                        else {
+                            outcome.duplicates += 1  // charged by an earlier batch
+                            continue
+                        }
+                        usage.transactionID = transaction
+                        accountDeltas[debit, default: 0] &-= cost
+                        accountDeltas[credit, default: 0] &+= cost
+                        if let tokenID = charge.usage.tokenID { tokenDeltas[tokenID, default: 0] &+= cost }
+                        usage.cost = charge.cost
+                    } else {
+                        // A cost without a (known) payer: the usage row is kept, nothing is charged.
                         skipped.append(charge.chargeID)
                     }
-                    try Self.insertUsage(db, usage)
+                } else if charge.cost.nanos < 0 {
+                    skipped.append(charge.chargeID)
                 }
-                // The new balances come back from the updates themselves; callers whose balance did
-                // not move (free requests) are read.
-                let moveBalance = try db.cachedStatement(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING user_id, balance")
-                for (account, delta) in accountDeltas where delta != 0 {
-                    try moveBalance.run(delta.databaseValue, account.databaseValue) { row in
-                        if sqlite3_column_type(row, 0) != SQLITE_NULL {
-                            outcome.balances[sqlite3_column_int64(row, 0)] = Money(nanos: sqlite3_column_int64(row, 1))
-                        }
+                try Self.insertUsage(db, usage)
+            }
+            // The new balances come back from the updates themselves; callers whose balance did
+            // not move (free requests) are read.
+            let moveBalance = try db.cachedStatement(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING user_id, balance")
+            for (account, delta) in accountDeltas where delta != 0 {
+                try moveBalance.run(delta.databaseValue, account.databaseValue) { row in
+                    if sqlite3_column_type(row, 0) != SQLITE_NULL {
+                        outcome.balances[sqlite3_column_int64(row, 0)] = Money(nanos: sqlite3_column_int64(row, 1))
                     }
                 }
-                let readBalance = try db.cachedStatement(sql: "SELECT balance FROM accounts WHERE user_id = ?")
-                for caller in callers where outcome.balances[caller] == nil {
-                    outcome.balances[caller] = Money(nanos: try readBalance.int64(caller.databaseValue) ?? 0)
-                }
-                let moveSpent = try db.cachedStatement(sql: "UPDATE tokens SET spent = spent + ? WHERE id = ? RETURNING spent")
-                let readSpent = try db.cachedStatement(sql: "SELECT spent FROM tokens WHERE id = ?")
-                for (token, delta) in tokenDeltas {
-                    let spent = delta != 0 ? try moveSpent.int64(delta.databaseValue, token.databaseValue) : try readSpent.int64(token.databaseValue)
-                    if let spent { outcome.tokenSpent[token] = Money(nanos: spent) }
-                }
-                return (outcome, skipped)
             }
+            let readBalance = try db.cachedStatement(sql: "SELECT balance FROM accounts WHERE user_id = ?")
+            for caller in callers where outcome.balances[caller] == nil {
+                outcome.balances[caller] = Money(nanos: try readBalance.int64(caller.databaseValue) ?? 0)
+            }
+            let moveSpent = try db.cachedStatement(sql: "UPDATE tokens SET spent = spent + ? WHERE id = ? RETURNING spent")
+            let readSpent = try db.cachedStatement(sql: "SELECT spent FROM tokens WHERE id = ?")
+            for (token, delta) in tokenDeltas {
+                let spent = delta != 0 ? try moveSpent.int64(delta.databaseValue, token.databaseValue) : try readSpent.int64(token.databaseValue)
+                if let spent { outcome.tokenSpent[token] = Money(nanos: spent) }
+            }
+            return (outcome, skipped)
         }
         if !skipped.isEmpty {
             logger.error("charges not billed: negative cost, or no such payer", metadata: ["charge_ids": "\(skipped)"])

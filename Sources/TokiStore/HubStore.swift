@@ -124,6 +124,16 @@ public final class HubStore: Sendable {
     }
 
     /// Runs `body`, turning any non-`StoreError` into ``StoreError/database(_:)``.
+    /// A write transaction the caller's cancellation cannot stop, without a task of its own
+    /// (GRDB's callback API; its async `write` fails once the calling task is cancelled).
+    func uncancellableWrite<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await run {
+            try await withCheckedThrowingContinuation { continuation in
+                db.asyncWrite(updates) { _, result in continuation.resume(with: result) }
+            }
+        }
+    }
+
     func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()

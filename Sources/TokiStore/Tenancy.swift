@@ -293,7 +293,8 @@ public protocol BillingLedger: Sendable {
     /// Writes each charge's usage row and ledger transaction (caller debited, `creditUserID` or
     /// revenue credited, the token's `spent` raised) in one SQLite transaction for the whole batch.
     /// A charge whose `chargeID` is already recorded is skipped. Returns the balances and token
-    /// totals after the batch, for the hub's in-memory pre-checks.
+    /// totals after the batch, for the hub's in-memory pre-checks. Runs to its end even if the
+    /// caller is cancelled: other requests may be waiting for the same batch.
     func commitCharges(_ charges: [Charge], now: Date) async throws -> ChargeOutcome
     /// The balances of these users (zero for a user without an account yet).
     func balances(userIDs: [Int64]) async throws -> [Int64: Money]
