@@ -105,7 +105,7 @@ public final class HubService: Service, Sendable {
         // Graceful shutdown goes from last to first: drain, then the server, then the
         // recorders' last writes; the deadlines (timers of requests and sessions) last.
         let parts = ServiceGroup(configuration: .init(services: [
-            .init(service: deadlines), .init(service: usage), .init(service: presence), .init(service: billing), .init(service: app),
+            .init(service: deadlines), .init(service: StoreCheckpointer(store: store, logger: logger)), .init(service: usage), .init(service: presence), .init(service: billing), .init(service: app),
             .init(service: Drain(hub: self)),
         ] + (configuration.usageRetention.map { [.init(service: UsageRetention(store: store, keep: $0, logger: logger))] } ?? []),
         logger: logger))
