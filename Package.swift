@@ -141,7 +141,7 @@ let package = Package(
         ]),
         .testTarget(name: "TokiAdminClientTests", dependencies: ["TokiAdminClient"]),
         .testTarget(name: "TokiOpsTests", dependencies: [
-            "TokiOps",
+            "TokiOps", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

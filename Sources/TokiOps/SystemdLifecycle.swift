@@ -5,6 +5,7 @@ import Darwin
 #endif
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// A node's side of `Type=notify`: READY=1 once it serves, STOPPING=1 when it starts draining,
 /// WATCHDOG=1 every half `WatchdogSec=`, STATUS= lines in between. Every call is a no-op when
@@ -14,6 +15,8 @@ public final class SystemdLifecycle: Sendable {
     /// Half of `WatchdogSec=` (systemd's advice), or nil when no watchdog is armed for us.
     public let watchdogInterval: Duration?
     let logger: Logger
+    /// After STOPPING=1 the watchdog's STATUS= updates stop (they would hide "draining").
+    let isStopping = Atomic<Bool>(false)
 
     public init(notifier: SystemdNotifier?, watchdogTimeout: Duration?, logger: Logger) {
         self.notifier = notifier
@@ -32,6 +35,7 @@ public final class SystemdLifecycle: Sendable {
     }
 
     public func stopping(status: String? = nil) {
+        isStopping.store(true, ordering: .relaxed)
         send("STOPPING=1" + (status.map { "\nSTATUS=" + Self.oneLine($0) } ?? ""))
     }
 
@@ -83,13 +87,15 @@ public final class SystemdLifecycle: Sendable {
             await cancelWhenGracefulShutdown {
                 var lastStatus: String?
                 while !Task.isCancelled {
+                    // The first ping one interval in: after READY=1 unless startup is slow.
+                    try? await Task.sleep(for: interval)
+                    if Task.isCancelled { return }
                     var state: [String] = ping ? ["WATCHDOG=1"] : []
-                    if let current = status(), current != lastStatus {
+                    if !lifecycle.isStopping.load(ordering: .relaxed), let current = status(), current != lastStatus {
                         state.append("STATUS=" + SystemdLifecycle.oneLine(current))
                         lastStatus = current
                     }
                     if !state.isEmpty { lifecycle.send(state.joined(separator: "\n")) }
-                    try? await Task.sleep(for: interval)
                 }
             }
         }
