@@ -5,12 +5,6 @@ import Darwin
 #endif
 import Logging
 
-#if canImport(Glibc)
-private let systemWrite = Glibc.write
-#else
-private let systemWrite = Darwin.write
-#endif
-
 /// How `toki` writes its log lines to stderr.
 public enum LogFormat: String, CaseIterable, Sendable {
     /// swift-log's `StreamLogHandler`: for people at a terminal.
@@ -104,9 +98,14 @@ public struct StructuredLogHandler: LogHandler {
         switch value {
         case .string(let text): text
         case .stringConvertible(let convertible): convertible.description
-        case .dictionary, .array:
-            { var out = ""; appendJSON(value, to: &out); return out }()
+        case .dictionary, .array: jsonText(value)
         }
+    }
+
+    static func jsonText(_ value: Logger.Metadata.Value) -> String {
+        var out = ""
+        appendJSON(value, to: &out)
+        return out
     }
 
     // MARK: JSON
@@ -177,7 +176,11 @@ public struct StructuredLogHandler: LogHandler {
         line.withUTF8 { bytes in
             var offset = 0
             while offset < bytes.count {
-                let written = systemWrite(2, bytes.baseAddress! + offset, bytes.count - offset)
+                #if canImport(Glibc)
+                let written = Glibc.write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                #else
+                let written = Darwin.write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                #endif
                 if written < 0 {
                     if errno == EINTR { continue }
                     return

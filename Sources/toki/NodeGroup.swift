@@ -8,7 +8,7 @@ import TokiOps
 /// stops last), STOPPING=1 last (so systemd hears of the drain before it begins).
 func runNode(_ services: [any Service], systemd: SystemdLifecycle, status: @escaping @Sendable () -> String?,
              logger: Logger) async throws {
-    let group = ServiceGroup(services: [systemd.watchdog(status: status)] + services + [systemd.stoppingNotice()],
+    let group = ServiceGroup(services: [systemd.watchdog(status: status) as any Service] + services + [systemd.stoppingNotice() as any Service],
                              gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     do {
         try await group.run()

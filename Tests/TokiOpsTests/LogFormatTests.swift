@@ -1,13 +1,13 @@
 import Foundation
 import Logging
-import Synchronization
+import TestSupport
 import Testing
 @testable import TokiOps
 
 @Suite("log formats")
 struct LogFormatTests {
     /// A logger whose lines land in `lines`, with a fixed timestamp.
-    static func logger(_ format: LogFormat, _ lines: Mutex<[String]>) -> Logger {
+    static func logger(_ format: LogFormat, _ lines: Locked<[String]>) -> Logger {
         var logger = Logger(label: "toki.test") { label in
             StructuredLogHandler(label: label, format: format, write: { line in lines.withLock { $0.append(line) } },
                                  clock: { "2026-01-02T03:04:05.678Z" })
@@ -18,7 +18,7 @@ struct LogFormatTests {
 
     @Test("logfmt: fixed keys first, metadata sorted, bare values bare")
     func logfmtPlain() {
-        let lines = Mutex<[String]>([])
+        let lines = Locked<[String]>([])
         var logger = Self.logger(.logfmt, lines)
         logger[metadataKey: "request_id"] = "req-1"
         logger.info("forwarded", metadata: ["worker": "gpu-a", "status": "200"])
@@ -29,7 +29,7 @@ struct LogFormatTests {
 
     @Test("logfmt: quotes, backslashes, newlines and control characters are escaped; Unicode is kept")
     func logfmtEscaping() {
-        let lines = Mutex<[String]>([])
+        let lines = Locked<[String]>([])
         let logger = Self.logger(.logfmt, lines)
         logger.warning("worker said \"no\"\nthen left", metadata: [
             "path": "C:\\tmp", "empty": "", "name": "café ✓", "bell": "\u{7}", "bad key=": "x", "msg": "shadow",
@@ -47,7 +47,7 @@ struct LogFormatTests {
 
     @Test("JSON: one valid object per line that decodes back to the same text")
     func jsonRoundTrip() throws {
-        let lines = Mutex<[String]>([])
+        let lines = Locked<[String]>([])
         var logger = Self.logger(.json, lines)
         logger[metadataKey: "request_id"] = "req-2"
         let message = "line one\nline \"two\"\t\\ end \u{1} — ✓ 日本 \u{2028}"
@@ -71,7 +71,7 @@ struct LogFormatTests {
 
     @Test("the call's metadata wins over the logger's, and the provider's is included")
     func metadataMerge() {
-        let lines = Mutex<[String]>([])
+        let lines = Locked<[String]>([])
         var logger = Logger(label: "toki.test") { label in
             StructuredLogHandler(label: label, format: .logfmt,
                                  metadataProvider: .init { ["node": "hub-1"] },

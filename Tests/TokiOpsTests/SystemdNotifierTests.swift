@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import ServiceLifecycle
-import Synchronization
 import TestSupport
 import Testing
 @testable import TokiOps
@@ -60,7 +59,7 @@ struct SystemdNotifierTests {
         let lifecycle = SystemdLifecycle(environment: ["NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": "100000"],
                                          logger: Logger(label: "test"))
         #expect(lifecycle.watchdogInterval == .milliseconds(50))
-        let calls = Mutex(0)
+        let calls = Locked(0)
         let task = Task {
             try await lifecycle.watchdog(status: {
                 calls.withLock { $0 += 1; return $0 < 3 ? "serving, 0 workers" : "serving, 1 workers" }
