@@ -98,10 +98,16 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // A node's process-level operations: sd_notify (READY, STOPPING, WATCHDOG, STATUS) without
+        // libsystemd, and the logfmt/JSON log handlers. No NIO: hub, relay and worker share it.
+        .target(name: "TokiOps", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // `toki admin`'s pure parts: the envelope, JSON kept verbatim, tables, argument parsing.
         .target(name: "TokiAdminClient"),
         .executableTarget(name: "toki", dependencies: [
-            "TokiAdminClient", "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
+            "TokiAdminClient", "TokiMux", "TokiOps", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -136,6 +142,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TokiAdminClientTests", dependencies: ["TokiAdminClient"]),
+        .testTarget(name: "TokiOpsTests", dependencies: [
+            "TokiOps", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .testTarget(name: "TokiStoreTests", dependencies: [
             "TokiStore",
             .product(name: "Logging", package: "swift-log"),

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 import TokiHub
 import TokiProtocol
 import TokiTunnel
@@ -19,6 +20,9 @@ public struct RelayConfiguration: Sendable {
     public var tls: TLSConfiguration?
     /// The worker side: listen address, deadlines and limits, as a hub's.
     public var endpoint = HubConfiguration()
+    /// On graceful shutdown, how long requests in flight through the relay may take to finish
+    /// before the workers' tunnels and the upstream link are closed.
+    public var drainTimeout: Duration = .seconds(30)
 
     public init(upstream: String, token: String) {
         self.upstream = upstream
@@ -65,8 +69,29 @@ public final class RelayService: Service, Sendable {
     public func run() async throws {
         let group = ServiceGroup(configuration: .init(services: [
             .init(service: UpstreamRunner(link: upstream, announcer: announcer)), .init(service: endpoint),
+            .init(service: Drain(link: upstream, timeout: configuration.drainTimeout, logger: logger)),
         ], logger: logger))
         try await group.run()
+    }
+
+    /// Requests in flight through the relay right now.
+    public var inFlight: Int { upstream.activeSplices.load(ordering: .relaxed) }
+
+    /// Graceful shutdown goes last to first: this waits (up to `timeout`) for the spliced
+    /// streams to end before the endpoint closes the workers' tunnels and the upstream link goes.
+    struct Drain: Service {
+        let link: UpstreamLink
+        let timeout: Duration
+        let logger: Logger
+
+        func run() async throws {
+            do { try await gracefulShutdown() } catch { return }
+            let deadline = ContinuousClock.now + timeout
+            logger.notice("shutting down: draining in-flight requests", metadata: ["in_flight": "\(link.activeSplices.load(ordering: .relaxed))"])
+            while ContinuousClock.now < deadline, link.activeSplices.load(ordering: .relaxed) > 0 {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
     }
 
     /// The upstream link and the announcements that go over it.

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TokiHub
+import TokiOps
 import TokiRelay
 import TokiProtocol
 import TokiStore
@@ -100,6 +101,11 @@ struct HubCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(name: .long, help: "On SIGTERM, seconds in-flight requests may take to finish (new ones get 503 meanwhile).")
+    var drainSeconds = 30
+
     func validate() throws {
         _ = try HostPort(listen)
         if let upstream {
@@ -108,6 +114,7 @@ struct HubCommand: AsyncParsableCommand {
         } else if token.token != nil {
             throw ValidationError("--token is the parent's token: it goes with --upstream")
         }
+        if drainSeconds < 0 { throw ValidationError("--drain-seconds must not be negative") }
         guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
               responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0,
               headerTimeout > 0, idleTimeout > 0, bodyTimeout > 0, (maxConnections ?? 1) > 0,
@@ -122,7 +129,8 @@ struct HubCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = makeLogger(label: "toki.hub", level: logLevel)
+        let logger = logging.makeLogger(label: "toki.hub", level: logLevel)
+        let systemd = SystemdLifecycle.fromProcess(logger: logger)
         var configuration = HubConfiguration()
         let address = try HostPort(listen)
         configuration.host = address.host
@@ -145,6 +153,7 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.idleTimeout = .seconds(idleTimeout)
         configuration.httpLimits.bodyTimeout = .seconds(bodyTimeout)
         configuration.httpLimits.maxConnections = maxConnections
+        configuration.drainTimeout = .seconds(drainSeconds)
         if let nodeId = node.nodeId { configuration.nodeID = nodeId }
         let exporter = upstream.map {
             UpstreamExporter(upstream: $0, token: token.resolved, nodeID: configuration.nodeID, logger: logger)
@@ -169,15 +178,12 @@ struct HubCommand: AsyncParsableCommand {
             ])
             // One machine-readable line for scripts and tests.
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
+            systemd.ready(status: "serving on port \(port)")
         }
         // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
-        let group = ServiceGroup(services: [hub] + (exporter.map { [$0 as any Service] } ?? []),
-                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        do {
-            try await group.run()
-        } catch is CancellationError {
-            // Cancellation during shutdown is a normal exit.
-        }
+        // The watchdog's status reads the registry through the lock every request takes.
+        try await runNode([hub] + (exporter.map { [$0 as any Service] } ?? []), systemd: systemd,
+                          status: { "serving, \(hub.registry.workers.count) workers" }, logger: logger)
     }
 }
 

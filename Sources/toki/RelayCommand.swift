@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TokiHub
+import TokiOps
 import TokiRelay
 import TokiTunnel
 
@@ -35,8 +36,14 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(name: .long, help: "On SIGTERM, seconds requests in flight through the relay may take to finish before its tunnels close.")
+    var drainSeconds = 30
+
     func validate() throws {
         _ = try HostPort(listen)
+        if drainSeconds < 0 { throw ValidationError("--drain-seconds must not be negative") }
         _ = try token.required(for: "a token valid on the root hub")
         do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch {
             throw ValidationError("--upstream: \(error)")
@@ -44,11 +51,13 @@ struct RelayCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = makeLogger(label: "toki.relay", level: logLevel)
+        let logger = logging.makeLogger(label: "toki.relay", level: logLevel)
+        let systemd = SystemdLifecycle.fromProcess(logger: logger)
         let address = try HostPort(listen)
         var configuration = RelayConfiguration(upstream: upstream, token: token.resolved)
         if let nodeId = node.nodeId { configuration.nodeID = nodeId }
         configuration.offerLZ4 = !noLz4
+        configuration.drainTimeout = .seconds(drainSeconds)
         configuration.endpoint.host = address.host
         configuration.endpoint.port = address.port
         let descriptors = FileDescriptorLimit.raiseToHard()
@@ -59,11 +68,12 @@ struct RelayCommand: AsyncParsableCommand {
                 "workers": "ws://\(address.host):\(port)/api/tokilake/connect", "upstream": "\(upstreamURL)", "node": "\(nodeID)",
             ])
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
+            // The upstream link is dialled by then (it starts first); it need not be up yet.
+            systemd.ready(status: "listening on port \(port)")
         }
-        let group = ServiceGroup(services: [relay], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        do {
-            try await group.run()
-        } catch is CancellationError {
-        }
+        try await runNode([relay], systemd: systemd, status: {
+            let upstream = relay.upstreamStatus
+            return "upstream \(upstream.connected ? "connected" : "reconnecting"), \(relay.registry.workers.count) workers, \(relay.inFlight) in flight"
+        }, logger: logger)
     }
 }

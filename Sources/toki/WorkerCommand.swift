@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import TokiOps
 import TokiWorker
 
 /// `toki worker`: the edge daemon next to a GPU.
@@ -67,6 +68,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical (default: $TOKIAME_LOG_LEVEL, $LOG_LEVEL, else info).", valueName: "level"))
     var logLevel: String?
+
+    @OptionGroup var logging: LoggingOptions
 
     /// First reconnect delay in milliseconds (tests); default reconnect_delay_seconds or 5 s.
     @Option(name: .long, help: .hidden)
@@ -140,17 +143,17 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         let levelName = logLevel ?? environment[TokiameConfig.Env.logLevel] ?? environment["LOG_LEVEL"] ?? "info"
-        var logger = Logger(label: "toki.worker") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = Logger.Level(rawValue: levelName.lowercased()) ?? .info
+        let logger = logging.makeLogger(label: "toki.worker", level: Logger.Level(rawValue: levelName.lowercased()) ?? .info)
+        let systemd = SystemdLifecycle.fromProcess(logger: logger)
 
         let options = try makeOptions(environment: environment)
         for warning in options.config.warnings { logger.warning("\(warning)") }
-        let worker = WorkerService(options: options, logger: logger)
-        let group = ServiceGroup(services: [worker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        do {
-            try await group.run()
-        } catch is CancellationError {
-            // Cancellation during shutdown is a normal exit.
-        }
+        // Ready once the hub has accepted the registration (sent again after reconnects: harmless).
+        let worker = WorkerService(options: options, logger: logger, onRegistered: { systemd.ready(status: "registered") })
+        try await runNode([worker], systemd: systemd, status: {
+            let status = worker.status
+            return status.registered ? "registered, \(status.models.count) models, \(status.inFlight) in flight"
+                : "connecting" + (status.lastError.map { ": " + $0 } ?? "")
+        }, logger: logger)
     }
 }
