@@ -96,6 +96,7 @@ struct HubCommand: AsyncParsableCommand {
     @OptionGroup var token: TokenOption
 
     @OptionGroup var node: NodeIDOption
+    @OptionGroup var metricsOptions: MetricsOptions
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -146,6 +147,8 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.bodyTimeout = .seconds(bodyTimeout)
         configuration.httpLimits.maxConnections = maxConnections
         if let nodeId = node.nodeId { configuration.nodeID = nodeId }
+        let metrics = metricsOptions.backend()
+        if let metrics { (configuration.metrics, configuration.metricsExposition) = (HubMetrics(factory: metrics.factory), metricsOptions.metrics ? metrics.exposition : nil) }
         let exporter = upstream.map {
             UpstreamExporter(upstream: $0, token: token.resolved, nodeID: configuration.nodeID, logger: logger)
         }
@@ -171,7 +174,8 @@ struct HubCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
         }
         // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
-        let group = ServiceGroup(services: [hub] + (exporter.map { [$0 as any Service] } ?? []),
+        let listener = try metricsOptions.listener(metrics, logger: logger, render: hub.exportMetrics, readiness: hub.readiness)
+        let group = ServiceGroup(services: [hub] + (exporter.map { [$0 as any Service] } ?? []) + (listener.map { [$0 as any Service] } ?? []),
                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()

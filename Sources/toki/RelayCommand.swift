@@ -28,6 +28,7 @@ struct RelayCommand: AsyncParsableCommand {
     var listen = "127.0.0.1:8081"
 
     @OptionGroup var node: NodeIDOption
+    @OptionGroup var metricsOptions: MetricsOptions
 
     @Flag(name: .long, help: "Do not offer LZ4 on the upstream link.")
     var noLz4 = false
@@ -51,6 +52,8 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.offerLZ4 = !noLz4
         configuration.endpoint.host = address.host
         configuration.endpoint.port = address.port
+        let metrics = metricsOptions.backend()
+        if let metrics { (configuration.endpoint.metrics, configuration.endpoint.metricsExposition) = (HubMetrics(factory: metrics.factory), metricsOptions.metrics ? metrics.exposition : nil) }
         let descriptors = FileDescriptorLimit.raiseToHard()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let (nodeID, upstreamURL) = (configuration.nodeID, configuration.upstream)
@@ -60,7 +63,8 @@ struct RelayCommand: AsyncParsableCommand {
             ])
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
         }
-        let group = ServiceGroup(services: [relay], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let listener = try metricsOptions.listener(metrics, logger: logger, render: relay.exportMetrics, readiness: relay.readiness)
+        let group = ServiceGroup(services: [relay] + (listener.map { [$0 as any Service] } ?? []), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
         } catch is CancellationError {

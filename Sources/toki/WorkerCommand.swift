@@ -85,6 +85,8 @@ struct WorkerCommand: AsyncParsableCommand {
         if let reconnectDelayMs, reconnectDelayMs < 0 { throw ValidationError("--reconnect-delay-ms must not be negative") }
     }
 
+    @OptionGroup var metricsOptions: WorkerMetricsOptions
+
     /// Builds the worker options from file, environment and flags (flags win).
     func makeOptions(environment: [String: String]) throws -> WorkerOptions {
         let fm = FileManager.default
@@ -143,10 +145,18 @@ struct WorkerCommand: AsyncParsableCommand {
         var logger = Logger(label: "toki.worker") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = Logger.Level(rawValue: levelName.lowercased()) ?? .info
 
-        let options = try makeOptions(environment: environment)
+        var options = try makeOptions(environment: environment)
         for warning in options.config.warnings { logger.warning("\(warning)") }
+        let listen = try metricsOptions.metricsListen.map(HostPort.init)
+        let metrics = listen.map { _ in PrometheusBackend.bootstrap() }
+        if let metrics { options.metrics = WorkerMetrics(factory: metrics.factory) }
         let worker = WorkerService(options: options, logger: logger)
-        let group = ServiceGroup(services: [worker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var listener: MetricsListener?
+        if let listen, let metrics {
+            listener = MetricsListener(address: listen, exposition: metrics.exposition, render: { worker.refreshMetrics(); return $0.render() },
+                                       readiness: worker.readiness, logger: logger)
+        }
+        let group = ServiceGroup(services: [worker] + (listener.map { [$0 as any Service] } ?? []), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
         } catch is CancellationError {
