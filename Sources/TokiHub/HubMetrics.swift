@@ -1,4 +1,5 @@
 import CoreMetrics
+import HTTPTypes
 import Hummingbird
 import NIOCore
 import Synchronization
@@ -25,7 +26,7 @@ public final class HubMetrics: Sendable {
     let factory: any MetricsFactory
     let routes: [RouteKind: RouteMetrics]
     /// The tunnel server's links count their bytes here (read in `refresh`).
-    public let traffic = TunnelTraffic()
+    public let traffic: TunnelTraffic
 
     let retries: CoreMetrics.Counter
     let insufficientQuota: CoreMetrics.Counter
@@ -72,6 +73,8 @@ public final class HubMetrics: Sendable {
     public init(factory: any MetricsFactory, maxModelLabels: Int = 100) {
         self.factory = factory
         self.maxModelLabels = maxModelLabels
+        let traffic = TunnelTraffic()
+        self.traffic = traffic
         var routes: [RouteKind: RouteMetrics] = [:]
         for kind in RouteKind.allCases { routes[kind] = RouteMetrics(route: kind.rawValue, factory: factory, maxModels: maxModelLabels) }
         self.routes = routes
@@ -92,7 +95,7 @@ public final class HubMetrics: Sendable {
                   ("relay", traffic.relay, TrafficCounters(link: "relay", factory: factory))]
         upstreamConnected = CoreMetrics.Gauge(label: Name.upstreamConnected, dimensions: [], factory: factory)
         upstreamReconnects = CoreMetrics.Counter(label: Name.upstreamReconnects, dimensions: [], factory: factory)
-        reported = Mutex((Array(repeating: LinkTraffic.Totals(), count: tunnel.count), 0))
+        reported = Mutex((links: Array(repeating: LinkTraffic.Totals(), count: 2), reconnects: 0))
     }
 
     func route(_ kind: RouteKind) -> RouteMetrics { routes[kind]! }
@@ -131,7 +134,10 @@ public final class HubMetrics: Sendable {
             func counter(_ direction: String, _ layer: String) -> CoreMetrics.Counter {
                 CoreMetrics.Counter(label: Name.tunnelBytes, dimensions: [("link", link), ("direction", direction), ("layer", layer)], factory: factory)
             }
-            (wireIn, wireOut, plainIn, plainOut) = (counter("in", "wire"), counter("out", "wire"), counter("in", "plain"), counter("out", "plain"))
+            wireIn = counter("in", "wire")
+            wireOut = counter("out", "wire")
+            plainIn = counter("in", "plain")
+            plainOut = counter("out", "plain")
             ratio = CoreMetrics.Gauge(label: Name.lz4Ratio, dimensions: [("link", link)], factory: factory)
         }
 
@@ -253,9 +259,7 @@ public struct MetricsExposition: Sendable {
 
     /// `GET /metrics`'s answer with `text`.
     public func response(_ text: ByteBuffer) -> Response {
-        var headers = HTTPFields()
-        if let name = HTTPField.Name("Content-Type") { headers[name] = contentType }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: text))
+        Response(status: .ok, headers: [.contentType: contentType], body: .init(byteBuffer: text))
     }
 }
 

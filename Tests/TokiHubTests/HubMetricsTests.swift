@@ -12,6 +12,7 @@ import Synchronization
 import TestSupport
 import Testing
 import TokiProtocol
+import TokiTunnel
 
 @testable import TokiHub
 
@@ -157,7 +158,7 @@ struct HubMetricsTests {
                 ByteBuffer(bytes: registry.emitToBuffer())
             }
         }
-        fixture.hub.registry.addFake("w1", models: ["llama"]) { _ in
+        try fixture.hub.registry.addFake("w1", models: ["llama"]) { _ in
             .respond(status: 200, headers: ["Content-Type": "application/json"],
                      body: #"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}"#)
         }
