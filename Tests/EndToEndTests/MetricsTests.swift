@@ -94,4 +94,26 @@ struct MetricsTests {
         #expect(workerText.sum("toki_worker_connected") == 1)
         #expect(workerText.sum("toki_worker_requests_in_flight") == 0)
     }
+
+    @Test("a relay without its upstream is alive but not ready, and says so in its metrics")
+    func relayReadiness() async throws {
+        // Port 1 on loopback: nothing listens, so the upstream link never comes up.
+        let relay = try ChildProcess(Products.path("toki"), [
+            "relay-only", "--upstream", "http://127.0.0.1:1", "--token", "sk-toki-unused", "--listen", "127.0.0.1:0",
+            "--metrics-listen", "127.0.0.1:0", "--metrics",
+        ], name: "toki relay-only")
+        defer { Task { await relay.stop() } }
+        let metrics = try await Self.metricsURL(relay)
+        let listen = try await relay.waitForLine(prefix: "LISTEN ")
+        let port = "http://" + listen.dropFirst("LISTEN ".count)
+        #expect(try await HTTP.get(metrics + "/healthz").0 == 200)
+        let (status, body) = try await HTTP.get(metrics + "/readyz")
+        #expect(status == 503 && body == "upstream not connected\n")
+        #expect(try await HTTP.get(port + "/readyz").0 == 503)
+        let text = try await Self.scrape(metrics)
+        #expect(text.matching("toki_upstream_connected").map(\.value) == [0])
+        #expect(text.sum("toki_hub_workers_online") == 0)
+        // --metrics: the relay's own port serves the same text.
+        #expect(try await Self.scrape(port).matching("toki_upstream_connected").map(\.value) == [0])
+    }
 }
