@@ -188,8 +188,10 @@ final class RouteMetrics: Sendable {
     /// The series of a request that was not answered by a worker: its model's if a worker
     /// serves it (`served`), else `unknown`.
     func series(model: String?, served: (String) -> Bool) -> RequestSeries {
-        guard let model, served(model) else { return unknown }
-        return series(servedModel: model)
+        guard let model else { return unknown }
+        // A model already labelled needs no look at the registry (whose lock requests share).
+        if let known = models.withLock({ $0[model] }) { return known }
+        return served(model) ? series(servedModel: model) : unknown
     }
 }
 

@@ -37,8 +37,8 @@ struct OpenAIRoutes: Sendable {
         return routes
     }
 
-    /// Counts what the handler did not answer itself; the answer's status is counted on the
-    /// route's series (`forward` counts a worker's head; a refusal is counted on the way out).
+    /// The route's handler. An error it answers with is counted here, under the model once the
+    /// body was read, and marked counted for `CountRefusals`; a worker's head is counted by `forward`.
     func proxy(_ request: Request, context: HubRequestContext, kind: RouteKind, route: RouteMetrics) async throws -> Response {
         var model: String?
         do {
