@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // System libraries (apt: liblz4-dev, libssl-dev). Zero build cost.
@@ -71,6 +73,7 @@ let package = Package(
         // The gateway: OpenAI HTTP API, worker registry, routing.
         .target(name: "TokiHub", dependencies: [
             "TokiTunnel", "TokiProtocol", "TokiStore", "CMalloc",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -90,6 +93,7 @@ let package = Package(
         // The edge daemon: registers models, answers tunnelled requests from local backends.
         .target(name: "TokiWorker", dependencies: [
             "TokiTunnel", "TokiProtocol", "TokiMux",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -114,6 +118,9 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .executableTarget(name: "toki-bench", dependencies: ["TokiMux", "TokiProtocol", "TokiTunnel", "TokiProbe", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"), .product(name: "AsyncHTTPClient", package: "async-http-client")], path: "benchmarks/TokiBench"),
         // A stub OpenAI backend for the worker's tests, end-to-end tests and benchmarks.
@@ -160,6 +167,8 @@ let package = Package(
         ]),
         .testTarget(name: "TokiHubTests", dependencies: [
             "TokiHub", "TokiTunnel", "TokiProtocol", "TokiMux", "TokiStore", "TestSupport",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -87,3 +87,31 @@ struct RefuseWhileDraining: RouterMiddleware {
         return try await next(request, context)
     }
 }
+
+/// The outermost middleware of an API route: counts the requests refused before its handler
+/// ran (draining, a missing or bad token) as `model="unknown"`. The handler counts its own
+/// answers and wraps its errors in `Counted`, which is unwrapped here, so nothing counts twice.
+struct CountRefusals: RouterMiddleware {
+    typealias Context = HubRequestContext
+    let route: RouteMetrics
+
+    struct Counted: Error {
+        let error: any Error
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let counted as Counted {
+            throw counted.error
+        } catch {
+            route.unknown.answered(status: Self.status(of: error))
+            throw error
+        }
+    }
+
+    /// The status an error is answered with (`RequestIDMiddleware` answers the rest with 500).
+    static func status(of error: any Error) -> Int {
+        (error as? any HTTPResponseError).map { Int($0.status.code) } ?? 500
+    }
+}

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import NIOSSL
 import ServiceLifecycle
 import Synchronization
@@ -58,8 +59,16 @@ public final class RelayService: Service, Sendable {
             admission: UpstreamAdmission(upstream: upstream, cache: VerdictCache()),
             presence: announcer,
             registry: registry, logger: logger, adminToken: configuration.token,
-            upstream: { upstream.topology }, onRunning: onRunning)
+            upstream: { upstream.topology },
+            upstreamStatus: { upstream.status.withLock { UpstreamStatus(connected: $0.connected, reconnects: $0.reconnects) } },
+            onRunning: onRunning)
     }
+
+    /// Ready: the upstream link is connected (a relay without it cannot admit workers).
+    public func readiness() -> (ready: Bool, reason: String) { endpoint.readiness() }
+
+    /// `GET /metrics`'s answer, for a metrics listener of the caller's.
+    public func exportMetrics(_ exposition: MetricsExposition) -> ByteBuffer { endpoint.exportMetrics(exposition) }
 
     /// Whether the upstream link is up, how often it reconnected, and why it last went down.
     public var upstreamStatus: (connected: Bool, reconnects: Int, lastError: String?) {

@@ -165,6 +165,7 @@ public final class WorkerService: Service, Sendable {
                 backoff.reset()
             }
             if outcome.persistentRejection { backoff.saturate() }
+            options.metrics.reconnects.increment()
             let delay = backoff.nextDelay()
             logger.warning("hub connection ended; reconnecting", metadata: [
                 "reason": "\(outcome.reason)", "delay_ms": "\(Int(delay.seconds * 1000))",

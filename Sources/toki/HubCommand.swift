@@ -97,6 +97,7 @@ struct HubCommand: AsyncParsableCommand {
     @OptionGroup var token: TokenOption
 
     @OptionGroup var node: NodeIDOption
+    @OptionGroup var metricsOptions: MetricsOptions
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -155,6 +156,8 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.maxConnections = maxConnections
         configuration.drainTimeout = .seconds(drainSeconds)
         if let nodeId = node.nodeId { configuration.nodeID = nodeId }
+        let metrics = metricsOptions.backend()
+        if let metrics { (configuration.metrics, configuration.metricsExposition) = (HubMetrics(factory: metrics.factory), metricsOptions.metrics ? metrics.exposition : nil) }
         let exporter = upstream.map {
             UpstreamExporter(upstream: $0, token: token.resolved, nodeID: configuration.nodeID, logger: logger)
         }
@@ -181,9 +184,10 @@ struct HubCommand: AsyncParsableCommand {
             systemd.ready(status: "serving on port \(port)")
         }
         // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
+        let listener = try metricsOptions.listener(metrics, logger: logger, render: hub.exportMetrics, readiness: hub.readiness)
         // The watchdog's status reads the registry through the lock every request takes.
-        try await runNode([hub] + (exporter.map { [$0 as any Service] } ?? []), systemd: systemd,
-                          status: { "serving, \(hub.registry.workers.count) workers" }, logger: logger)
+        try await runNode([hub] + (exporter.map { [$0 as any Service] } ?? []) + (listener.map { [$0 as any Service] } ?? []),
+                          systemd: systemd, status: { "serving, \(hub.registry.workers.count) workers" }, logger: logger)
     }
 }
 

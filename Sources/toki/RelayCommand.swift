@@ -29,6 +29,7 @@ struct RelayCommand: AsyncParsableCommand {
     var listen = "127.0.0.1:8081"
 
     @OptionGroup var node: NodeIDOption
+    @OptionGroup var metricsOptions: MetricsOptions
 
     @Flag(name: .long, help: "Do not offer LZ4 on the upstream link.")
     var noLz4 = false
@@ -60,6 +61,8 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.drainTimeout = .seconds(drainSeconds)
         configuration.endpoint.host = address.host
         configuration.endpoint.port = address.port
+        let metrics = metricsOptions.backend()
+        if let metrics { (configuration.endpoint.metrics, configuration.endpoint.metricsExposition) = (HubMetrics(factory: metrics.factory), metricsOptions.metrics ? metrics.exposition : nil) }
         let descriptors = FileDescriptorLimit.raiseToHard()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let (nodeID, upstreamURL) = (configuration.nodeID, configuration.upstream)
@@ -71,7 +74,8 @@ struct RelayCommand: AsyncParsableCommand {
             // The upstream link is dialled by then (it starts first); it need not be up yet.
             systemd.ready(status: "listening on port \(port)")
         }
-        try await runNode([relay], systemd: systemd, status: {
+        let listener = try metricsOptions.listener(metrics, logger: logger, render: relay.exportMetrics, readiness: relay.readiness)
+        try await runNode([relay] + (listener.map { [$0 as any Service] } ?? []), systemd: systemd, status: {
             let upstream = relay.upstreamStatus
             return "upstream \(upstream.connected ? "connected" : "reconnecting"), \(relay.registry.workers.count) workers, \(relay.inFlight) in flight"
         }, logger: logger)

@@ -88,6 +88,8 @@ struct WorkerCommand: AsyncParsableCommand {
         if let reconnectDelayMs, reconnectDelayMs < 0 { throw ValidationError("--reconnect-delay-ms must not be negative") }
     }
 
+    @OptionGroup var metricsOptions: WorkerMetricsOptions
+
     /// Builds the worker options from file, environment and flags (flags win).
     func makeOptions(environment: [String: String]) throws -> WorkerOptions {
         let fm = FileManager.default
@@ -146,11 +148,19 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = logging.makeLogger(label: "toki.worker", level: Logger.Level(rawValue: levelName.lowercased()) ?? .info)
         let systemd = SystemdLifecycle.fromProcess(logger: logger)
 
-        let options = try makeOptions(environment: environment)
+        var options = try makeOptions(environment: environment)
         for warning in options.config.warnings { logger.warning("\(warning)") }
+        let listen = try metricsOptions.metricsListen.map(HostPort.init)
+        let metrics = listen.map { _ in PrometheusBackend.bootstrap() }
+        if let metrics { options.metrics = WorkerMetrics(factory: metrics.factory) }
         // Ready once the hub has accepted the registration (sent again after reconnects: harmless).
         let worker = WorkerService(options: options, logger: logger, onRegistered: { systemd.ready(status: "registered") })
-        try await runNode([worker], systemd: systemd, status: {
+        var listener: MetricsListener?
+        if let listen, let metrics {
+            listener = MetricsListener(address: listen, exposition: metrics.exposition, render: { worker.refreshMetrics(); return $0.render() },
+                                       readiness: worker.readiness, logger: logger)
+        }
+        try await runNode([worker] + (listener.map { [$0 as any Service] } ?? []), systemd: systemd, status: {
             let status = worker.status
             return status.registered ? "registered, \(status.models.count) models, \(status.inFlight) in flight"
                 : "connecting" + (status.lastError.map { ": " + $0 } ?? "")
