@@ -97,7 +97,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // `toki admin`'s pure parts: the envelope, JSON kept verbatim, tables, argument parsing.
-        .target(name: "TokiAdminClient"),
+        .target(name: "TokiAdminClient", dependencies: ["TokiProtocol"]),
         .executableTarget(name: "toki", dependencies: [
             "TokiAdminClient", "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
