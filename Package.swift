@@ -109,7 +109,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // `toki admin`'s pure parts: the envelope, JSON kept verbatim, tables, argument parsing.
-        .target(name: "TokiAdminClient"),
+        .target(name: "TokiAdminClient", dependencies: ["TokiProtocol"]),
         .executableTarget(name: "toki", dependencies: [
             "TokiAdminClient", "TokiMux", "TokiOps", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -62,22 +62,12 @@ public protocol AccountAdministration: BillingLedger, TokenIssuing {
 public struct UserSummary: Sendable, Equatable {
     public var user: User
     public var balance: Money
-
-    public init(user: User, balance: Money) {
-        self.user = user
-        self.balance = balance
-    }
 }
 
 /// The price ratio of one of the hub's own groups.
 public struct GroupRatio: Sendable, Equatable, Codable {
     public var group: String
     public var ratio: Double
-
-    public init(group: String, ratio: Double) {
-        self.group = group
-        self.ratio = ratio
-    }
 }
 
 /// Which usage rows to list. Every field is compared exactly (bound parameters: `%` and `_` are
@@ -112,15 +102,6 @@ public struct PoolMemberUsage: Sendable, Equatable, Codable {
     public var promptTokens: Int
     public var completionTokens: Int
     public var cost: Money
-
-    public init(userID: Int64?, userName: String?, requests: Int, promptTokens: Int, completionTokens: Int, cost: Money) {
-        self.userID = userID
-        self.userName = userName
-        self.requests = requests
-        self.promptTokens = promptTokens
-        self.completionTokens = completionTokens
-        self.cost = cost
-    }
 }
 
 extension HubStore: BillingLedger, AccountAdministration {
