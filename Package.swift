@@ -96,10 +96,13 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Configuration files and settings: one declaration per setting drives its flag, environment
+        // variable and file key; a strict TOML-subset reader with line numbers. Pure.
+        .target(name: "TokiConfig", dependencies: ["TokiProtocol"]),
         // `toki admin`'s pure parts: the envelope, JSON kept verbatim, tables, argument parsing.
         .target(name: "TokiAdminClient"),
         .executableTarget(name: "toki", dependencies: [
-            "TokiAdminClient", "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
+            "TokiAdminClient", "TokiConfig", "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -134,6 +137,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TokiAdminClientTests", dependencies: ["TokiAdminClient"]),
+        .testTarget(name: "TokiConfigTests", dependencies: ["TokiConfig"]),
         .testTarget(name: "TokiStoreTests", dependencies: [
             "TokiStore",
             .product(name: "Logging", package: "swift-log"),

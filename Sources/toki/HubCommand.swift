@@ -7,6 +7,7 @@ import TokiRelay
 import TokiProtocol
 import TokiStore
 import TokiTunnel
+import TokiConfig
 
 /// `toki hub`: the gateway on embedded SQLite.
 struct HubCommand: AsyncParsableCommand {
@@ -17,137 +18,76 @@ struct HubCommand: AsyncParsableCommand {
             State lives in SQLite under --data-dir (default ./toki-data, or $STATE_DIRECTORY under systemd). \
             On first start an admin user is created and its token printed once.
             Workers connect to ws://HOST:PORT/api/tokilake/connect (what Tokiame configs use).
-            """
+
+            """ + ConfigText.help(HubSettings())
     )
 
-    @Option(name: .long, help: "Address to listen on (HOST:PORT). Use 0.0.0.0:8080 to accept workers from other machines.")
-    var listen = "127.0.0.1:8080"
+    @OptionGroup var config: ConfigFileOption
 
-    @Option(name: .long, help: "Directory for the SQLite database (created if missing).")
-    var dataDir: String?
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The settings listed above.", valueName: "settings"))
+    var settings: [String] = []
 
-    @Option(name: .long, help: "Largest request body accepted, in MiB (413 above).")
-    var maxBodyMib = 32
+    func validate() throws { _ = try launch() }
 
-    @Option(name: .long, help: "Seconds a worker may take to start answering (504 after).")
-    var responseTimeout = 300
+    /// What `run` needs, from flags, environment and file (checked).
+    struct Launch {
+        var configuration: HubConfiguration
+        var address: HostPort
+        var upstream: String?
+        var token: String
+        var logLevel: Logger.Level
+    }
 
-    @Option(name: .long, help: "Seconds without a control message before a registered worker is dropped (Tokilake: 45).")
-    var heartbeatTimeout = 45
-
-    @Option(name: .long, help: "Seconds a worker link may be silent before the hub pings it; a link still silent one period later is dropped.")
-    var pingInterval = 15
-
-    @Option(name: .long, help: "Seconds a client may accept no bytes of its response before the request is cancelled (a slow but steady reader is never cut).")
-    var slowClientTimeout = 10
-
-    @Option(name: .long, help: "MiB of response the hub holds for one client beyond what its socket took (on links to original v1 workers a client over it is cut off).")
-    var responseBufferMib = 4
-
-    @Option(name: .long, help: "Seconds a worker may stay silent after the response head before the response fails (worker_timeout).")
-    var streamIdleTimeout = 300
-
-    @Option(name: .long, help: "Seconds between SSE keep-alive comments while a stream is idle.")
-    var sseKeepalive = 15
-
-    @Option(name: .long, help: "Seconds for a request's line and headers to arrive (408 and close after).")
-    var headerTimeout = Int(HTTPServerLimits().headerTimeout.components.seconds)
-
-    @Option(name: .long, help: "Seconds a kept-alive connection may wait for its next request.")
-    var idleTimeout = Int(HTTPServerLimits().idleTimeout.components.seconds)
-
-    @Option(name: .long, help: "Seconds without request-body bytes while the body is being read (408 and close after).")
-    var bodyTimeout = Int(HTTPServerLimits().bodyTimeout.components.seconds)
-
-    @Option(name: .long, help: "Most open connections, API clients and workers together (default: the open-file limit minus 256).")
-    var maxConnections: Int?
-
-    @Option(name: .long, help: "Delete usage rows older than this many days (default: keep them). Charges stay in the ledger.")
-    var usageRetentionDays: Int?
-
-    @Option(name: .long, help: "Requests per minute each API token may make (a token's own limit replaces it; default: unlimited).")
-    var tokenRpm: Int?
-
-    @Option(name: .long, help: "Tokens (prompt and completion) per minute each API token may use.")
-    var tokenTpm: Int?
-
-    @Option(name: .long, help: "Requests each API token may have in flight at once.")
-    var tokenMaxConcurrent: Int?
-
-    @Option(name: .long, help: "Requests per minute each user may make, all their tokens together.")
-    var userRpm: Int?
-
-    @Option(name: .long, help: "Tokens per minute each user may use, all their tokens together.")
-    var userTpm: Int?
-
-    @Option(name: .long, help: "Requests each user may have in flight at once.")
-    var userMaxConcurrent: Int?
-
-    @Flag(name: .long, help: "Refuse LZ4 compression even when a worker offers it.")
-    var noLz4 = false
-
-    @Flag(name: .long, help: "Keep toki workers on smux v1 even when they offer v2 (per-stream windows).")
-    var noSmux2 = false
-
-    @Option(name: .long, help: "Also lend this hub's workers to a parent hub (its base URL); they appear there under the account of --token.")
-    var upstream: String?
-
-    /// With --upstream: a token valid on the parent.
-    @OptionGroup var token: TokenOption
-
-    @OptionGroup var node: NodeIDOption
-
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
-
-    func validate() throws {
-        _ = try HostPort(listen)
+    func launch() throws -> Launch {
+        let settings = try ResolvedSettings<HubSettings>.load(arguments: self.settings, configPath: config.path)
+        let s = settings.group
+        let address = HostPort(parsing: settings[s.listen])!
+        let token = (settings.value(s.token) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let upstream = settings.value(s.upstream)
         if let upstream {
-            do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch { throw ValidationError("--upstream: \(error)") }
-            _ = try token.required(for: "--upstream needs a token valid on the parent")
-        } else if token.token != nil {
-            throw ValidationError("--token is the parent's token: it goes with --upstream")
+            do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch {
+                throw ValidationError("\(settings.source(s.upstream)): \(error)")
+            }
+            guard !token.isEmpty else {
+                throw ValidationError("upstream needs a token valid on the parent: give it with --token, $TOKI_TOKEN or token in the file")
+            }
+        } else if !token.isEmpty, settings.flag(s.token) != nil || settings.fromFile(s.token) != nil {
+            throw ValidationError("\(settings.source(s.token)) is the parent's token: it goes with upstream")
         }
-        guard maxBodyMib > 0, responseTimeout > 0, heartbeatTimeout > 0, pingInterval > 0, slowClientTimeout > 0,
-              responseBufferMib > 0, streamIdleTimeout > 0, sseKeepalive > 0,
-              headerTimeout > 0, idleTimeout > 0, bodyTimeout > 0, (maxConnections ?? 1) > 0,
-              [usageRetentionDays, tokenRpm, tokenTpm, tokenMaxConcurrent, userRpm, userTpm, userMaxConcurrent].allSatisfy({ ($0 ?? 1) > 0 })
-        else {
-            throw ValidationError("sizes and timeouts must be positive")
-        }
-        // Every toki worker accepts a request line carrying this much body; a larger one would fail there.
-        guard maxBodyMib <= TunnelProtocol.maxRequestBodyBytes >> 20 else {
-            throw ValidationError("--max-body-mib can be at most \(TunnelProtocol.maxRequestBodyBytes >> 20) (the largest body the tunnel protocol carries)")
-        }
+        var configuration = HubConfiguration()
+        configuration.host = address.host
+        configuration.port = address.port
+        configuration.dataDirectory = hubDataDirectory(settings.value(s.dataDir))
+        configuration.maxBodyBytes = settings[s.maxBodyMib] * 1024 * 1024
+        configuration.responseTimeout = .seconds(settings[s.responseTimeout])
+        configuration.heartbeatTimeout = .seconds(settings[s.heartbeatTimeout])
+        configuration.pingInterval = .seconds(settings[s.pingInterval])
+        configuration.usageRetention = settings.value(s.usageRetentionDays).map { .seconds($0 * 86_400) }
+        configuration.tokenRateLimit = RateLimit(rpm: settings.value(s.tokenRpm), tpm: settings.value(s.tokenTpm),
+                                                 concurrency: settings.value(s.tokenMaxConcurrent))
+        configuration.userRateLimit = RateLimit(rpm: settings.value(s.userRpm), tpm: settings.value(s.userTpm),
+                                                concurrency: settings.value(s.userMaxConcurrent))
+        configuration.allowLZ4 = !settings[s.noLz4]
+        configuration.allowSmux2 = !settings[s.noSmux2]
+        configuration.slowClientTimeout = .seconds(settings[s.slowClientTimeout])
+        configuration.responseBufferBytes = settings[s.responseBufferMib] * 1024 * 1024
+        configuration.streamIdleTimeout = .seconds(settings[s.streamIdleTimeout])
+        configuration.sseKeepAliveInterval = .seconds(settings[s.sseKeepalive])
+        configuration.httpLimits.headerTimeout = .seconds(settings[s.headerTimeout])
+        configuration.httpLimits.idleTimeout = .seconds(settings[s.idleTimeout])
+        configuration.httpLimits.bodyTimeout = .seconds(settings[s.bodyTimeout])
+        configuration.httpLimits.maxConnections = settings.value(s.maxConnections)
+        if let nodeId = settings.value(s.nodeId) { configuration.nodeID = nodeId }
+        return Launch(configuration: configuration, address: address, upstream: upstream, token: token,
+                      logLevel: Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info)
     }
 
     func run() async throws {
-        let logger = makeLogger(label: "toki.hub", level: logLevel)
-        var configuration = HubConfiguration()
-        let address = try HostPort(listen)
-        configuration.host = address.host
-        configuration.port = address.port
-        configuration.dataDirectory = hubDataDirectory(dataDir)
-        configuration.maxBodyBytes = maxBodyMib * 1024 * 1024
-        configuration.responseTimeout = .seconds(responseTimeout)
-        configuration.heartbeatTimeout = .seconds(heartbeatTimeout)
-        configuration.pingInterval = .seconds(pingInterval)
-        configuration.usageRetention = usageRetentionDays.map { .seconds($0 * 86_400) }
-        configuration.tokenRateLimit = RateLimit(rpm: tokenRpm, tpm: tokenTpm, concurrency: tokenMaxConcurrent)
-        configuration.userRateLimit = RateLimit(rpm: userRpm, tpm: userTpm, concurrency: userMaxConcurrent)
-        configuration.allowLZ4 = !noLz4
-        configuration.allowSmux2 = !noSmux2
-        configuration.slowClientTimeout = .seconds(slowClientTimeout)
-        configuration.responseBufferBytes = responseBufferMib * 1024 * 1024
-        configuration.streamIdleTimeout = .seconds(streamIdleTimeout)
-        configuration.sseKeepAliveInterval = .seconds(sseKeepalive)
-        configuration.httpLimits.headerTimeout = .seconds(headerTimeout)
-        configuration.httpLimits.idleTimeout = .seconds(idleTimeout)
-        configuration.httpLimits.bodyTimeout = .seconds(bodyTimeout)
-        configuration.httpLimits.maxConnections = maxConnections
-        if let nodeId = node.nodeId { configuration.nodeID = nodeId }
-        let exporter = upstream.map {
-            UpstreamExporter(upstream: $0, token: token.resolved, nodeID: configuration.nodeID, logger: logger)
+        let launch = try launch()
+        let (configuration, address) = (launch.configuration, launch.address)
+        let logger = makeLogger(label: "toki.hub", level: launch.logLevel)
+        let exporter = launch.upstream.map {
+            UpstreamExporter(upstream: $0, token: launch.token, nodeID: configuration.nodeID, logger: logger)
         }
         // Every connection is a descriptor: use all the process may have (the Go hub does too).
         let descriptors = FileDescriptorLimit.raiseToHard()
@@ -239,23 +179,6 @@ struct TokenCommand: AsyncParsableCommand {
         func run() async throws {
             try await store.open().revokeToken(id: id)
         }
-    }
-}
-
-/// HOST:PORT, with [v6]:port accepted.
-struct HostPort {
-    var host: String
-    var port: Int
-
-    init(_ text: String) throws {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-            throw ValidationError("expected HOST:PORT, got '\(text)'")
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        if host.isEmpty { host = "0.0.0.0" }
-        self.host = host
-        self.port = port
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import TokiConfig
 import TokiHub
 import TokiRelay
 import TokiTunnel
@@ -15,42 +16,42 @@ struct RelayCommand: AsyncParsableCommand {
             Workers connect to a relay exactly as to a hub (same path, same tokens); the root hub \
             checks their tokens and namespaces and routes to them through the relay. No public API, \
             no user database. Chains may be several relays deep (at most 4 hops).
-            """
+
+            """ + ConfigText.help(RelaySettings())
     )
 
-    @Option(name: .long, help: "The parent's base URL: the root hub or another relay (http://host:port, https://…).")
-    var upstream: String
+    @OptionGroup var config: ConfigFileOption
 
-    /// A token valid on the root hub: the relay's own link is owned by its user.
-    @OptionGroup var token: TokenOption
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The settings listed above.", valueName: "settings"))
+    var settings: [String] = []
 
-    @Option(name: .long, help: "Address workers connect to (HOST:PORT).")
-    var listen = "127.0.0.1:8081"
+    func validate() throws { _ = try launch() }
 
-    @OptionGroup var node: NodeIDOption
-
-    @Flag(name: .long, help: "Do not offer LZ4 on the upstream link.")
-    var noLz4 = false
-
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
-
-    func validate() throws {
-        _ = try HostPort(listen)
-        _ = try token.required(for: "a token valid on the root hub")
-        do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch {
-            throw ValidationError("--upstream: \(error)")
+    func launch() throws -> (configuration: RelayConfiguration, address: HostPort, logLevel: Logger.Level) {
+        let settings = try ResolvedSettings<RelaySettings>.load(arguments: self.settings, configPath: config.path)
+        let s = settings.group
+        guard let upstream = settings.value(s.upstream) else {
+            throw ValidationError("no parent: give it with --upstream URL, $TOKI_RELAY_UPSTREAM or upstream in the file")
         }
+        do { _ = try TunnelDialOptions.normalize(TunnelDialOptions.hubURL(upstream)) } catch {
+            throw ValidationError("\(settings.source(s.upstream)): \(error)")
+        }
+        let token = (settings.value(s.token) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !token.isEmpty else {
+            throw ValidationError("a token valid on the root hub: give it with --token, $TOKI_TOKEN or token in the file")
+        }
+        let address = HostPort(parsing: settings[s.listen])!
+        var configuration = RelayConfiguration(upstream: upstream, token: token)
+        if let nodeId = settings.value(s.nodeId) { configuration.nodeID = nodeId }
+        configuration.offerLZ4 = !settings[s.noLz4]
+        configuration.endpoint.host = address.host
+        configuration.endpoint.port = address.port
+        return (configuration, address, Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info)
     }
 
     func run() async throws {
+        let (configuration, address, logLevel) = try launch()
         let logger = makeLogger(label: "toki.relay", level: logLevel)
-        let address = try HostPort(listen)
-        var configuration = RelayConfiguration(upstream: upstream, token: token.resolved)
-        if let nodeId = node.nodeId { configuration.nodeID = nodeId }
-        configuration.offerLZ4 = !noLz4
-        configuration.endpoint.host = address.host
-        configuration.endpoint.port = address.port
         let descriptors = FileDescriptorLimit.raiseToHard()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let (nodeID, upstreamURL) = (configuration.nodeID, configuration.upstream)

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import TokiConfig
+
+/// `--config FILE` of hub, relay-only and worker.
+struct ConfigFileOption: ParsableArguments {
+    @Option(name: [.customLong("config"), .customShort("c")], help: ArgumentHelp(
+        "TOML configuration file; this mode's section is read (`toki config example MODE` prints one). For the worker a file not ending in .toml is a tokiame.json.",
+        valueName: "file"))
+    var path: String?
+}
+
+extension ResolvedSettings {
+    /// The command's setting flags, the process environment and `--config`'s section, checked;
+    /// every problem at once, as a usage error.
+    static func load(arguments: [String], configPath: String?) throws -> ResolvedSettings<G> {
+        do {
+            let file = try configPath.map { path throws(ConfigError) in try ConfigFile.load(path: path).section(for: G()) }
+            return try ResolvedSettings(arguments: arguments, environment: ProcessInfo.processInfo.environment, file: file)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+}
+
+extension ConfigMode: ExpressibleByArgument {}
+
+/// `toki config check|example`.
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Check a configuration file, or print a commented example of one.",
+        subcommands: [Check.self, Example.self]
+    )
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check a file: every section, key, type and value (prints ok, or every problem and exits 1).")
+        @Argument(help: ArgumentHelp("The TOML file.", valueName: "file"))
+        var file: String
+
+        func run() throws {
+            let problems: [String]
+            do { problems = try ConfigFile.load(path: file).problems() } catch { problems = error.messages }
+            guard problems.isEmpty else {
+                FileHandle.standardError.write(Data((problems.joined(separator: "\n") + "\n").utf8))
+                throw ExitCode(1)
+            }
+            print("ok")
+        }
+    }
+
+    struct Example: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a commented example with every key of a mode (contrib/toki-MODE.toml is this output).")
+        @Argument(help: ArgumentHelp("hub, relay or worker.", valueName: "mode"))
+        var mode: ConfigMode
+
+        func run() {
+            print(ConfigText.example(mode), terminator: "")
+        }
+    }
+}
