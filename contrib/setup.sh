@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing toki needs on Debian 12: the C libraries it links
-# (liblz4, libsqlite3, libcrypto) and the Go reference peer's packages for the interop tests.
+# (liblz4, libsqlite3, libcrypto), the Go reference peer's packages for the interop tests, the
+# openssl CLI (the TLS test makes its certificates with it) and nginx (contrib/nginx/check.sh).
 # Idempotent; uses sudo when not root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-PKGS=(liblz4-dev libsqlite3-dev libssl-dev pkg-config curl
+PKGS=(liblz4-dev libsqlite3-dev libssl-dev pkg-config curl openssl nginx-light
       golang-go golang-github-xtaci-smux-dev golang-github-gorilla-websocket-dev)
 missing=()
 for p in "${PKGS[@]}"; do
