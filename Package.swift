@@ -98,7 +98,7 @@ let package = Package(
         ]),
         // Configuration files and settings: one declaration per setting drives its flag, environment
         // variable and file key; a strict TOML-subset reader with line numbers. Pure.
-        .target(name: "TokiConfig", dependencies: ["TokiProtocol"]),
+        .target(name: "TokiConfig", dependencies: ["TokiProtocol", .product(name: "NIOCore", package: "swift-nio")]),
         // `toki admin`'s pure parts: the envelope, JSON kept verbatim, tables, argument parsing.
         .target(name: "TokiAdminClient"),
         .executableTarget(name: "toki", dependencies: [

@@ -33,8 +33,9 @@ public enum ConfigText {
         var out = "Settings: a flag wins over its environment variable, which wins over the [\(section)] key of --config FILE.\n"
         for setting in group.all where !setting.hidden {
             let flag = setting.isSwitch ? setting.flag : "\(setting.flag) <\(setting.valueName)>"
-            var line = "\(flag)\n" + wrap(setting.help + (setting.defaultLiteral.map { setting.isSwitch ? "" : " (default: \($0))" } ?? ""), prefix: "      ")
-            line += "\n      " + origins(setting, section: section)
+            // Under 80 columns: ArgumentParser re-wraps longer lines.
+            var line = "\(flag)\n" + wrap(setting.help + (setting.defaultLiteral.map { setting.isSwitch ? "" : " (default: \($0))" } ?? ""), prefix: "    ", width: 78)
+            line += "\n" + wrap(origins(setting, section: section), prefix: "    ", width: 78)
             out += "\n" + line + "\n"
         }
         return out

@@ -231,18 +231,6 @@ public struct WorkerModel: Sendable, Equatable {
 
     static let stringKeys = ["url", "mapped_name", "backend_type", "api_key_header", "api_key_prefix"]
 
-    public init(name: String, url: String, mappedName: String = "", backendType: String = "", headers: [String: String] = [:],
-                apiKeys: [String] = [], apiKeyHeader: String = "", apiKeyPrefix: String = "") {
-        self.name = name
-        self.url = url
-        self.mappedName = mappedName
-        self.backendType = backendType
-        self.headers = headers
-        self.apiKeys = apiKeys
-        self.apiKeyHeader = apiKeyHeader
-        self.apiKeyPrefix = apiKeyPrefix
-    }
-
     public init(name: String, table: TOMLTable) throws(Problems) {
         self.name = name
         self.url = ""

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import TokiProtocol
 
 // One declaration per setting: its key in the file is the flag's name in snake_case, and its
 // environment variable is derived from the same key, so the three can never disagree.
@@ -33,24 +35,11 @@ extension String: SettingValue {
     public init?(text: String) { self = text }
     public var tomlLiteral: String { Self.quoted(self) }
 
+    /// A TOML basic string: JSON's escapes are TOML's too.
     static func quoted(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
+        var buffer = ByteBuffer()
+        buffer.writeJSONString(s)
+        return String(buffer: buffer)
     }
 }
 
