@@ -53,6 +53,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The echo/sink stream protocol shared with the Go reference peer (interop tests, benchmarks).
@@ -69,6 +70,7 @@ let package = Package(
         // The gateway: OpenAI HTTP API, worker registry, routing.
         .target(name: "TokiHub", dependencies: [
             "TokiTunnel", "TokiProtocol", "TokiStore", "CMalloc",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -105,6 +107,7 @@ let package = Package(
             "TokiAdminClient", "TokiConfig", "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -145,6 +148,7 @@ let package = Package(
         .testTarget(name: "TokiWorkerTests", dependencies: [
             "TokiWorker", "TokiTunnel", "TokiProtocol", "TokiMux", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -164,6 +168,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: [
             "TestSupport", "TokiTunnel", "TokiProtocol", "TokiMux",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),

@@ -45,6 +45,11 @@ public enum ConfigMode: String, CaseIterable, Sendable {
 }
 
 private let logLevelHelp = "Log level: trace, debug, info, notice, warning, error, critical."
+private let tlsCertHelp = "Serve HTTPS and WSS with this PEM certificate chain (with tls_key); SIGHUP reloads both files for new connections. Without it: plain HTTP, for a TLS proxy in front (contrib/nginx/)."
+private let tlsKeyHelp = "The PEM private key of tls_cert."
+private func insecureHelp(_ parent: String) -> String {
+    "Do not verify the \(parent)'s TLS certificate at all (anyone on the path can then read the traffic and take the token); logged as a warning at start. Prefer ca_file."
+}
 
 // MARK: [hub]
 
@@ -55,6 +60,10 @@ public struct HubSettings: SettingsGroup {
 
     public let listen = Setting<String>("listen", default: "127.0.0.1:8080", valueName: "host:port",
         help: "Address to listen on (HOST:PORT). Use 0.0.0.0:8080 to accept workers from other machines.", check: Check.hostPort)
+    public let tlsCert = Setting<String>("tls_cert", example: "/etc/toki/hub.pem", valueName: "path",
+        help: tlsCertHelp, check: Check.nonEmpty)
+    public let tlsKey = Setting<String>("tls_key", example: "/etc/toki/hub.key", valueName: "path",
+        help: tlsKeyHelp, check: Check.nonEmpty)
     public let dataDir = Setting<String>("data_dir", example: "/var/lib/toki", valueName: "path",
         help: "Directory for the SQLite database, created if missing (default: $STATE_DIRECTORY under systemd, else ./toki-data).", check: Check.nonEmpty)
     public let maxBodyMib = Setting<Int>("max_body_mib", default: 32, valueName: "n",
@@ -103,6 +112,10 @@ public struct HubSettings: SettingsGroup {
         help: "Also lend this hub's workers to a parent hub (its base URL); they appear there under the account of token.", check: Check.nonEmpty)
     public let token = Setting<String>("token", example: "sk-…", valueName: "token", environment: .named("TOKI_TOKEN"),
         help: "With upstream: a token valid on the parent.", check: Check.nonEmpty)
+    public let caFile = Setting<String>("ca_file", example: "/etc/toki/parent-ca.pem", valueName: "path",
+        help: "With upstream: PEM file of CA certificates that verify the parent's certificate (default: the system roots).", check: Check.nonEmpty)
+    public let insecureSkipVerify = Setting<Bool>("insecure_skip_verify", default: false,
+        help: insecureHelp("parent"))
     public let nodeId = Setting<String>("node_id", example: "hub-eu-1", valueName: "id",
         help: "This node's id in chains (default: host name and a random suffix).", check: nodeIDCheck)
     public let logLevel = Setting<String>("log_level", default: "info", valueName: "level",
@@ -127,8 +140,16 @@ public struct RelaySettings: SettingsGroup {
         help: "The parent's base URL: the root hub or another relay (http://host:port, https://…). Required.", check: Check.nonEmpty)
     public let token = Setting<String>("token", example: "sk-…", valueName: "token", environment: .named("TOKI_TOKEN"),
         help: "A token valid on the root hub: the relay's own link is owned by its user. Required.", check: Check.nonEmpty)
+    public let caFile = Setting<String>("ca_file", example: "/etc/toki/parent-ca.pem", valueName: "path",
+        help: "PEM file of CA certificates that verify the parent's certificate (default: the system roots).", check: Check.nonEmpty)
+    public let insecureSkipVerify = Setting<Bool>("insecure_skip_verify", default: false,
+        help: insecureHelp("parent"))
     public let listen = Setting<String>("listen", default: "127.0.0.1:8081", valueName: "host:port",
         help: "Address workers connect to (HOST:PORT).", check: Check.hostPort)
+    public let tlsCert = Setting<String>("tls_cert", example: "/etc/toki/relay.pem", valueName: "path",
+        help: tlsCertHelp, check: Check.nonEmpty)
+    public let tlsKey = Setting<String>("tls_key", example: "/etc/toki/relay.key", valueName: "path",
+        help: tlsKeyHelp, check: Check.nonEmpty)
     public let nodeId = Setting<String>("node_id", example: "relay-eu-1", valueName: "id",
         help: "This node's id in chains (default: host name and a random suffix).", check: nodeIDCheck)
     public let noLz4 = Setting<Bool>("no_lz4", default: false,
@@ -169,6 +190,8 @@ public struct WorkerSettings: SettingsGroup {
         help: "Offer LZ4 compression of the tunnel (used if the hub supports it; helps on slow uplinks).")
     public let caFile = Setting<String>("ca_file", example: "/etc/toki/hub-ca.pem", valueName: "path",
         help: "PEM file of CA certificates to trust for a wss:// hub (default: the system roots).", check: Check.nonEmpty)
+    public let insecureSkipVerify = Setting<Bool>("insecure_skip_verify", default: false,
+        help: insecureHelp("hub") + " Also tokiame.json's insecure_skip_verify.")
     public let heartbeatSeconds = Setting<Int>("heartbeat_seconds", example: 15, valueName: "n", environment: .tokiame("TOKIAME_HEARTBEAT_INTERVAL_SECONDS"),
         help: "Seconds between heartbeats, 1-44 (default: 15, or heartbeat_interval_seconds).", check: Check.range(1...44))
     public let maxConcurrent = Setting<Int>("max_concurrent", default: 256, valueName: "n",

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import Logging
+import NIOSSL
 import TokiConfig
+import TokiTunnel
 
 /// `--config FILE` of hub, relay-only and worker.
 struct ConfigFileOption: ParsableArguments {
@@ -24,6 +27,35 @@ extension ResolvedSettings {
 }
 
 extension ConfigMode: ExpressibleByArgument {}
+
+/// tls_cert and tls_key: the certificate this node serves (loaded now, so a bad pair stops the
+/// start); nil for plain HTTP.
+func serverCertificate(certificate: String?, key: String?) throws -> ServerCertificate? {
+    switch (certificate, key) {
+    case (nil, nil): return nil
+    case (let certificate?, let key?):
+        do { return try ServerCertificate(certificatePath: certificate, keyPath: key) } catch { throw ValidationError("\(error)") }
+    default: throw ValidationError("tls_cert and tls_key go together (--tls-cert FILE --tls-key FILE)")
+    }
+}
+
+/// How the parent's certificate is verified: the system roots (nil), only `caFile`'s CAs, or
+/// not at all (`insecure`, which `warnIfInsecure` announces).
+func parentTLS(caFile: String?, insecure: Bool) throws -> TLSConfiguration? {
+    guard caFile != nil || insecure else { return nil }
+    var tls = TLSConfiguration.makeClientConfiguration()
+    if let caFile {
+        guard FileManager.default.isReadableFile(atPath: caFile) else { throw ValidationError("ca_file \(caFile) is not readable") }
+        tls.trustRoots = .file(caFile)
+    }
+    if insecure { tls.certificateVerification = .none }
+    return tls
+}
+
+func warnIfInsecure(_ insecure: Bool, parent: String, logger: Logger) {
+    guard insecure else { return }
+    logger.warning("insecure_skip_verify is set: the \(parent)'s TLS certificate is NOT verified; anyone on the path can read and change the traffic and take the token. Trust a private CA with ca_file instead")
+}
 
 /// `toki config check|example`.
 struct ConfigCommand: ParsableCommand {

@@ -8,6 +8,7 @@ import TokiProtocol
 import TokiStore
 import TokiTunnel
 import TokiConfig
+import NIOSSL
 
 /// `toki hub`: the gateway on embedded SQLite.
 struct HubCommand: AsyncParsableCommand {
@@ -35,6 +36,8 @@ struct HubCommand: AsyncParsableCommand {
         var address: HostPort
         var upstream: String?
         var token: String
+        var upstreamTLS: TLSConfiguration?
+        var insecure: Bool
         var logLevel: Logger.Level
     }
 
@@ -57,6 +60,7 @@ struct HubCommand: AsyncParsableCommand {
         var configuration = HubConfiguration()
         configuration.host = address.host
         configuration.port = address.port
+        configuration.tls = try serverCertificate(certificate: settings.value(s.tlsCert), key: settings.value(s.tlsKey))
         configuration.dataDirectory = hubDataDirectory(settings.value(s.dataDir))
         configuration.maxBodyBytes = settings[s.maxBodyMib] * 1024 * 1024
         configuration.responseTimeout = .seconds(settings[s.responseTimeout])
@@ -78,7 +82,11 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.bodyTimeout = .seconds(settings[s.bodyTimeout])
         configuration.httpLimits.maxConnections = settings.value(s.maxConnections)
         if let nodeId = settings.value(s.nodeId) { configuration.nodeID = nodeId }
+        let insecure = upstream != nil && settings[s.insecureSkipVerify]
+        var upstreamTLS: TLSConfiguration?
+        if upstream != nil { upstreamTLS = try parentTLS(caFile: settings.value(s.caFile), insecure: insecure) }
         return Launch(configuration: configuration, address: address, upstream: upstream, token: token,
+                      upstreamTLS: upstreamTLS, insecure: insecure,
                       logLevel: Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info)
     }
 
@@ -87,8 +95,9 @@ struct HubCommand: AsyncParsableCommand {
         let (configuration, address) = (launch.configuration, launch.address)
         let logger = makeLogger(label: "toki.hub", level: launch.logLevel)
         let exporter = launch.upstream.map {
-            UpstreamExporter(upstream: $0, token: launch.token, nodeID: configuration.nodeID, logger: logger)
+            UpstreamExporter(upstream: $0, token: launch.token, nodeID: configuration.nodeID, tls: launch.upstreamTLS, logger: logger)
         }
+        warnIfInsecure(launch.insecure, parent: "parent", logger: logger)
         // Every connection is a descriptor: use all the process may have (the Go hub does too).
         let descriptors = FileDescriptorLimit.raiseToHard()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
@@ -102,16 +111,18 @@ struct HubCommand: AsyncParsableCommand {
                 """.utf8))
         }
         let dataDirectory = configuration.dataDirectory
+        let (http, ws) = configuration.tls == nil ? ("http", "ws") : ("https", "wss")
         let hub = HubService(configuration: configuration, store: store, logger: logger, chain: exporter?.chain) { port in
             logger.notice("toki hub listening", metadata: [
-                "api": "http://\(address.host):\(port)/v1", "workers": "ws://\(address.host):\(port)/api/tokilake/connect",
+                "api": "\(http)://\(address.host):\(port)/v1", "workers": "\(ws)://\(address.host):\(port)/api/tokilake/connect",
                 "data": "\(dataDirectory)",
             ])
             // One machine-readable line for scripts and tests.
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
         }
         // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
-        let group = ServiceGroup(services: [hub] + (exporter.map { [$0 as any Service] } ?? []),
+        let reloader = configuration.tls.map { CertificateReloader(certificate: $0, logger: logger) as any Service }
+        let group = ServiceGroup(services: [hub] + (exporter.map { [$0 as any Service] } ?? []) + (reloader.map { [$0] } ?? []),
                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()

@@ -27,7 +27,7 @@ struct RelayCommand: AsyncParsableCommand {
 
     func validate() throws { _ = try launch() }
 
-    func launch() throws -> (configuration: RelayConfiguration, address: HostPort, logLevel: Logger.Level) {
+    func launch() throws -> (configuration: RelayConfiguration, address: HostPort, insecure: Bool, logLevel: Logger.Level) {
         let settings = try ResolvedSettings<RelaySettings>.load(arguments: self.settings, configPath: config.path)
         let s = settings.group
         guard let upstream = settings.value(s.upstream) else {
@@ -46,22 +46,28 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.offerLZ4 = !settings[s.noLz4]
         configuration.endpoint.host = address.host
         configuration.endpoint.port = address.port
-        return (configuration, address, Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info)
+        configuration.endpoint.tls = try serverCertificate(certificate: settings.value(s.tlsCert), key: settings.value(s.tlsKey))
+        let insecure = settings[s.insecureSkipVerify]
+        configuration.tls = try parentTLS(caFile: settings.value(s.caFile), insecure: insecure)
+        return (configuration, address, insecure, Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info)
     }
 
     func run() async throws {
-        let (configuration, address, logLevel) = try launch()
+        let (configuration, address, insecure, logLevel) = try launch()
         let logger = makeLogger(label: "toki.relay", level: logLevel)
+        warnIfInsecure(insecure, parent: "parent", logger: logger)
         let descriptors = FileDescriptorLimit.raiseToHard()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let (nodeID, upstreamURL) = (configuration.nodeID, configuration.upstream)
+        let ws = configuration.endpoint.tls == nil ? "ws" : "wss"
         let relay = RelayService(configuration: configuration, logger: logger) { port in
             logger.notice("toki relay listening", metadata: [
-                "workers": "ws://\(address.host):\(port)/api/tokilake/connect", "upstream": "\(upstreamURL)", "node": "\(nodeID)",
+                "workers": "\(ws)://\(address.host):\(port)/api/tokilake/connect", "upstream": "\(upstreamURL)", "node": "\(nodeID)",
             ])
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
         }
-        let group = ServiceGroup(services: [relay], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let reloader = configuration.endpoint.tls.map { CertificateReloader(certificate: $0, logger: logger) as any Service }
+        let group = ServiceGroup(services: [relay] + (reloader.map { [$0] } ?? []), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
         } catch is CancellationError {

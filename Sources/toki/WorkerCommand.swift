@@ -92,6 +92,10 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         for (setting, field) in strings { if let v = settings.flag(setting) { cfg[keyPath: field] = v } }
         if let n = settings.flag(s.heartbeatSeconds) { cfg.heartbeatIntervalSeconds = n }
+        // Flag, environment or the TOML file; else tokiame.json's own key.
+        if let insecure = settings.flag(s.insecureSkipVerify) ?? settings.fromEnvironment(s.insecureSkipVerify) ?? settings.fromFile(s.insecureSkipVerify) {
+            cfg.insecureSkipVerify = insecure
+        }
         if cfg.namespace.trimmingCharacters(in: .whitespaces).isEmpty { cfg.namespace = ProcessInfo.processInfo.hostName }
         if cfg.gatewayURL.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("no hub: pass --hub URL (or hub in the [worker] file, gateway_url in tokiame.json, or TOKIAME_GATEWAY_URL)")
