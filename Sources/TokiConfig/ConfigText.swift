@@ -30,7 +30,7 @@ public enum ConfigText {
     /// The settings list of a command's `--help`.
     public static func help(_ group: any SettingsGroup) -> String {
         let section = type(of: group).section
-        var out = "Settings: a flag wins over its environment variable, which wins over the [\(section)] key of --config FILE.\n"
+        var out = wrap("Settings: a flag wins over its environment variable, which wins over the [\(section)] key of --config FILE.", prefix: "", width: 78) + "\n"
         for setting in group.all where !setting.hidden {
             let flag = setting.isSwitch ? setting.flag : "\(setting.flag) <\(setting.valueName)>"
             // Under 80 columns: ArgumentParser re-wraps longer lines.
