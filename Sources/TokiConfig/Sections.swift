@@ -45,8 +45,30 @@ public enum ConfigMode: String, CaseIterable, Sendable {
 }
 
 private let logLevelHelp = "Log level: trace, debug, info, notice, warning, error, critical."
-private let tlsCertHelp = "Serve HTTPS and WSS with this PEM certificate chain (with tls_key); SIGHUP reloads both files for new connections. Without it: plain HTTP, for a TLS proxy in front (contrib/nginx/)."
-private let tlsKeyHelp = "The PEM private key of tls_cert."
+
+// Settings the hub and the relay share, declared once.
+
+/// What the node serves: HTTPS/WSS with these files, else plain HTTP.
+private let served = (
+    certificate: Setting<String>("tls_cert", example: "/etc/toki/tls.pem", valueName: "path",
+        help: "Serve HTTPS and WSS with this PEM certificate chain (with tls_key); SIGHUP reloads both files for new connections. Without it: plain HTTP, for a TLS proxy in front (contrib/nginx/).", check: Check.nonEmpty),
+    key: Setting<String>("tls_key", example: "/etc/toki/tls.key", valueName: "path",
+        help: "The PEM private key of tls_cert.", check: Check.nonEmpty)
+)
+
+/// How the parent's certificate is verified.
+private let parent = (
+    caFile: Setting<String>("ca_file", example: "/etc/toki/parent-ca.pem", valueName: "path",
+        help: "PEM file of CA certificates that verify the parent's certificate (hub: with upstream; default: the system roots).", check: Check.nonEmpty),
+    insecureSkipVerify: Setting<Bool>("insecure_skip_verify", default: false, help: insecureHelp("parent"))
+)
+
+/// The node in a chain, and its logs.
+private let chain = (
+    nodeID: Setting<String>("node_id", example: "eu-1", valueName: "id",
+        help: "This node's id in chains (default: host name and a random suffix).", check: nodeIDCheck),
+    logLevel: Setting<String>("log_level", default: "info", valueName: "level", help: logLevelHelp, check: Check.oneOf(Check.logLevels))
+)
 private func insecureHelp(_ parent: String) -> String {
     "Do not verify the \(parent)'s TLS certificate at all (anyone on the path can then read the traffic and take the token); logged as a warning at start. Prefer ca_file."
 }
@@ -60,10 +82,8 @@ public struct HubSettings: SettingsGroup {
 
     public let listen = Setting<String>("listen", default: "127.0.0.1:8080", valueName: "host:port",
         help: "Address to listen on (HOST:PORT). Use 0.0.0.0:8080 to accept workers from other machines.", check: Check.hostPort)
-    public let tlsCert = Setting<String>("tls_cert", example: "/etc/toki/hub.pem", valueName: "path",
-        help: tlsCertHelp, check: Check.nonEmpty)
-    public let tlsKey = Setting<String>("tls_key", example: "/etc/toki/hub.key", valueName: "path",
-        help: tlsKeyHelp, check: Check.nonEmpty)
+    public let tlsCert = served.certificate
+    public let tlsKey = served.key
     public let dataDir = Setting<String>("data_dir", example: "/var/lib/toki", valueName: "path",
         help: "Directory for the SQLite database, created if missing (default: $STATE_DIRECTORY under systemd, else ./toki-data).", check: Check.nonEmpty)
     public let maxBodyMib = Setting<Int>("max_body_mib", default: 32, valueName: "n",
@@ -112,14 +132,10 @@ public struct HubSettings: SettingsGroup {
         help: "Also lend this hub's workers to a parent hub (its base URL); they appear there under the account of token.", check: Check.nonEmpty)
     public let token = Setting<String>("token", example: "sk-…", valueName: "token", environment: .named("TOKI_TOKEN"),
         help: "With upstream: a token valid on the parent.", check: Check.nonEmpty)
-    public let caFile = Setting<String>("ca_file", example: "/etc/toki/parent-ca.pem", valueName: "path",
-        help: "With upstream: PEM file of CA certificates that verify the parent's certificate (default: the system roots).", check: Check.nonEmpty)
-    public let insecureSkipVerify = Setting<Bool>("insecure_skip_verify", default: false,
-        help: insecureHelp("parent"))
-    public let nodeId = Setting<String>("node_id", example: "hub-eu-1", valueName: "id",
-        help: "This node's id in chains (default: host name and a random suffix).", check: nodeIDCheck)
-    public let logLevel = Setting<String>("log_level", default: "info", valueName: "level",
-        help: logLevelHelp, check: Check.oneOf(Check.logLevels))
+    public let caFile = parent.caFile
+    public let insecureSkipVerify = parent.insecureSkipVerify
+    public let nodeId = chain.nodeID
+    public let logLevel = chain.logLevel
 }
 
 /// Every toki worker accepts a request line carrying this much body; a larger one would fail there.
@@ -140,22 +156,16 @@ public struct RelaySettings: SettingsGroup {
         help: "The parent's base URL: the root hub or another relay (http://host:port, https://…). Required.", check: Check.nonEmpty)
     public let token = Setting<String>("token", example: "sk-…", valueName: "token", environment: .named("TOKI_TOKEN"),
         help: "A token valid on the root hub: the relay's own link is owned by its user. Required.", check: Check.nonEmpty)
-    public let caFile = Setting<String>("ca_file", example: "/etc/toki/parent-ca.pem", valueName: "path",
-        help: "PEM file of CA certificates that verify the parent's certificate (default: the system roots).", check: Check.nonEmpty)
-    public let insecureSkipVerify = Setting<Bool>("insecure_skip_verify", default: false,
-        help: insecureHelp("parent"))
+    public let caFile = parent.caFile
+    public let insecureSkipVerify = parent.insecureSkipVerify
     public let listen = Setting<String>("listen", default: "127.0.0.1:8081", valueName: "host:port",
         help: "Address workers connect to (HOST:PORT).", check: Check.hostPort)
-    public let tlsCert = Setting<String>("tls_cert", example: "/etc/toki/relay.pem", valueName: "path",
-        help: tlsCertHelp, check: Check.nonEmpty)
-    public let tlsKey = Setting<String>("tls_key", example: "/etc/toki/relay.key", valueName: "path",
-        help: tlsKeyHelp, check: Check.nonEmpty)
-    public let nodeId = Setting<String>("node_id", example: "relay-eu-1", valueName: "id",
-        help: "This node's id in chains (default: host name and a random suffix).", check: nodeIDCheck)
+    public let tlsCert = served.certificate
+    public let tlsKey = served.key
+    public let nodeId = chain.nodeID
     public let noLz4 = Setting<Bool>("no_lz4", default: false,
         help: "Do not offer LZ4 on the upstream link.")
-    public let logLevel = Setting<String>("log_level", default: "info", valueName: "level",
-        help: logLevelHelp, check: Check.oneOf(Check.logLevels))
+    public let logLevel = chain.logLevel
 }
 
 // MARK: [worker]
