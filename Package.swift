@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // System libraries (apt: liblz4-dev, libssl-dev). Zero build cost.
@@ -65,12 +67,15 @@ let package = Package(
         .target(name: "TokiStore", dependencies: [
             "CCrypto",
             .product(name: "GRDB", package: "GRDB.swift"),
+            // The raw SQLite API, for binding the per-request statements directly (StatementRunner.swift).
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The gateway: OpenAI HTTP API, worker registry, routing.
         .target(name: "TokiHub", dependencies: [
             "TokiTunnel", "TokiProtocol", "TokiStore", "CMalloc",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -90,6 +95,7 @@ let package = Package(
         // The edge daemon: registers models, answers tunnelled requests from local backends.
         .target(name: "TokiWorker", dependencies: [
             "TokiTunnel", "TokiProtocol", "TokiMux",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -101,10 +107,16 @@ let package = Package(
         // Configuration files and settings: one declaration per setting drives its flag, environment
         // variable and file key; a strict TOML-subset reader with line numbers. Pure.
         .target(name: "TokiConfig", dependencies: ["TokiProtocol", .product(name: "NIOCore", package: "swift-nio")]),
+        // A node's process-level operations: sd_notify (READY, STOPPING, WATCHDOG, STATUS) without
+        // libsystemd, and the logfmt/JSON log handlers. No NIO: hub, relay and worker share it.
+        .target(name: "TokiOps", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // `toki admin`'s pure parts: the envelope, JSON kept verbatim, tables, argument parsing.
-        .target(name: "TokiAdminClient"),
+        .target(name: "TokiAdminClient", dependencies: ["TokiProtocol"]),
         .executableTarget(name: "toki", dependencies: [
-            "TokiAdminClient", "TokiConfig", "TokiMux", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
+            "TokiAdminClient", "TokiConfig", "TokiMux", "TokiOps", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -112,6 +124,9 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .executableTarget(name: "toki-bench", dependencies: ["TokiMux", "TokiProtocol", "TokiTunnel", "TokiProbe", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"), .product(name: "AsyncHTTPClient", package: "async-http-client")], path: "benchmarks/TokiBench"),
         // A stub OpenAI backend for the worker's tests, end-to-end tests and benchmarks.
@@ -141,6 +156,11 @@ let package = Package(
         ]),
         .testTarget(name: "TokiAdminClientTests", dependencies: ["TokiAdminClient"]),
         .testTarget(name: "TokiConfigTests", dependencies: ["TokiConfig"]),
+        .testTarget(name: "TokiOpsTests", dependencies: [
+            "TokiOps", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .testTarget(name: "TokiStoreTests", dependencies: [
             "TokiStore",
             .product(name: "Logging", package: "swift-log"),
@@ -155,6 +175,8 @@ let package = Package(
         ]),
         .testTarget(name: "TokiHubTests", dependencies: [
             "TokiHub", "TokiTunnel", "TokiProtocol", "TokiMux", "TokiStore", "TestSupport",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

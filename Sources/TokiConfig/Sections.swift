@@ -69,6 +69,20 @@ private let chain = (
         help: "This node's id in chains (default: host name and a random suffix).", check: nodeIDCheck),
     logLevel: Setting<String>("log_level", default: "info", valueName: "level", help: logLevelHelp, check: Check.oneOf(Check.logLevels))
 )
+/// How a node logs and shows itself to its supervisor and to Prometheus (hub, relay and worker).
+private let ops = (
+    logFormat: Setting<String>("log_format", default: "text", valueName: "format", environment: .named("TOKI_LOG_FORMAT"),
+        help: "Log line format: text, logfmt or json. Logs go to stderr.", check: Check.oneOf(Check.logFormats)),
+    metrics: Setting<Bool>("metrics", default: false,
+        help: "Also serve GET /metrics on the main port, unauthenticated (restrict it at the reverse proxy).")
+)
+private func metricsListenSetting(example: String) -> Setting<String> {
+    Setting<String>("metrics_listen", example: example, valueName: "host:port",
+        help: "Serve GET /metrics (Prometheus text), /healthz and /readyz on their own port (HOST:PORT; port 0 picks one). Unauthenticated: keep it on loopback or a private network.", check: Check.hostPort)
+}
+private func drainSetting(_ help: String) -> Setting<Int> {
+    Setting<Int>("drain_seconds", default: 30, valueName: "seconds", help: help, check: Check.nonNegative)
+}
 private func insecureHelp(_ parent: String) -> String {
     "Do not verify the \(parent)'s TLS certificate at all (anyone on the path can then read the traffic and take the token); logged as a warning at start. Prefer ca_file."
 }
@@ -136,6 +150,10 @@ public struct HubSettings: SettingsGroup {
     public let insecureSkipVerify = parent.insecureSkipVerify
     public let nodeId = chain.nodeID
     public let logLevel = chain.logLevel
+    public let logFormat = ops.logFormat
+    public let drainSeconds = drainSetting("On SIGTERM, seconds in-flight requests may take to finish (new ones get 503 meanwhile).")
+    public let metricsListen = metricsListenSetting(example: "127.0.0.1:9464")
+    public let metrics = ops.metrics
 }
 
 /// Every toki worker accepts a request line carrying this much body; a larger one would fail there.
@@ -166,6 +184,10 @@ public struct RelaySettings: SettingsGroup {
     public let noLz4 = Setting<Bool>("no_lz4", default: false,
         help: "Do not offer LZ4 on the upstream link.")
     public let logLevel = chain.logLevel
+    public let logFormat = ops.logFormat
+    public let drainSeconds = drainSetting("On SIGTERM, seconds requests in flight through the relay may take to finish before its tunnels close.")
+    public let metricsListen = metricsListenSetting(example: "127.0.0.1:9465")
+    public let metrics = ops.metrics
 }
 
 // MARK: [worker]
@@ -208,10 +230,12 @@ public struct WorkerSettings: SettingsGroup {
         help: "Requests served at once; more are refused with an error at once.", check: Check.positive)
     public let discoverySeconds = Setting<Int>("discovery_seconds", default: 30, valueName: "n",
         help: "Seconds between model re-discoveries of the backend URLs.", check: Check.positive)
-    public let drainSeconds = Setting<Int>("drain_seconds", default: 30, valueName: "n",
-        help: "On shutdown, seconds in-flight requests may take to finish.", check: Check.nonNegative)
+    public let drainSeconds = drainSetting("On SIGTERM, seconds in-flight requests may take to finish.")
     public let logLevel = Setting<String>("log_level", example: "info", valueName: "level", environment: .tokiame("TOKIAME_LOG_LEVEL"),
         help: "Log level: trace, debug, info, notice, warning, error, critical (default: $TOKIAME_LOG_LEVEL, $LOG_LEVEL, else info).", check: Check.oneOf(Check.logLevels))
+    public let logFormat = ops.logFormat
+    public let metricsListen = Setting<String>("metrics_listen", example: "127.0.0.1:9466", valueName: "host:port",
+        help: "Serve GET /metrics (Prometheus text), /healthz and /readyz on this local port (HOST:PORT; port 0 picks one). Unauthenticated: keep it on loopback.", check: Check.hostPort)
     public let reconnectDelayMs = Setting<Int>("reconnect_delay_ms", example: 5000, valueName: "n", hidden: true,
         help: "First reconnect delay in milliseconds (for tests; default: reconnect_delay_seconds of tokiame.json, else 5 s).", check: Check.nonNegative)
 

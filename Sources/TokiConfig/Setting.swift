@@ -184,6 +184,8 @@ public enum Check {
     /// HOST:PORT, [v6]:PORT.
     public static let hostPort: @Sendable (String) -> String? = { HostPort(parsing: $0) == nil ? "expected HOST:PORT, got '\($0)'" : nil }
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    /// TokiOps.LogFormat's names.
+    public static let logFormats = ["text", "logfmt", "json"]
 }
 
 /// HOST:PORT, with [v6]:PORT accepted; an empty host is 0.0.0.0.

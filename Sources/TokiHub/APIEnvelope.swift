@@ -104,6 +104,29 @@ extension APIEnvelope {
     }
 }
 
+/// A reply object as one table of its JSON fields (snake case, as sent), so a view of a record is
+/// a single list of `key: value` rather than a struct, an init and an encoder repeating each field.
+/// A nil value is written as null, not left out: every record of a kind has the same keys.
+struct JSONFields: Encodable {
+    var fields: KeyValuePairs<String, any Encodable>
+
+    init(_ fields: KeyValuePairs<String, any Encodable>) {
+        self.fields = fields
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: FieldKey.self)
+        for (key, value) in fields { try container.encode(value, forKey: FieldKey(stringValue: key)) }
+    }
+
+    private struct FieldKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}
+
 /// The management API is for people: a token that may only register workers gets 403.
 struct RefuseWorkerTokens: RouterMiddleware {
     typealias Context = HubRequestContext

@@ -32,7 +32,7 @@ struct AccountRoutes: Sendable {
             return try await self.usage(request, allowed: ["request_id", "since", "model", "limit"], userID: caller.userID)
         }
         routes.get("/api/user/tokens") { _, context in
-            try APIEnvelope.ok(try await self.store.listTokens(userID: try context.authenticatedUser().userID).map(TokenView.init))
+            try APIEnvelope.ok(try await self.store.listTokens(userID: try context.authenticatedUser().userID).map(JSONFields.token))
         }
         routes.post("/api/user/tokens") { request, context in
             try await self.createToken(request, for: try context.authenticatedUser().userID)
@@ -61,33 +61,33 @@ struct AccountRoutes: Sendable {
             try Self.requireAdmin(context)
             let users = try await self.store.listUsers()
             let balances = try await self.store.balances(userIDs: users.map(\.id))
-            return try APIEnvelope.ok(users.map { UserView($0, balance: balances[$0.id] ?? .zero) })
+            return try APIEnvelope.ok(users.map { JSONFields.user($0, balance: balances[$0.id] ?? .zero) })
         }
         routes.post("/api/admin/users") { request, context in
             try Self.requireAdmin(context)
             let body = try await APIEnvelope.decode(NewUserBody.self, from: request)
             let group = try Self.groupName(body.group ?? "default", field: "group")
             let user = try await self.store.createUser(name: body.username, role: body.role ?? .user, group: group, now: self.now())
-            return try APIEnvelope.ok(UserView(user, balance: .zero))
+            return try APIEnvelope.ok(JSONFields.user(user, balance: .zero))
         }
         routes.get("/api/admin/users/:id") { _, context in
             try Self.requireAdmin(context)
             let id = try APIEnvelope.id(context)
             guard let summary = try await self.store.userSummary(userID: id) else { throw APIError.notFound("user #\(id)") }
-            return try APIEnvelope.ok(UserView(summary.user, balance: summary.balance))
+            return try APIEnvelope.ok(JSONFields.user(summary.user, balance: summary.balance))
         }
         routes.put("/api/admin/users/:id") { request, context in
             try Self.requireAdmin(context)
             let id = try APIEnvelope.id(context)
             let body = try await APIEnvelope.decode(UserUpdateBody.self, from: request)
             let user = try await self.store.setUserGroup(userID: id, group: body.group)
-            return try APIEnvelope.ok(UserView(user, balance: try await self.store.balance(userID: id)))
+            return try APIEnvelope.ok(JSONFields.user(user, balance: try await self.store.balance(userID: id)))
         }
         routes.get("/api/admin/users/:id/tokens") { _, context in
             try Self.requireAdmin(context)
             let id = try APIEnvelope.id(context)
             guard try await self.store.user(id: id) != nil else { throw APIError.notFound("user #\(id)") }
-            return try APIEnvelope.ok(try await self.store.listTokens(userID: id).map(TokenView.init))
+            return try APIEnvelope.ok(try await self.store.listTokens(userID: id).map(JSONFields.token))
         }
         routes.post("/api/admin/users/:id/tokens") { request, context in
             try Self.requireAdmin(context)
@@ -97,22 +97,8 @@ struct AccountRoutes: Sendable {
             try Self.requireAdmin(context)
             return try await self.revokeToken(try APIEnvelope.id(context), ownedBy: nil)
         }
-        routes.post("/api/admin/users/:id/topup") { request, context in
-            let admin = try Self.requireAdmin(context)
-            let id = try APIEnvelope.id(context)
-            let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
-            let balance = try await self.store.topUp(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
-            self.onBalanceChanged(id)
-            return try APIEnvelope.ok(BalanceView(userID: id, balance: balance))
-        }
-        routes.post("/api/admin/users/:id/adjust") { request, context in
-            let admin = try Self.requireAdmin(context)
-            let id = try APIEnvelope.id(context)
-            let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
-            let balance = try await self.store.adjust(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: self.now())
-            self.onBalanceChanged(id)
-            return try APIEnvelope.ok(BalanceView(userID: id, balance: balance))
-        }
+        routes.post("/api/admin/users/:id/topup") { request, context in try await self.changeBalance(request, context, adjusting: false) }
+        routes.post("/api/admin/users/:id/adjust") { request, context in try await self.changeBalance(request, context, adjusting: true) }
         routes.get("/api/admin/prices") { _, context in
             try Self.requireAdmin(context)
             return try APIEnvelope.ok(try await self.store.listPrices(group: ""))
@@ -134,7 +120,7 @@ struct AccountRoutes: Sendable {
             let body = try await APIEnvelope.decode(RatioBody.self, from: request)
             try await self.store.setGroupRatio(name: body.group, ratio: body.ratio)
             self.onPricesChanged()
-            return try APIEnvelope.ok(GroupRatio(group: try Self.groupName(body.group, field: "group"), ratio: body.ratio))
+            return try APIEnvelope.ok(JSONFields(["group": try Self.groupName(body.group, field: "group"), "ratio": body.ratio]))
         }
         routes.get("/api/admin/usage") { request, context in
             try Self.requireAdmin(context)
@@ -159,10 +145,14 @@ struct AccountRoutes: Sendable {
         let caller = try context.authenticatedUser()
         let record = try await store.token(id: caller.tokenID)
         let balance = try await store.balance(userID: caller.userID)
-        return try APIEnvelope.ok(SelfView(
-            id: caller.userID, username: caller.userName, role: caller.role, group: caller.group, balance: balance, groups: caller.groups,
-            token: .init(id: caller.tokenID, name: caller.tokenName, scope: caller.scope, spendLimit: record?.spendLimit ?? caller.spendLimit,
-                         spent: record?.spent ?? caller.spent)))
+        // The stored record is fresher than the cached authentication.
+        let spendLimit: Money? = record?.spendLimit ?? caller.spendLimit
+        let spent: Money = record?.spent ?? caller.spent
+        let token = JSONFields(["id": caller.tokenID, "name": caller.tokenName, "scope": caller.scope, "spend_limit": spendLimit, "spent": spent])
+        return try APIEnvelope.ok(JSONFields([
+            "id": caller.userID, "username": caller.userName, "role": caller.role, "group": caller.group, "balance": balance,
+            "groups": caller.groups, "token": token,
+        ]))
     }
 
     func usage(_ request: Request, allowed: Set<String>, userID: Int64?) async throws -> Response {
@@ -180,7 +170,7 @@ struct AccountRoutes: Sendable {
             }
             filter.limit = limit
         }
-        return try APIEnvelope.ok(try await store.listUsage(filter: filter).map(UsageView.init))
+        return try APIEnvelope.ok(try await store.listUsage(filter: filter).map(JSONFields.usage))
     }
 
     func createToken(_ request: Request, for userID: Int64) async throws -> Response {
@@ -216,14 +206,28 @@ struct AccountRoutes: Sendable {
         let created = try await store.createToken(
             userID: userID, name: name, expiresAt: expiresAt, models: models,
             options: TokenOptions(scope: body.scope ?? .both, groups: groups, spendLimit: body.spendLimit), now: now)
-        return try APIEnvelope.ok(CreatedToken(key: created.plaintext, token: TokenView(created.record)))
+        return try APIEnvelope.ok(JSONFields(["key": created.plaintext, "token": JSONFields.token(created.record)]))
     }
 
     func revokeToken(_ id: Int64, ownedBy userID: Int64?) async throws -> Response {
         try await store.revokeToken(id: id, ownedBy: userID)
         onTokenRevoked()
         guard let record = try await store.token(id: id) else { throw APIError.notFound("token #\(id)") }
-        return try APIEnvelope.ok(TokenView(record))
+        return try APIEnvelope.ok(JSONFields.token(record))
+    }
+
+    /// A top-up (from the funding account) or an adjustment (either sign): one body, one reply.
+    func changeBalance(_ request: Request, _ context: HubRequestContext, adjusting: Bool) async throws -> Response {
+        let admin = try Self.requireAdmin(context)
+        let id = try APIEnvelope.id(context)
+        let body = try await APIEnvelope.decode(TopUpBody.self, from: request)
+        let balance = if adjusting {
+            try await store.adjust(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: now())
+        } else {
+            try await store.topUp(userID: id, amount: body.amount, memo: body.memo, adminUserID: admin.userID, now: now())
+        }
+        onBalanceChanged(id)
+        return try APIEnvelope.ok(JSONFields(["user_id": id, "balance": balance]))
     }
 
     func setPrice(_ request: Request, group: String) async throws -> Response {
@@ -342,184 +346,34 @@ struct TopUpBody: Decodable, APIBody {
     var memo: String?
 }
 
-// MARK: - Replies (keys snake-cased by the envelope's encoder)
+// MARK: - Replies
 
-struct UserView: Encodable {
-    var id: Int64
-    var username: String
-    var role: UserRole
-    var group: String
-    var balance: Money
-    var createdAt: Date
-
-    init(_ user: User, balance: Money) {
-        id = user.id
-        username = user.name
-        role = user.role
-        group = user.group
-        self.balance = balance
-        createdAt = user.createdAt
-    }
-}
-
-struct SelfView: Encodable {
-    struct Token: Encodable {
-        var id: Int64
-        var name: String?
-        var scope: TokenScope
-        var spendLimit: Money?
-        var spent: Money
-
-        func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(id, forKey: .id)
-            try c.encode(name, forKey: .name)  // null rather than absent
-            try c.encode(scope, forKey: .scope)
-            try c.encode(spendLimit, forKey: .spendLimit)
-            try c.encode(spent, forKey: .spent)
-        }
-
-        enum CodingKeys: String, CodingKey { case id, name, scope, spendLimit, spent }
+extension JSONFields {
+    static func user(_ user: User, balance: Money) -> JSONFields {
+        JSONFields([
+            "id": user.id, "username": user.name, "role": user.role, "group": user.group, "balance": balance,
+            "created_at": user.createdAt,
+        ])
     }
 
-    var id: Int64
-    var username: String
-    var role: UserRole
-    var group: String
-    var balance: Money
-    var groups: [String]
-    var token: Token
-}
-
-struct TokenView: Encodable {
-    var id: Int64
-    var userID: Int64
-    var name: String?
-    /// Non-secret display prefix, e.g. `sk-toki-Ab3x`.
-    var keyPrefix: String
-    var createdAt: Date
-    var expiresAt: Date?
-    var disabled: Bool
-    var models: [String]?
-    var lastUsedAt: Date?
-    var scope: TokenScope
-    var groups: [String]?
-    var spendLimit: Money?
-    var spent: Money
-
-    init(_ r: TokenRecord) {
-        id = r.id
-        userID = r.userID
-        name = r.name
-        keyPrefix = r.displayPrefix
-        createdAt = r.createdAt
-        expiresAt = r.expiresAt
-        disabled = r.disabled
-        models = r.models
-        lastUsedAt = r.lastUsedAt
-        scope = r.scope
-        groups = r.groups
-        spendLimit = r.spendLimit
-        spent = r.spent
+    /// `key_prefix` is the non-secret display prefix, e.g. `sk-toki-Ab3x`.
+    static func token(_ token: TokenRecord) -> JSONFields {
+        JSONFields([
+            "id": token.id, "user_id": token.userID, "name": token.name, "key_prefix": token.displayPrefix,
+            "created_at": token.createdAt, "expires_at": token.expiresAt, "disabled": token.disabled, "models": token.models,
+            "last_used_at": token.lastUsedAt, "scope": token.scope, "groups": token.groups, "spend_limit": token.spendLimit,
+            "spent": token.spent,
+        ])
     }
 
-    /// Optional fields are written as null, so every record has the same keys.
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encode(userID, forKey: .userID)
-        try c.encode(name, forKey: .name)
-        try c.encode(keyPrefix, forKey: .keyPrefix)
-        try c.encode(createdAt, forKey: .createdAt)
-        try c.encode(expiresAt, forKey: .expiresAt)
-        try c.encode(disabled, forKey: .disabled)
-        try c.encode(models, forKey: .models)
-        try c.encode(lastUsedAt, forKey: .lastUsedAt)
-        try c.encode(scope, forKey: .scope)
-        try c.encode(groups, forKey: .groups)
-        try c.encode(spendLimit, forKey: .spendLimit)
-        try c.encode(spent, forKey: .spent)
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case id, userID, name, keyPrefix, createdAt, expiresAt, disabled, models, lastUsedAt, scope, groups, spendLimit, spent
-    }
-}
-
-struct CreatedToken: Encodable {
-    /// The plaintext token, shown once.
-    var key: String
-    var token: TokenView
-}
-
-struct BalanceView: Encodable {
-    var userID: Int64
-    var balance: Money
-}
-
-struct UsageView: Encodable {
-    var id: Int64?
-    var requestID: String
-    var userID: Int64?
-    var tokenID: Int64?
-    var model: String
-    var namespace: String?
-    var group: String?
-    var path: String?
-    var statusCode: Int
-    var promptTokens: Int?
-    var completionTokens: Int?
-    var estimated: Bool
-    var cost: Money
-    var durationMS: Int
-    var ttftMS: Int?
-    var transactionID: Int64?
-    var createdAt: Date
-
-    init(_ u: UsageRecord) {
-        id = u.id
-        requestID = u.requestID
-        userID = u.userID
-        tokenID = u.tokenID
-        model = u.model
-        namespace = u.namespace
-        group = u.groupName
-        path = u.path
-        statusCode = u.statusCode
-        promptTokens = u.promptTokens
-        completionTokens = u.completionTokens
-        estimated = u.estimated
-        cost = u.cost
-        durationMS = u.durationMS
-        ttftMS = u.ttftMS
-        transactionID = u.transactionID
-        createdAt = u.createdAt
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encode(requestID, forKey: .requestID)
-        try c.encode(userID, forKey: .userID)
-        try c.encode(tokenID, forKey: .tokenID)
-        try c.encode(model, forKey: .model)
-        try c.encode(namespace, forKey: .namespace)
-        try c.encode(group, forKey: .group)
-        try c.encode(path, forKey: .path)
-        try c.encode(statusCode, forKey: .statusCode)
-        try c.encode(promptTokens, forKey: .promptTokens)
-        try c.encode(completionTokens, forKey: .completionTokens)
-        try c.encode(estimated, forKey: .estimated)
-        try c.encode(cost, forKey: .cost)
-        try c.encode(durationMS, forKey: .durationMS)
-        try c.encode(ttftMS, forKey: .ttftMS)
-        try c.encode(transactionID, forKey: .transactionID)
-        try c.encode(createdAt, forKey: .createdAt)
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case id, requestID, userID, tokenID, model, namespace, group, path, statusCode, promptTokens, completionTokens, estimated, cost,
-             durationMS, ttftMS, transactionID, createdAt
+    static func usage(_ usage: UsageRecord) -> JSONFields {
+        JSONFields([
+            "id": usage.id, "request_id": usage.requestID, "user_id": usage.userID, "token_id": usage.tokenID,
+            "model": usage.model, "namespace": usage.namespace, "group": usage.groupName, "path": usage.path,
+            "status_code": usage.statusCode, "prompt_tokens": usage.promptTokens, "completion_tokens": usage.completionTokens,
+            "estimated": usage.estimated, "cost": usage.cost, "duration_ms": usage.durationMS, "ttft_ms": usage.ttftMS,
+            "transaction_id": usage.transactionID, "created_at": usage.createdAt,
+        ])
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import TokiProtocol
 import TokiStore
 
 /// What the router knows about money, in memory: prices and ratios (re-read every
@@ -171,7 +172,7 @@ struct CallBilling: Sendable {
 extension Charge {
     /// A request that failed before any response: its usage row, nothing charged.
     static func unbilled(requestID: String, user: AuthenticatedToken, model: String, status: Int, started: ContinuousClock.Instant) -> Charge {
-        Charge(chargeID: UUID().uuidString, usage: UsageRecord(
+        Charge(chargeID: FastUUID.next().uuidString, usage: UsageRecord(
             requestID: requestID, userID: user.userID, tokenID: user.tokenID, model: model, namespace: nil, statusCode: status,
             durationMS: (ContinuousClock.now - started).milliseconds), cost: .zero, creditUserID: nil)
     }

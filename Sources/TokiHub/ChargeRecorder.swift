@@ -175,8 +175,8 @@ final class ChargeRecorder: Service, Sendable {
     }
 
     private func write(_ charges: [Charge]) async throws {
-        // Its own task: a cancelled caller must not cancel a write other requests wait for.
-        let outcome = try await Task { [ledger] in try await ledger.commitCharges(charges, now: Date()) }.value
+        // A cancelled caller does not cancel it (the ledger's contract): others may wait for this write.
+        let outcome = try await ledger.commitCharges(charges, now: Date())
         billing?.applied(outcome)
     }
 }

@@ -59,6 +59,10 @@ public struct HubConfiguration: Sendable {
     /// This node's id in relay chains (loop detection, `/admin/workers`' `via`): the host name
     /// and a random suffix, new at each start.
     public var nodeID = HubConfiguration.makeNodeID()
+    /// Where the node records its metrics (`.disabled`: nowhere), and what `GET /metrics` on
+    /// the API port answers (nil: the route does not exist; `toki` may serve it on its own port).
+    public var metrics: HubMetrics = .disabled
+    public var metricsExposition: MetricsExposition?
 
     public init() {}
 

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import TokiProtocol
 import TokiStore
 
 extension HTTPField.Name {
@@ -41,7 +42,7 @@ struct RequestIDMiddleware: RouterMiddleware {
         if let header, !header.isEmpty, header.utf8.count <= 128, header.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
             return header
         }
-        return "req-" + UUID().uuidString.lowercased()
+        return "req-" + FastUUID.next().uuidString.lowercased()
     }
 }
 
@@ -84,5 +85,33 @@ struct RefuseWhileDraining: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if draining.value { throw OpenAIError.draining }
         return try await next(request, context)
+    }
+}
+
+/// The outermost middleware of an API route: counts the requests refused before its handler
+/// ran (draining, a missing or bad token) as `model="unknown"`. The handler counts its own
+/// answers and wraps its errors in `Counted`, which is unwrapped here, so nothing counts twice.
+struct CountRefusals: RouterMiddleware {
+    typealias Context = HubRequestContext
+    let route: RouteMetrics
+
+    struct Counted: Error {
+        let error: any Error
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let counted as Counted {
+            throw counted.error
+        } catch {
+            route.unknown.answered(status: Self.status(of: error))
+            throw error
+        }
+    }
+
+    /// The status an error is answered with (`RequestIDMiddleware` answers the rest with 500).
+    static func status(of error: any Error) -> Int {
+        (error as? any HTTPResponseError).map { Int($0.status.code) } ?? 500
     }
 }

@@ -70,13 +70,16 @@ public final class HubService: Service, Sendable {
         let router = Router(context: HubRequestContext.self)
         router.middlewares.add(RequestIDMiddleware())
         router.get("/healthz") { _, _ in "ok\n" }
-        router.get("/readyz") { [draining] _, _ -> Response in
-            draining.value ? Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "draining\n")))
-                : Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+        router.get("/readyz") { _, _ -> Response in
+            let (ready, why) = await self.readiness()
+            return Response(status: ready ? .ok : .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: why + "\n")))
+        }
+        if let exposition = configuration.metricsExposition {
+            router.get("/metrics") { _, _ in exposition.response(self.exportMetrics(exposition)) }
         }
         router.addRoutes(OpenAIRoutes(registry: registry, forwarder: forwarder, tokens: tokens, draining: draining,
                                       maxBodyBytes: configuration.maxBodyBytes, limiter: limiter, tokenRateLimit: configuration.tokenRateLimit,
-                                      userRateLimit: configuration.userRateLimit).collection())
+                                      userRateLimit: configuration.userRateLimit, metrics: configuration.metrics).collection())
         router.addRoutes(AdminRoutes(registry: registry, issuer: store, tokens: tokens, deadlines: deadlines, topology: { [tunnel, chain] in
             Topology.build(node: chain.node.id, role: "hub", upstream: chain.upstream(), workers: tunnel.registry.workers,
                            relays: tunnel.relayLinks.all)
@@ -89,6 +92,25 @@ public final class HubService: Service, Sendable {
                                        onBalanceChanged: { [billing] user in billing.balanceChanged(userID: user) }).collection())
         router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: HubRequestContext.self))
         return router
+    }
+
+    /// Ready to serve: not draining, and the store answers a query.
+    public func readiness() async -> (ready: Bool, reason: String) {
+        if draining.value { return (false, "draining") }
+        do {
+            _ = try await store.listWorkers(userID: -1)  // no such user: the cheapest real query
+        } catch {
+            return (false, "store unreachable: \(error)")
+        }
+        return (true, "ready")
+    }
+
+    /// The metrics text, with the gauges read off the registry first.
+    public func exportMetrics(_ exposition: MetricsExposition) -> ByteBuffer {
+        configuration.metrics.refresh(registry: registry, relays: tunnel.relayLinks.all.count, upstream: chain.upstream().map {
+            UpstreamStatus(connected: $0.state == "connected", reconnects: $0.reconnects)
+        })
+        return exposition.render()
     }
 
     public func run() async throws {
@@ -105,7 +127,7 @@ public final class HubService: Service, Sendable {
         // Graceful shutdown goes from last to first: drain, then the server, then the
         // recorders' last writes; the deadlines (timers of requests and sessions) last.
         let parts = ServiceGroup(configuration: .init(services: [
-            .init(service: deadlines), .init(service: usage), .init(service: presence), .init(service: billing), .init(service: app),
+            .init(service: deadlines), .init(service: StoreCheckpointer(store: store, logger: logger)), .init(service: usage), .init(service: presence), .init(service: billing), .init(service: app),
             .init(service: Drain(hub: self)),
         ] + (configuration.usageRetention.map { [.init(service: UsageRetention(store: store, keep: $0, logger: logger))] } ?? []),
         logger: logger))

@@ -16,19 +16,37 @@ struct OpenAIRoutes: Sendable {
     let limiter: RateLimiter
     let tokenRateLimit: RateLimit
     let userRateLimit: RateLimit
+    var metrics: HubMetrics = .disabled
 
     func collection() -> RouteCollection<HubRequestContext> {
         let routes = RouteCollection(context: HubRequestContext.self)
         let models = RouteCollection(context: HubRequestContext.self).add(middleware: APIAuthentication(tokens: tokens))
         models.get("/v1/models") { _, context in try self.listModels(context: context) }
-        let proxied = RouteCollection(context: HubRequestContext.self)
-            .add(middleware: RefuseWhileDraining(draining: draining))
-            .add(middleware: APIAuthentication(tokens: tokens))
+        routes.addRoutes(models)
         for kind in RouteKind.allCases where kind.method == "POST" && !kind.rawValue.hasPrefix("videos") {
             guard let path = RouteKind.pathTable.first(where: { $0.kind == kind })?.path else { continue }
-            proxied.post(RouterPath(path)) { request, context in try await self.proxy(request, context: context, kind: kind) }
+            // One collection per route, so its metrics handles are looked up here, once.
+            let route = metrics.route(kind)
+            let proxied = RouteCollection(context: HubRequestContext.self)
+                .add(middleware: CountRefusals(route: route))
+                .add(middleware: RefuseWhileDraining(draining: draining))
+                .add(middleware: APIAuthentication(tokens: tokens))
+            proxied.post(RouterPath(path)) { request, context in try await self.proxy(request, context: context, kind: kind, route: route) }
+            routes.addRoutes(proxied)
         }
-        return routes.addRoutes(models).addRoutes(proxied)
+        return routes
+    }
+
+    /// The route's handler. An error it answers with is counted here, under the model once the
+    /// body was read, and marked counted for `CountRefusals`; a worker's head is counted by `forward`.
+    func proxy(_ request: Request, context: HubRequestContext, kind: RouteKind, route: RouteMetrics) async throws -> Response {
+        var model: String?
+        do {
+            return try await proxy(request, context: context, kind: kind, route: route, model: &model)
+        } catch {
+            route.series(model: model, served: registry.serves(model:)).answered(status: CountRefusals.status(of: error))
+            throw CountRefusals.Counted(error: error)
+        }
     }
 
     func listModels(context: HubRequestContext) throws -> Response {
@@ -47,7 +65,7 @@ struct OpenAIRoutes: Sendable {
     }
 
     /// Reads and checks the body (size, routing fields, the token's model allow-list), then forwards it.
-    func proxy(_ request: Request, context: HubRequestContext, kind: RouteKind) async throws -> Response {
+    func proxy(_ request: Request, context: HubRequestContext, kind: RouteKind, route: RouteMetrics, model: inout String?) async throws -> Response {
         let user = try context.authenticatedUser()
         guard user.scope.allowsInference else { throw OpenAIError.workerScopeOnly }
         let limit = maxBodyBytes
@@ -64,6 +82,7 @@ struct OpenAIRoutes: Sendable {
         let routed = contentType.lowercased().hasPrefix("multipart/form-data")
             ? try BodyInspector.inspectMultipart(body, contentType: contentType)
             : try BodyInspector.inspectJSON(body)
+        model = routed.model
         guard user.allows(model: routed.model) else { throw OpenAIError.unknownModel(routed.model) }
         // Bill by what the backend counts: ask it to report usage in the stream (and take the
         // report back out before the client sees it) when the client did not.
@@ -82,6 +101,7 @@ struct OpenAIRoutes: Sendable {
         switch limiter.admit(user: user.userID, userLimit: userRateLimit, token: user.tokenID, tokenLimit: tokenLimit,
                              estimatedTokens: TokenCounts.promptEstimate(requestBytes: body.readableBytes)) {
         case .refused(let refusal):
+            metrics.rateLimited(refusal)
             var error = OpenAIError(.tooManyRequests, refusal.message, type: refusal.type, code: "rate_limit_exceeded")
             error.headers = refusal.headers
             throw error
@@ -90,7 +110,7 @@ struct OpenAIRoutes: Sendable {
         }
         do {
             var response = try await forwarder.forward(request, kind: kind, body: forwarded, routed: routed, user: user, context: context,
-                                                       stripUsage: stripUsage, requestBytes: body.readableBytes, permit: permit)
+                                                       stripUsage: stripUsage, requestBytes: body.readableBytes, permit: permit, route: route)
             permit.status.add(to: &response.headers)
             return response
         } catch {

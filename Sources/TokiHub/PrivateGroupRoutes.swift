@@ -35,7 +35,7 @@ struct PrivateGroupRoutes: Sendable {
 
         // Middleware applies to the routes added after it: only these need an admin.
         routes.add(middleware: AdminOnly())
-        routes.get("/api/user/admin/private-groups") { _, _ in try APIEnvelope.ok(try await self.store.listAllGroups().map(GroupJSON.init)) }
+        routes.get("/api/user/admin/private-groups") { _, _ in try APIEnvelope.ok(try await self.store.listAllGroups().map(JSONFields.group)) }
         routes.post("/api/user/admin/users/:id/private-groups") { request, context in try await self.adminGrant(request, context) }
         return routes
     }
@@ -44,7 +44,7 @@ struct PrivateGroupRoutes: Sendable {
 
     func listOwned(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        return try APIEnvelope.ok(try await store.listOwnedGroups(userID: user.userID).map(GroupJSON.init))
+        return try APIEnvelope.ok(try await store.listOwnedGroups(userID: user.userID).map(JSONFields.group))
     }
 
     func create(_ request: Request, _ context: HubRequestContext) async throws -> Response {
@@ -52,12 +52,12 @@ struct PrivateGroupRoutes: Sendable {
         let body = try await APIEnvelope.decode(CreateGroupBody.self, from: request)
         let group = try await store.createPrivateGroup(ownerUserID: user.userID, slug: body.groupSlug, now: Date())
         onAccessChanged(user.userID)
-        return try APIEnvelope.ok(GroupJSON(group))
+        return try APIEnvelope.ok(JSONFields.group(group))
     }
 
     func joined(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        return try APIEnvelope.ok(try await store.joinedGroups(userID: user.userID, now: Date()).map(JoinedJSON.init))
+        return try APIEnvelope.ok(try await store.joinedGroups(userID: user.userID, now: Date()).map(JSONFields.joined))
     }
 
     func redeem(_ request: Request, _ context: HubRequestContext) async throws -> Response {
@@ -67,12 +67,12 @@ struct PrivateGroupRoutes: Sendable {
         let body = try await APIEnvelope.decode(RedeemBody.self, from: request)
         let result = try await store.redeem(code: body.code, userID: user.userID, now: Date())
         if result.created { onAccessChanged(user.userID) }
-        return try APIEnvelope.ok(RedeemJSON(group: GroupJSON(result.group), grant: GrantJSON(result.grant), created: result.created))
+        return try APIEnvelope.ok(JSONFields(["group": JSONFields.group(result.group), "grant": JSONFields.grant(result.grant), "created": result.created]))
     }
 
     func show(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        return try APIEnvelope.ok(GroupJSON(try await store.group(id: try APIEnvelope.id(context, "id"), visibleTo: user.userID)))
+        return try APIEnvelope.ok(JSONFields.group(try await store.group(id: try APIEnvelope.id(context, "id"), visibleTo: user.userID)))
     }
 
     func update(_ request: Request, _ context: HubRequestContext) async throws -> Response {
@@ -84,7 +84,7 @@ struct PrivateGroupRoutes: Sendable {
         let members = try await store.listMembers(groupID: id, ownerUserID: user.userID)
         let group = try await store.updateGroup(id: id, ownerUserID: user.userID, slug: body.groupSlug, status: body.status, now: Date())
         members.forEach { onAccessChanged($0.userID) }
-        return try APIEnvelope.ok(GroupJSON(group))
+        return try APIEnvelope.ok(JSONFields.group(group))
     }
 
     func delete(_ context: HubRequestContext) async throws -> Response {
@@ -96,7 +96,7 @@ struct PrivateGroupRoutes: Sendable {
 
     func listCodes(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        return try APIEnvelope.ok(try await store.listInviteCodes(groupID: try APIEnvelope.id(context, "id"), ownerUserID: user.userID).map(CodeJSON.init))
+        return try APIEnvelope.ok(try await store.listInviteCodes(groupID: try APIEnvelope.id(context, "id"), ownerUserID: user.userID).map(JSONFields.inviteCode))
     }
 
     func createCode(_ request: Request, _ context: HubRequestContext) async throws -> Response {
@@ -105,7 +105,7 @@ struct PrivateGroupRoutes: Sendable {
         let body = try await APIEnvelope.decode(CreateCodeBody.self, from: request)
         let made = try await store.createInviteCode(groupID: id, ownerUserID: user.userID, maxUses: body.maxUses ?? 1,
                                                     expiresAt: try Self.expiry(body.expiresAt), now: Date())
-        return try APIEnvelope.ok(CreatedCodeJSON(inviteCode: made.code, record: CodeJSON(made.record)))
+        return try APIEnvelope.ok(JSONFields(["invite_code": made.code, "record": JSONFields.inviteCode(made.record)]))
     }
 
     func setCodeStatus(_ request: Request, _ context: HubRequestContext) async throws -> Response {
@@ -114,12 +114,12 @@ struct PrivateGroupRoutes: Sendable {
         let codeID = try APIEnvelope.id(context, "code_id")
         let body = try await APIEnvelope.decode(CodeStatusBody.self, from: request)
         let code = try await store.setInviteCodeStatus(codeID: codeID, groupID: id, ownerUserID: user.userID, status: body.status, now: Date())
-        return try APIEnvelope.ok(CodeJSON(code))
+        return try APIEnvelope.ok(JSONFields.inviteCode(code))
     }
 
     func members(_ context: HubRequestContext) async throws -> Response {
         let user = try context.authenticatedUser()
-        return try APIEnvelope.ok(try await store.listMembers(groupID: try APIEnvelope.id(context, "id"), ownerUserID: user.userID).map(MemberJSON.init))
+        return try APIEnvelope.ok(try await store.listMembers(groupID: try APIEnvelope.id(context, "id"), ownerUserID: user.userID).map(JSONFields.member))
     }
 
     func removeMember(_ context: HubRequestContext) async throws -> Response {
@@ -139,7 +139,7 @@ struct PrivateGroupRoutes: Sendable {
         let grant = try await store.adminGrant(groupID: body.groupId, userID: userID, expiresAt: try Self.expiry(body.expiresAt),
                                                adminUserID: admin.userID, now: Date())
         onAccessChanged(userID)
-        return try APIEnvelope.ok(GrantJSON(grant))
+        return try APIEnvelope.ok(JSONFields.grant(grant))
     }
 
     // MARK: inputs
@@ -192,123 +192,44 @@ private func unix(_ date: Date?) -> Int64 { date.map { Int64($0.timeIntervalSinc
 
 private struct Empty: Encodable {}
 
-struct GroupJSON: Encodable, Equatable {
-    var id: Int64
-    var ownerUserId: Int64
-    var groupSlug: String
-    var status: Int
-    var createdAt: Int64
-    var updatedAt: Int64
-
-    init(_ group: PrivateGroup) {
-        id = group.id
-        ownerUserId = group.ownerUserID
-        groupSlug = group.slug
-        status = group.status
-        createdAt = unix(group.createdAt)
-        updatedAt = unix(group.updatedAt)
+extension JSONFields {
+    static func group(_ group: PrivateGroup) -> JSONFields {
+        JSONFields([
+            "id": group.id, "owner_user_id": group.ownerUserID, "group_slug": group.slug, "status": group.status,
+            "created_at": unix(group.createdAt), "updated_at": unix(group.updatedAt),
+        ])
     }
-}
 
-struct GrantJSON: Encodable, Equatable {
-    var id: Int64
-    var groupId: Int64
-    var userId: Int64
-    var role: String
-    var source: String
-    var sourceRef: String
-    var grantedBy: Int64
-    var expiresAt: Int64
-    var revokedAt: Int64
-    var createdAt: Int64
-    var updatedAt: Int64
-
-    init(_ grant: GroupGrant) {
-        id = grant.id
-        groupId = grant.groupID
-        userId = grant.userID
-        role = grant.role.rawValue
-        source = grant.source.rawValue
-        sourceRef = grant.sourceRef
-        grantedBy = grant.grantedBy
-        expiresAt = unix(grant.expiresAt)
-        revokedAt = unix(grant.revokedAt)
-        createdAt = unix(grant.createdAt)
-        updatedAt = unix(grant.updatedAt)
+    static func grant(_ grant: GroupGrant) -> JSONFields {
+        JSONFields([
+            "id": grant.id, "group_id": grant.groupID, "user_id": grant.userID, "role": grant.role.rawValue,
+            "source": grant.source.rawValue, "source_ref": grant.sourceRef, "granted_by": grant.grantedBy,
+            "expires_at": unix(grant.expiresAt), "revoked_at": unix(grant.revokedAt),
+            "created_at": unix(grant.createdAt), "updated_at": unix(grant.updatedAt),
+        ])
     }
-}
 
-struct CodeJSON: Encodable, Equatable {
-    var id: Int64
-    var groupId: Int64
-    var createdBy: Int64
-    var status: Int
-    var maxUses: Int
-    var usedCount: Int
-    var expiresAt: Int64
-    var createdAt: Int64
-    var updatedAt: Int64
-
-    init(_ code: InviteCode) {
-        id = code.id
-        groupId = code.groupID
-        createdBy = code.createdBy
-        status = code.status
-        maxUses = code.maxUses
-        usedCount = code.usedCount
-        expiresAt = unix(code.expiresAt)
-        createdAt = unix(code.createdAt)
-        updatedAt = unix(code.updatedAt)
+    static func inviteCode(_ code: InviteCode) -> JSONFields {
+        JSONFields([
+            "id": code.id, "group_id": code.groupID, "created_by": code.createdBy, "status": code.status,
+            "max_uses": code.maxUses, "used_count": code.usedCount, "expires_at": unix(code.expiresAt),
+            "created_at": unix(code.createdAt), "updated_at": unix(code.updatedAt),
+        ])
     }
-}
 
-private struct CreatedCodeJSON: Encodable {
-    var inviteCode: String
-    var record: CodeJSON
-}
-
-private struct RedeemJSON: Encodable {
-    var group: GroupJSON
-    var grant: GrantJSON
-    var created: Bool
-}
-
-struct MemberJSON: Encodable, Equatable {
-    var userId: Int64
-    var userName: String
-    var role: String
-    var source: String
-    var sourceRef: String
-    var expiresAt: Int64
-    var createdAt: Int64
-
-    init(_ member: GroupMember) {
-        userId = member.userID
-        userName = member.userName
-        role = member.grant.role.rawValue
-        source = member.grant.source.rawValue
-        sourceRef = member.grant.sourceRef
-        expiresAt = unix(member.grant.expiresAt)
-        createdAt = unix(member.grant.createdAt)
+    static func member(_ member: GroupMember) -> JSONFields {
+        JSONFields([
+            "user_id": member.userID, "user_name": member.userName, "role": member.grant.role.rawValue,
+            "source": member.grant.source.rawValue, "source_ref": member.grant.sourceRef,
+            "expires_at": unix(member.grant.expiresAt), "created_at": unix(member.grant.createdAt),
+        ])
     }
-}
 
-struct JoinedJSON: Encodable, Equatable {
-    var groupId: Int64
-    var groupSlug: String
-    var ownerUserId: Int64
-    var role: String
-    var source: String
-    var expiresAt: Int64
-    var createdAt: Int64
-
-    init(_ joined: JoinedGroup) {
-        groupId = joined.group.id
-        groupSlug = joined.group.slug
-        ownerUserId = joined.group.ownerUserID
-        role = joined.grant.role.rawValue
-        source = joined.grant.source.rawValue
-        expiresAt = unix(joined.grant.expiresAt)
-        createdAt = unix(joined.grant.createdAt)
+    static func joined(_ joined: JoinedGroup) -> JSONFields {
+        JSONFields([
+            "group_id": joined.group.id, "group_slug": joined.group.slug, "owner_user_id": joined.group.ownerUserID,
+            "role": joined.grant.role.rawValue, "source": joined.grant.source.rawValue,
+            "expires_at": unix(joined.grant.expiresAt), "created_at": unix(joined.grant.createdAt),
+        ])
     }
 }

@@ -146,6 +146,7 @@ struct RelayLinkHandler: LinkHandler {
             }
             owned[namespace] = connection
             tunnel.presence.joined(connection)
+            tunnel.configuration.metrics.workerConnects.relayed.increment()
             tunnel.presence.seen(connection, models: models)
             logger.info("worker registered via relay", metadata: ["namespace": "\(namespace)", "via": "\(via)", "models": "\(models)"])
             return .ack(requestID: message.requestID,

@@ -26,7 +26,7 @@ struct RequestForwarder: Sendable {
     /// back out); `requestBytes`: the client's body size, for the usage estimate.
     func forward(_ request: Request, kind: RouteKind, body: ByteBuffer, routed: RoutedBody, user: AuthenticatedToken,
                  context: HubRequestContext, stripUsage: Bool = false, requestBytes: Int? = nil,
-                 permit: RateLimiter.Permit = .unlimited) async throws -> Response {
+                 permit: RateLimiter.Permit = .unlimited, route: RouteMetrics? = nil) async throws -> Response {
         let found = registry.candidates(model: routed.model, groups: user.groups, primary: user.group, limit: configuration.maxAttempts)
         guard !found.isEmpty else {
             // Known in one of the caller's groups (a worker served it there) but nobody online:
@@ -36,6 +36,7 @@ struct RequestForwarder: Sendable {
             } ?? false
             throw known ? OpenAIError.noWorker(routed.model) : OpenAIError.unknownModel(routed.model)
         }
+        let series = route?.series(servedModel: routed.model)
         // Before routing: groups whose price the caller cannot pay are skipped; if that leaves
         // nothing, 429 `insufficient_quota` and nothing is routed.
         let promptEstimate = TokenCounts.promptEstimate(requestBytes: requestBytes ?? body.readableBytes)
@@ -54,7 +55,10 @@ struct RequestForwarder: Sendable {
             }
             candidates.append((worker, group, verdict.price))
         }
-        if candidates.isEmpty, let refusal { throw refusal }
+        if candidates.isEmpty, let refusal {
+            configuration.metrics.insufficientQuota.increment()
+            throw refusal
+        }
 
         var headers: [String: String] = ["Content-Type": request.contentTypeOrJSON]
         headers["Accept"] = request.headers[.accept] ?? (routed.stream ? "text/event-stream" : nil)
@@ -62,9 +66,12 @@ struct RequestForwarder: Sendable {
         let started = ContinuousClock.now
         var lastFailure: UpstreamFailure?
         var timedOut = false
+        var attempts = 0
         for (worker, group, price) in candidates {
             let tunnelID = "\(worker.namespace):relay:\(context.requestID)"
             guard worker.begin(requestID: tunnelID) else { continue }
+            if attempts > 0 { configuration.metrics.retries.increment() }
+            attempts += 1
             let tunnelRequest = TunnelRequest(requestID: tunnelID, routeKind: kind, path: request.uri.path, model: routed.model,
                                               headers: headers, isStream: routed.stream, body: body)
             do {
@@ -100,12 +107,13 @@ struct RequestForwarder: Sendable {
                     }
                     throw error
                 }
+                series?.answered(status: head.status)
                 context.logger.debug("forwarded", metadata: ["model": "\(routed.model)", "worker": "\(worker.namespace)", "status": "\(head.status)"])
-                let bill = CallBilling(chargeID: UUID().uuidString, group: group, price: price, stripUsage: stripUsage,
+                let bill = CallBilling(chargeID: FastUUID.next().uuidString, group: group, price: price, stripUsage: stripUsage,
                                        requestBytes: requestBytes ?? body.readableBytes, headAt: .now, permit: permit)
                 return streamer.response(for: ForwardedCall(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
                                                             requestID: context.requestID, started: started, client: context.channel, logger: context.logger,
-                                                            billing: bill))
+                                                            billing: bill, series: series))
             } catch let failure as UpstreamFailure {
                 worker.end(requestID: tunnelID)
                 context.logger.warning("worker failed before responding; trying the next", metadata: ["worker": "\(worker.namespace)", "error": "\(failure)"])

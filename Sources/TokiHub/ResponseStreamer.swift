@@ -21,6 +21,8 @@ struct ForwardedCall: Sendable {
     var client: any Channel
     var logger: Logger
     var billing: CallBilling
+    /// The request's metrics series (nil: not counted).
+    var series: RequestSeries? = nil
 }
 
 /// Turns a worker's response into the client's, as it arrives.
@@ -109,6 +111,8 @@ struct ResponseStreamer: Sendable {
             path: worker.via.isEmpty ? "direct" : worker.via.joined(separator: ">"), estimated: counts?.estimated ?? false, cost: cost,
             ttftMS: (bill.headAt - forwarded.started).milliseconds)
         bill.permit.complete(tokens: counts.map { $0.prompt + $0.completion })
+        forwarded.series?.finished(duration: ContinuousClock.now - forwarded.started, firstByte: bill.headAt - forwarded.started,
+                                   promptTokens: counts?.prompt, completionTokens: counts?.completion)
         return Charge(chargeID: bill.chargeID, usage: row, cost: cost, creditUserID: bill.price?.creditUserID)
     }
 

@@ -269,6 +269,12 @@ public final class WorkerRegistry: Sendable {
         return picked
     }
 
+    /// Whether any worker serves `model`, in any group (for the metrics' model label; not
+    /// on the answered path).
+    func serves(model: String) -> Bool {
+        state.withLock { state in state.modelsByGroup.values.contains { $0[model] != nil } }
+    }
+
     /// Models reachable from `group`, sorted.
     func models(group: String) -> [String] {
         models(groups: [group])

@@ -204,6 +204,7 @@ struct WorkerSessionHandler: LinkHandler {
             throw Fatal(code: Code.registerFailed, message: "namespace already connected")
         }
         tunnel.presence.joined(connection)
+        tunnel.configuration.metrics.workerConnects.direct.increment()
         return connection
     }
 

@@ -42,6 +42,7 @@ public struct WorkerTunnel: Sendable {
         server.allowLZ4 = configuration.allowLZ4
         server.allowSmux2 = configuration.allowSmux2
         server.relayNodeID = node.id
+        server.traffic = configuration.metrics.traffic
         return server
     }
 
@@ -93,6 +94,7 @@ public struct WorkerEndpointService: Service {
     let onRunning: @Sendable (Int) async -> Void
     let adminToken: String?
     let upstream: @Sendable () -> Topology.Upstream?
+    let upstreamStatus: @Sendable () -> UpstreamStatus?
 
     /// - Parameters:
     ///   - adminToken: the bearer token `GET /admin/topology` asks for (nil: no such route).
@@ -100,12 +102,26 @@ public struct WorkerEndpointService: Service {
     public init(configuration: HubConfiguration, node: RelayNodeIdentity, admission: any WorkerAdmission, presence: any WorkerPresenceSink,
                 registry: WorkerRegistry, logger: Logger, adminToken: String? = nil,
                 upstream: @escaping @Sendable () -> Topology.Upstream? = { nil },
+                upstreamStatus: @escaping @Sendable () -> UpstreamStatus? = { nil },
                 onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
         tunnel = WorkerTunnel(node: node, admission: admission, presence: presence, registry: registry, deadlines: DeadlineSweeper(),
                               configuration: configuration, logger: logger, relayLinks: RelayLinks())
         self.adminToken = adminToken
         self.upstream = upstream
+        self.upstreamStatus = upstreamStatus
         self.onRunning = onRunning
+    }
+
+    /// Ready: the upstream link (if this node has one) is connected.
+    public func readiness() -> (ready: Bool, reason: String) {
+        guard let status = upstreamStatus() else { return (true, "ready") }
+        return status.connected ? (true, "ready") : (false, "upstream not connected")
+    }
+
+    /// The metrics text, with the gauges read off the registry and the upstream link first.
+    public func exportMetrics(_ exposition: MetricsExposition) -> ByteBuffer {
+        tunnel.configuration.metrics.refresh(registry: tunnel.registry, relays: tunnel.relayLinks.all.count, upstream: upstreamStatus())
+        return exposition.render()
     }
 
     /// What this node sees of its chain.
@@ -117,6 +133,13 @@ public struct WorkerEndpointService: Service {
         let (configuration, logger) = (tunnel.configuration, tunnel.logger)
         let router = Router(context: BasicRequestContext.self)
         router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/readyz") { _, _ -> Response in
+            let (ready, why) = self.readiness()
+            return Response(status: ready ? .ok : .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: why + "\n")))
+        }
+        if let exposition = configuration.metricsExposition {
+            router.get("/metrics") { _, _ in exposition.response(self.exportMetrics(exposition)) }
+        }
         router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: BasicRequestContext.self))
         if let adminToken {
             router.get("/admin/topology") { request, _ -> Response in

@@ -101,6 +101,29 @@ struct JSONKey {
     }
 }
 
+/// A JSON value type that JSONReader can build, for callers with their own idea of a value (the
+/// admin client keeps key order and numbers' literal text): one grammar, one set of checks.
+/// Enum cases of the same names satisfy the requirements.
+public protocol JSONTreeBuilding {
+    static var null: Self { get }
+    static func bool(_ value: Bool) -> Self
+    /// A number from its literal text (already checked against the JSON grammar); nil refuses
+    /// it as out of range.
+    static func number(literal: String) -> Self?
+    static func string(_ value: String) -> Self
+    static func array(_ items: [Self]) -> Self
+    /// Members in document order, a repeated key as often as it appears.
+    static func object(members: [(key: String, value: Self)]) -> Self
+}
+
+extension JSONTreeBuilding {
+    /// Reads one JSON document; whitespace around it is allowed, anything else after it is not.
+    /// Throws `JSONReadError`.
+    public static func readJSON(_ bytes: [UInt8]) throws -> Self {
+        try bytes.withUnsafeBytes { raw in try JSONReader.read(raw) { try $0.readTree(Self.self) } }
+    }
+}
+
 /// Reads one JSON text held in `bytes` (valid for the reader's lifetime).
 struct JSONReader {
     static let allocator = ByteBufferAllocator()
@@ -495,7 +518,7 @@ struct JSONReader {
 
     /// Validates and skips any value.
     /// Validates and skips any value. `checkingNumbers`: numbers must also be representable
-    /// (what `readValue` accepts: an Int64 or a finite Double), as Go checks them when it
+    /// (what `JSONValue` accepts: an Int64 or a finite Double), as Go checks them when it
     /// decodes into `any`; unknown keys' values are only checked for syntax, as Go skips them.
     mutating func skipValue(checkingNumbers: Bool = false) throws {
         switch try peek() {
@@ -513,7 +536,7 @@ struct JSONReader {
             try literal("null")
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
             if checkingNumbers {
-                _ = try readNumber()
+                _ = try readNumber(JSONValue.self)
             } else {
                 _ = try scanNumber()
             }
@@ -530,21 +553,20 @@ struct JSONReader {
         return UnsafeRawBufferPointer(rebasing: bytes[start..<index])
     }
 
-    /// Any value as a JSONValue: integers that fit Int64 (and integral numbers up to 2^53
-    /// written with a fraction or exponent) become `.int`, other numbers `.double`; a number
-    /// too large for a Double is an error. Duplicate keys: the last one wins.
-    mutating func readValue() throws -> JSONValue {
+    /// Any value as a `Tree`: objects keep their members in document order (duplicates too),
+    /// numbers their literal text; otherwise the same grammar and checks as every other read.
+    mutating func readTree<Tree: JSONTreeBuilding>(_ tree: Tree.Type) throws -> Tree {
         switch try peek() {
         case UInt8(ascii: "{"):
-            var object: [String: JSONValue] = [:]
+            var members: [(key: String, value: Tree)] = []
             var c = try beginObject()
-            while let key = try nextKey(&c) { object[key.string] = try readValue() }
-            return .object(object)
+            while let key = try nextKey(&c) { members.append((key.string, try readTree(tree))) }
+            return .object(members: members)
         case UInt8(ascii: "["):
-            var array: [JSONValue] = []
+            var items: [Tree] = []
             var c = try beginArray()
-            while try nextElement(&c) { array.append(try readValue()) }
-            return .array(array)
+            while try nextElement(&c) { items.append(try readTree(tree)) }
+            return .array(items)
         case UInt8(ascii: "\""):
             return .string(try readString())
         case UInt8(ascii: "t"), UInt8(ascii: "f"):
@@ -553,24 +575,21 @@ struct JSONReader {
             try literal("null")
             return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return try readNumber()
+            return try readNumber(tree)
         case let b:
             throw error(.unexpectedByte(b))
         }
     }
 
-    /// A number as a JSONValue (see `readValue`).
-    private mutating func readNumber() throws -> JSONValue {
+    /// A number, as `Tree` makes it of its literal text; one it refuses is out of range.
+    private mutating func readNumber<Tree: JSONTreeBuilding>(_ tree: Tree.Type) throws -> Tree {
         let start = index
-        let number = try scanNumber()
-        let text = UnsafeRawBufferPointer(rebasing: bytes[start..<index])
-        if number.isInteger, let i = Self.parseInteger(text) { return .int(Int64(i)) }
-        guard let d = Double(String(decoding: text, as: UTF8.self)), d.isFinite else {
+        _ = try scanNumber()
+        guard let number = Tree.number(literal: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)) else {
             index = start
             throw error(.numberOutOfRange)
         }
-        if d == d.rounded(.towardZero), abs(d) <= 9_007_199_254_740_992 { return .int(Int64(d)) }
-        return .double(d)
+        return number
     }
 
     // MARK: Typed helpers for the message decoders

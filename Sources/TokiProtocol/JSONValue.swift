@@ -61,7 +61,7 @@ public enum JSONValue: Sendable, Equatable, Hashable, Codable {
     }
 
     static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
-        try JSONReader.read(bytes) { try $0.readValue() }
+        try JSONReader.read(bytes) { try $0.readTree(JSONValue.self) }
     }
 
     /// Compact JSON, object keys sorted (Go's `map[string]any` order).
@@ -144,4 +144,20 @@ public struct RawJSON: Sendable, Hashable, CustomStringConvertible, ExpressibleB
 
     public var jsonString: String { String(decoding: bytes, as: UTF8.self) }
     public var description: String { jsonString }
+}
+
+extension JSONValue: JSONTreeBuilding {
+    /// Integers that fit Int64 (and integral numbers up to 2^53 written with a fraction or
+    /// exponent) become `.int`, other numbers `.double`; one too large for a Double is refused.
+    public static func number(literal: String) -> JSONValue? {
+        if !literal.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }), let integer = Int64(literal) { return .int(integer) }
+        guard let double = Double(literal), double.isFinite else { return nil }
+        if double == double.rounded(.towardZero), abs(double) <= 9_007_199_254_740_992 { return .int(Int64(double)) }
+        return .double(double)
+    }
+
+    /// A repeated key: the last one wins (Go).
+    public static func object(members: [(key: String, value: JSONValue)]) -> JSONValue {
+        .object(Dictionary(members, uniquingKeysWith: { _, last in last }))
+    }
 }

@@ -103,7 +103,7 @@ public enum TunnelProtocol {
     public static let subprotocol = TunnelSubprotocol.tokilake
 
     /// `"<namespace>:<prefix>:<uuid v4 lowercase>"` as the Go worker builds control request ids.
-    public static func makeRequestID(namespace: String, prefix: String, uuid: UUID = UUID()) -> String {
+    public static func makeRequestID(namespace: String, prefix: String, uuid: UUID = FastUUID.next()) -> String {
         "\(namespace):\(prefix):\(uuid.uuidString.lowercased())"
     }
 
@@ -114,7 +114,7 @@ public enum TunnelProtocol {
     }
 
     /// `"<namespace>:relay:<uuid>"`, or `"tokiame:relay:<uuid>"` when the namespace is empty.
-    public static func makeRelayRequestID(namespace: String, uuid: UUID = UUID()) -> String {
+    public static func makeRelayRequestID(namespace: String, uuid: UUID = FastUUID.next()) -> String {
         let ns = namespace.isEmpty ? "tokiame" : namespace
         return "\(ns):relay:\(uuid.uuidString.lowercased())"
     }

@@ -1,7 +1,9 @@
 import Foundation
 import Logging
+import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 import TokiHub
 import TokiProtocol
 import TokiTunnel
@@ -19,6 +21,9 @@ public struct RelayConfiguration: Sendable {
     public var tls: TLSConfiguration?
     /// The worker side: listen address, deadlines and limits, as a hub's.
     public var endpoint = HubConfiguration()
+    /// On graceful shutdown, how long requests in flight through the relay may take to finish
+    /// before the workers' tunnels and the upstream link are closed.
+    public var drainTimeout: Duration = .seconds(30)
 
     public init(upstream: String, token: String) {
         self.upstream = upstream
@@ -54,8 +59,16 @@ public final class RelayService: Service, Sendable {
             admission: UpstreamAdmission(upstream: upstream, cache: VerdictCache()),
             presence: announcer,
             registry: registry, logger: logger, adminToken: configuration.token,
-            upstream: { upstream.topology }, onRunning: onRunning)
+            upstream: { upstream.topology },
+            upstreamStatus: { upstream.status.withLock { UpstreamStatus(connected: $0.connected, reconnects: $0.reconnects) } },
+            onRunning: onRunning)
     }
+
+    /// Ready: the upstream link is connected (a relay without it cannot admit workers).
+    public func readiness() -> (ready: Bool, reason: String) { endpoint.readiness() }
+
+    /// `GET /metrics`'s answer, for a metrics listener of the caller's.
+    public func exportMetrics(_ exposition: MetricsExposition) -> ByteBuffer { endpoint.exportMetrics(exposition) }
 
     /// Whether the upstream link is up, how often it reconnected, and why it last went down.
     public var upstreamStatus: (connected: Bool, reconnects: Int, lastError: String?) {
@@ -65,8 +78,29 @@ public final class RelayService: Service, Sendable {
     public func run() async throws {
         let group = ServiceGroup(configuration: .init(services: [
             .init(service: UpstreamRunner(link: upstream, announcer: announcer)), .init(service: endpoint),
+            .init(service: Drain(link: upstream, timeout: configuration.drainTimeout, logger: logger)),
         ], logger: logger))
         try await group.run()
+    }
+
+    /// Requests in flight through the relay right now.
+    public var inFlight: Int { upstream.activeSplices.load(ordering: .relaxed) }
+
+    /// Graceful shutdown goes last to first: this waits (up to `timeout`) for the spliced
+    /// streams to end before the endpoint closes the workers' tunnels and the upstream link goes.
+    struct Drain: Service {
+        let link: UpstreamLink
+        let timeout: Duration
+        let logger: Logger
+
+        func run() async throws {
+            do { try await gracefulShutdown() } catch { return }
+            let deadline = ContinuousClock.now + timeout
+            logger.notice("shutting down: draining in-flight requests", metadata: ["in_flight": "\(link.activeSplices.load(ordering: .relaxed))"])
+            while ContinuousClock.now < deadline, link.activeSplices.load(ordering: .relaxed) > 0 {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
     }
 
     /// The upstream link and the announcements that go over it.

@@ -38,6 +38,10 @@ final class UpstreamLink: Sendable {
         var exportToken: String?
     }
 
+    /// Data streams being spliced to workers right now (requests in flight through this node);
+    /// a draining relay waits for them.
+    let activeSplices = Atomic<Int>(0)
+
     /// One connected link.
     final class Connected: Sendable {
         let session: MuxSession
@@ -336,6 +340,8 @@ final class UpstreamLink: Sendable {
             logger.info("cannot open a stream to the worker", metadata: ["namespace": "\(namespace)", "error": "\(error)"])
             return upstream.close()
         }
+        activeSplices.add(1, ordering: .relaxed)
+        defer { activeSplices.subtract(1, ordering: .relaxed) }
         await StreamSplice.run(upstream, downstream, first: reader.takeRemainder())
     }
 

@@ -59,8 +59,20 @@ extension MemoryReleasing {
     public func releaseMemory() {}
 }
 
+/// Housekeeping a store wants run in the background.
+public protocol StoreMaintenance: Sendable {
+    /// Moves what the store logged into its main file, off the write path (SQLite: a WAL checkpoint).
+    func checkpointLog() async throws
+}
+
+extension StoreMaintenance {
+    public func checkpointLog() async throws {}
+}
+
 /// Everything the hub uses.
 public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog & BillingLedger & PrivateGroupStore
-    & AccountAdministration & MemoryReleasing
+    & AccountAdministration & MemoryReleasing & StoreMaintenance
 
-extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, MemoryReleasing {}
+extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, MemoryReleasing, StoreMaintenance {
+    public func checkpointLog() async throws { try await checkpoint() }
+}

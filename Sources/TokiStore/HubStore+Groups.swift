@@ -11,12 +11,6 @@ public struct GroupMember: Sendable, Equatable {
     public var userID: Int64
     public var userName: String
     public var grant: GroupGrant
-
-    public init(userID: Int64, userName: String, grant: GroupGrant) {
-        self.userID = userID
-        self.userName = userName
-        self.grant = grant
-    }
 }
 
 /// A private group a user may use, and the grant that lets them.
@@ -24,11 +18,6 @@ public struct JoinedGroup: Sendable, Equatable {
     public var group: PrivateGroup
     public var grant: GroupGrant
     public var role: GrantRole { grant.role }
-
-    public init(group: PrivateGroup, grant: GroupGrant) {
-        self.group = group
-        self.grant = grant
-    }
 }
 
 /// Private groups, their members and invite codes. Every method taking an owner answers

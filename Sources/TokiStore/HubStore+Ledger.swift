@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 
 // Billing over SQLite (issue 9): the double-entry ledger, prices and ratios, and the usage
 // queries of the management API.
@@ -61,22 +62,12 @@ public protocol AccountAdministration: BillingLedger, TokenIssuing {
 public struct UserSummary: Sendable, Equatable {
     public var user: User
     public var balance: Money
-
-    public init(user: User, balance: Money) {
-        self.user = user
-        self.balance = balance
-    }
 }
 
 /// The price ratio of one of the hub's own groups.
 public struct GroupRatio: Sendable, Equatable, Codable {
     public var group: String
     public var ratio: Double
-
-    public init(group: String, ratio: Double) {
-        self.group = group
-        self.ratio = ratio
-    }
 }
 
 /// Which usage rows to list. Every field is compared exactly (bound parameters: `%` and `_` are
@@ -111,15 +102,6 @@ public struct PoolMemberUsage: Sendable, Equatable, Codable {
     public var promptTokens: Int
     public var completionTokens: Int
     public var cost: Money
-
-    public init(userID: Int64?, userName: String?, requests: Int, promptTokens: Int, completionTokens: Int, cost: Money) {
-        self.userID = userID
-        self.userName = userName
-        self.requests = requests
-        self.promptTokens = promptTokens
-        self.completionTokens = completionTokens
-        self.cost = cost
-    }
 }
 
 extension HubStore: BillingLedger, AccountAdministration {
@@ -134,72 +116,82 @@ extension HubStore: BillingLedger, AccountAdministration {
 
     public func commitCharges(_ charges: [Charge], now: Date) async throws -> ChargeOutcome {
         guard !charges.isEmpty else { return ChargeOutcome() }
-        let (outcome, skipped) = try await run {
-            try await db.write { db -> (ChargeOutcome, [String]) in
-                var outcome = ChargeOutcome()
-                var skipped: [String] = []
-                // Charge ids already recorded by earlier batches, then those of this batch as they
-                // are written. (A free request has no ledger transaction, so a free charge is
-                // deduplicated within its batch only.)
-                var seen = try Self.recordedChargeIDs(db, charges.map(\.chargeID))
-                var accounts: [Int64: Int64] = [:]  // user id → account id
-                var revenue: Int64?
-                // Balances and token totals move once per account and token, at the end.
-                var accountDeltas: [Int64: Int64] = [:]
-                var tokenDeltas: [Int64: Int64] = [:]
-                var callers = Set<Int64>()
-                for charge in charges {
-                    if let userID = charge.usage.userID { callers.insert(userID) }
-                    if let tokenID = charge.usage.tokenID, tokenDeltas[tokenID] == nil { tokenDeltas[tokenID] = 0 }
-                    guard seen.insert(charge.chargeID).inserted else {
-                        outcome.duplicates += 1
-                        continue
-                    }
-                    var usage = charge.usage
-                    usage.cost = .zero
-                    usage.transactionID = nil
-                    if charge.cost.nanos > 0 {
-                        if let callerID = charge.usage.userID, let debit = try Self.accountID(db, userID: callerID, cache: &accounts) {
-                            // The pool owner's account, or revenue (also when the owner no longer exists).
-                            let credit: Int64
-                            if let owner = charge.creditUserID, let ownerAccount = try Self.accountID(db, userID: owner, cache: &accounts) {
-                                credit = ownerAccount
-                            } else {
-                                if revenue == nil { revenue = try Self.systemAccount(db, "revenue") }
-                                credit = revenue!
-                            }
-                            let cost = charge.cost.nanos
-                            usage.transactionID = try Self.insertTransaction(
-                                db, kind: "charge", chargeID: charge.chargeID, memo: nil, createdBy: nil, now: now,
-                                entries: [(debit, -cost), (credit, cost)], moveBalances: false)
-                            accountDeltas[debit, default: 0] &-= cost
-                            accountDeltas[credit, default: 0] &+= cost
-                            if let tokenID = charge.usage.tokenID { tokenDeltas[tokenID, default: 0] &+= cost }
-                            usage.cost = charge.cost
+        let (outcome, skipped) = try await uncancellableWrite { db -> (ChargeOutcome, [String]) in
+            var outcome = ChargeOutcome()
+            var skipped: [String] = []
+            // Charge ids of this batch as they are written; ids of earlier batches are caught by
+            // the UNIQUE charge id (a free request has no ledger transaction, so a free charge is
+            // deduplicated within its batch only).
+            var seen = Set<String>(minimumCapacity: charges.count)
+            var accounts: [Int64: Int64] = [:]  // user id → account id
+            var revenue: Int64?
+            // Balances and token totals move once per account and token, at the end.
+            var accountDeltas: [Int64: Int64] = [:]
+            var tokenDeltas: [Int64: Int64] = [:]
+            var callers = Set<Int64>()
+            for charge in charges {
+                if let userID = charge.usage.userID { callers.insert(userID) }
+                if let tokenID = charge.usage.tokenID, tokenDeltas[tokenID] == nil { tokenDeltas[tokenID] = 0 }
+                guard seen.insert(charge.chargeID).inserted else {
+                    outcome.duplicates += 1
+                    continue
+                }
+                var usage = charge.usage
+                usage.cost = .zero
+                usage.transactionID = nil
+                if charge.cost.nanos > 0 {
+                    if let callerID = charge.usage.userID, let debit = try Self.accountID(db, userID: callerID, cache: &accounts) {
+                        // The pool owner's account, or revenue (also when the owner no longer exists).
+                        let credit: Int64
+                        if let owner = charge.creditUserID, let ownerAccount = try Self.accountID(db, userID: owner, cache: &accounts) {
+                            credit = ownerAccount
                         } else {
-                            // A cost without a (known) payer: the usage row is kept, nothing is charged.
-                            skipped.append(charge.chargeID)
+                            if revenue == nil { revenue = try Self.systemAccount(db, "revenue") }
+                            credit = revenue!
                         }
-                    } else if charge.cost.nanos < 0 {
+                        let cost = charge.cost.nanos
+                        guard let transaction = try Self.insertTransaction(
+                            db, kind: "charge", chargeID: charge.chargeID, memo: nil, createdBy: nil, now: now,
+                            entries: [(debit, -cost), (credit, cost)], moveBalances: false)
+                        else {
+                            outcome.duplicates += 1  // charged by an earlier batch
+                            continue
+                        }
+                        usage.transactionID = transaction
+                        accountDeltas[debit, default: 0] &-= cost
+                        accountDeltas[credit, default: 0] &+= cost
+                        if let tokenID = charge.usage.tokenID { tokenDeltas[tokenID, default: 0] &+= cost }
+                        usage.cost = charge.cost
+                    } else {
+                        // A cost without a (known) payer: the usage row is kept, nothing is charged.
                         skipped.append(charge.chargeID)
                     }
-                    try Self.insertUsage(db, usage)
+                } else if charge.cost.nanos < 0 {
+                    skipped.append(charge.chargeID)
                 }
-                for (account, delta) in accountDeltas where delta != 0 {
-                    try db.cachedStatement(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ?").execute(arguments: [delta, account])
-                }
-                for (token, delta) in tokenDeltas where delta != 0 {
-                    try db.cachedStatement(sql: "UPDATE tokens SET spent = spent + ? WHERE id = ?").execute(arguments: [delta, token])
-                }
-                outcome.balances = try Self.fetchBalances(db, userIDs: Array(callers))
-                let tokens = Array(tokenDeltas.keys)
-                for chunk in Self.chunks(tokens) {
-                    let rows = try Row.fetchAll(db, sql: "SELECT id, spent FROM tokens WHERE id IN (\(Self.placeholders(chunk.count)))",
-                                                arguments: StatementArguments(chunk))
-                    for row in rows { outcome.tokenSpent[row["id"]] = row["spent"] }
-                }
-                return (outcome, skipped)
+                try Self.insertUsage(db, usage)
             }
+            // The new balances come back from the updates themselves; callers whose balance did
+            // not move (free requests) are read.
+            let moveBalance = try db.cachedStatement(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING user_id, balance")
+            for (account, delta) in accountDeltas where delta != 0 {
+                try moveBalance.run(delta.databaseValue, account.databaseValue) { row in
+                    if sqlite3_column_type(row, 0) != SQLITE_NULL {
+                        outcome.balances[sqlite3_column_int64(row, 0)] = Money(nanos: sqlite3_column_int64(row, 1))
+                    }
+                }
+            }
+            let readBalance = try db.cachedStatement(sql: "SELECT balance FROM accounts WHERE user_id = ?")
+            for caller in callers where outcome.balances[caller] == nil {
+                outcome.balances[caller] = Money(nanos: try readBalance.int64(caller.databaseValue) ?? 0)
+            }
+            let moveSpent = try db.cachedStatement(sql: "UPDATE tokens SET spent = spent + ? WHERE id = ? RETURNING spent")
+            let readSpent = try db.cachedStatement(sql: "SELECT spent FROM tokens WHERE id = ?")
+            for (token, delta) in tokenDeltas {
+                let spent = delta != 0 ? try moveSpent.int64(delta.databaseValue, token.databaseValue) : try readSpent.int64(token.databaseValue)
+                if let spent { outcome.tokenSpent[token] = Money(nanos: spent) }
+            }
+            return (outcome, skipped)
         }
         if !skipped.isEmpty {
             logger.error("charges not billed: negative cost, or no such payer", metadata: ["charge_ids": "\(skipped)"])
@@ -505,7 +497,7 @@ extension HubStore: BillingLedger, AccountAdministration {
     /// The account of `userID`, created if missing; nil when there is no such user.
     static func accountID(_ db: Database, userID: Int64, cache: inout [Int64: Int64]) throws -> Int64? {
         if let id = cache[userID] { return id }
-        if let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM accounts WHERE user_id = ?"), arguments: [userID]) {
+        if let id = try db.cachedStatement(sql: "SELECT id FROM accounts WHERE user_id = ?").int64(userID.databaseValue) {
             cache[userID] = id
             return id
         }
@@ -516,38 +508,33 @@ extension HubStore: BillingLedger, AccountAdministration {
     }
 
     static func systemAccount(_ db: Database, _ name: String) throws -> Int64 {
-        guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM accounts WHERE name = ?", arguments: [name]) else {
+        guard let id = try db.cachedStatement(sql: "SELECT id FROM accounts WHERE name = ?").int64(name.databaseValue) else {
             throw StoreError.database("the system account \(name) is missing")
         }
         return id
     }
 
     /// Inserts a transaction and its entries (which must sum to zero) and, unless the caller
-    /// moves them itself (a batch, once per account), the balances.
+    /// moves them itself (a batch, once per account), the balances. Nil when `chargeID` is
+    /// already recorded (nothing is written then).
+    @discardableResult
     static func insertTransaction(_ db: Database, kind: String, chargeID: String?, memo: String?, createdBy: Int64?, now: Date,
-                                  entries: [(account: Int64, amount: Int64)], moveBalances: Bool = true) throws -> Int64 {
+                                  entries: [(account: Int64, amount: Int64)], moveBalances: Bool = true) throws -> Int64? {
         precondition(entries.reduce(0) { $0 &+ $1.amount } == 0, "ledger entries must sum to zero")
-        try db.cachedStatement(sql: "INSERT INTO ledger_transactions (kind, charge_id, memo, created_by, created_at) VALUES (?, ?, ?, ?, ?)")
-            .execute(arguments: [kind, chargeID, memo, createdBy, now])
+        try db.cachedStatement(sql: """
+            INSERT INTO ledger_transactions (kind, charge_id, memo, created_by, created_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (charge_id) DO NOTHING
+            """).run(kind.databaseValue, chargeID?.databaseValue ?? .null, memo?.databaseValue ?? .null,
+                     createdBy?.databaseValue ?? .null, .storedDate(now))
+        guard db.changesCount > 0 else { return nil }
         let transaction = db.lastInsertedRowID
+        let insertEntry = try db.cachedStatement(sql: "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES (?, ?, ?)")
+        let moveBalance = try db.cachedStatement(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ?")
         for entry in entries {
-            try db.cachedStatement(sql: "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES (?, ?, ?)")
-                .execute(arguments: [transaction, entry.account, entry.amount])
-            if moveBalances {
-                try db.cachedStatement(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ?").execute(arguments: [entry.amount, entry.account])
-            }
+            try insertEntry.run(transaction.databaseValue, entry.account.databaseValue, entry.amount.databaseValue)
+            if moveBalances { try moveBalance.run(entry.amount.databaseValue, entry.account.databaseValue) }
         }
         return transaction
-    }
-
-    /// Which of these charge ids the ledger already holds.
-    static func recordedChargeIDs(_ db: Database, _ ids: [String]) throws -> Set<String> {
-        var found = Set<String>()
-        for chunk in chunks(ids) {
-            found.formUnion(try String.fetchAll(db, sql: "SELECT charge_id FROM ledger_transactions WHERE charge_id IN (\(placeholders(chunk.count)))",
-                                                arguments: StatementArguments(chunk)))
-        }
-        return found
     }
 
     /// Slices of at most 500, under SQLite's limit on bound parameters.

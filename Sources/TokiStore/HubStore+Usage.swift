@@ -60,10 +60,12 @@ extension HubStore {
                                prompt_tokens, completion_tokens, duration_ms, created_at,
                                group_name, path, estimated, cost, ttft_ms, transaction_id)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [
-                e.requestID, e.userID, e.tokenID, e.model, e.namespace, e.statusCode,
-                e.promptTokens, e.completionTokens, e.durationMS, e.createdAt,
-                e.groupName, e.path, e.estimated, e.cost, e.ttftMS, e.transactionID,
-            ])
+            """).run(
+                e.requestID.databaseValue, e.userID?.databaseValue ?? .null, e.tokenID?.databaseValue ?? .null,
+                e.model.databaseValue, e.namespace?.databaseValue ?? .null, e.statusCode.databaseValue,
+                e.promptTokens?.databaseValue ?? .null, e.completionTokens?.databaseValue ?? .null,
+                e.durationMS.databaseValue, .storedDate(e.createdAt), e.groupName?.databaseValue ?? .null,
+                e.path?.databaseValue ?? .null, e.estimated.databaseValue, e.cost.databaseValue,
+                e.ttftMS?.databaseValue ?? .null, e.transactionID?.databaseValue ?? .null)
     }
 }

@@ -88,22 +88,24 @@ extension HubStore {
         guard !updates.isEmpty else { return }
         try await run {
             try await db.write { db in
+                // Statements prepared once and the date formatted once per batch: a fleet's
+                // heartbeats land here, and preparing and formatting per row was most of the cost.
+                let seen = DatabaseValue.storedDate(now)
+                let online = try db.cachedStatement(sql: "UPDATE workers SET status = 'online', last_seen_at = ? WHERE namespace = ?")
+                let onlineWithModels = try db.cachedStatement(
+                    sql: "UPDATE workers SET status = 'online', last_seen_at = ?, models = ? WHERE namespace = ?")
+                let offline = try db.cachedStatement(
+                    sql: "UPDATE workers SET status = 'offline', last_seen_at = ? WHERE namespace = ? AND status = 'online'")
                 for (namespace, presence) in updates {
                     guard let ns = try? Validate.namespace(namespace) else { continue }
                     switch presence {
                     case .online(let models?):
                         guard let valid = try? Validate.models(models) else { continue }
-                        try db.execute(
-                            sql: "UPDATE workers SET status = 'online', last_seen_at = ?, models = ? WHERE namespace = ?",
-                            arguments: [now, JSONColumn.encode(valid), ns])
+                        try onlineWithModels.run(seen, JSONColumn.encode(valid).databaseValue, ns.databaseValue)
                     case .online(nil):
-                        try db.execute(
-                            sql: "UPDATE workers SET status = 'online', last_seen_at = ? WHERE namespace = ?",
-                            arguments: [now, ns])
+                        try online.run(seen, ns.databaseValue)
                     case .offline:
-                        try db.execute(
-                            sql: "UPDATE workers SET status = 'offline', last_seen_at = ? WHERE namespace = ? AND status = 'online'",
-                            arguments: [now, ns])
+                        try offline.run(seen, ns.databaseValue)
                     }
                 }
             }

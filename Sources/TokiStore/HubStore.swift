@@ -15,6 +15,9 @@ public final class HubStore: Sendable {
     public static let busyTimeout: TimeInterval = 5
 
     let db: any DatabaseWriter
+    /// A connection of its own for WAL checkpoints (file-backed stores), so that copying the
+    /// log into the database and its fsync never run inside a write that requests wait for.
+    let checkpointer: DatabaseQueue?
     let logger: Logger
     /// Path of the database file, or nil for an in-memory store.
     public let path: String?
@@ -56,6 +59,7 @@ public final class HubStore: Sendable {
         self.path = file
         do {
             self.db = try DatabasePool(path: file, configuration: Self.configuration())
+            self.checkpointer = try DatabaseQueue(path: file, configuration: Self.configuration())
         } catch {
             throw StoreError.database("cannot open \(file): \(error)")
         }
@@ -65,6 +69,7 @@ public final class HubStore: Sendable {
     private init(inMemoryWithLogger logger: Logger) throws {
         self.logger = logger
         self.path = nil
+        self.checkpointer = nil
         do {
             self.db = try DatabaseQueue(configuration: Self.configuration())
         } catch {
@@ -80,7 +85,12 @@ public final class HubStore: Sendable {
 
     /// Closes the database. Further calls fail with ``StoreError/database(_:)``.
     public func close() throws {
-        do { try db.close() } catch { throw StoreError.database("\(error)") }
+        do {
+            try checkpointer?.close()
+            try db.close()
+        } catch {
+            throw StoreError.database("\(error)")
+        }
     }
 
     /// The migrations already applied to this database, in order (e.g. `["v1"]`).
@@ -95,6 +105,10 @@ public final class HubStore: Sendable {
         config.busyMode = .timeout(busyTimeout)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // Checkpoints are `checkpoint()`'s job, off the write path (a checkpoint inside a
+            // commit held every waiting charge for its fsync). This only bounds the log if
+            // nobody calls it: SQLite's default is 1000 pages, about 70 priced requests.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.walPagesBeforeForcedCheckpoint)")
         }
         return config
     }
@@ -124,6 +138,16 @@ public final class HubStore: Sendable {
     }
 
     /// Runs `body`, turning any non-`StoreError` into ``StoreError/database(_:)``.
+    /// A write transaction the caller's cancellation cannot stop, without a task of its own
+    /// (GRDB's callback API; its async `write` fails once the calling task is cancelled).
+    func uncancellableWrite<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await run {
+            try await withCheckedThrowingContinuation { continuation in
+                db.asyncWrite(updates) { _, result in continuation.resume(with: result) }
+            }
+        }
+    }
+
     func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
@@ -244,6 +268,23 @@ enum Validate {
 extension HubStore {
     /// SQLite's page caches of every connection, rebuilt from the file as needed (after a fleet
     /// left, they hold pages of rows nobody reads).
+    /// Pages the write-ahead log may reach before a commit checkpoints it itself.
+    static let walPagesBeforeForcedCheckpoint = 16_384
+
+    /// Copies the write-ahead log into the database without blocking writers or readers
+    /// (`PASSIVE`), on a connection of its own. Returns the log's frames and how many were
+    /// copied; nil for an in-memory store.
+    @discardableResult
+    public func checkpoint() async throws -> (logFrames: Int, checkpointed: Int)? {
+        guard let checkpointer else { return nil }
+        return try await run {
+            try await checkpointer.writeWithoutTransaction { db in
+                let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
+                return (logFrames: row?[1] ?? 0, checkpointed: row?[2] ?? 0)
+            }
+        }
+    }
+
     public func releaseMemory() {
         if let pool = db as? DatabasePool {
             pool.releaseMemory()

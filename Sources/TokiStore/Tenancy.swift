@@ -96,15 +96,6 @@ public struct PrivateGroup: Sendable, Equatable, Codable {
     public var status: Int
     public var createdAt: Date
     public var updatedAt: Date
-
-    public init(id: Int64, ownerUserID: Int64, slug: String, status: Int, createdAt: Date, updatedAt: Date) {
-        self.id = id
-        self.ownerUserID = ownerUserID
-        self.slug = slug
-        self.status = status
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt
-    }
 }
 
 public enum GrantRole: String, Sendable, Codable { case owner, member }
@@ -125,21 +116,6 @@ public struct GroupGrant: Sendable, Equatable, Codable {
     public var createdAt: Date
     public var updatedAt: Date
 
-    public init(id: Int64, groupID: Int64, userID: Int64, role: GrantRole, source: GrantSource, sourceRef: String, grantedBy: Int64,
-                expiresAt: Date?, revokedAt: Date?, createdAt: Date, updatedAt: Date) {
-        self.id = id
-        self.groupID = groupID
-        self.userID = userID
-        self.role = role
-        self.source = source
-        self.sourceRef = sourceRef
-        self.grantedBy = grantedBy
-        self.expiresAt = expiresAt
-        self.revokedAt = revokedAt
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt
-    }
-
     public func isActive(at now: Date) -> Bool {
         revokedAt == nil && (expiresAt.map { $0 >= now } ?? true)
     }
@@ -157,19 +133,6 @@ public struct InviteCode: Sendable, Equatable, Codable {
     public var expiresAt: Date?
     public var createdAt: Date
     public var updatedAt: Date
-
-    public init(id: Int64, groupID: Int64, createdBy: Int64, status: Int, maxUses: Int, usedCount: Int, expiresAt: Date?,
-                createdAt: Date, updatedAt: Date) {
-        self.id = id
-        self.groupID = groupID
-        self.createdBy = createdBy
-        self.status = status
-        self.maxUses = maxUses
-        self.usedCount = usedCount
-        self.expiresAt = expiresAt
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt
-    }
 }
 
 /// What a model costs in one group. Hub-wide prices have `group` empty; a private pool's own
@@ -277,14 +240,6 @@ public struct LedgerReport: Sendable, Equatable, Codable {
     public var problems: [String]
 
     public var isConsistent: Bool { problems.isEmpty }
-
-    public init(transactions: Int, entries: Int, accounts: Int, balanceSum: Money, problems: [String]) {
-        self.transactions = transactions
-        self.entries = entries
-        self.accounts = accounts
-        self.balanceSum = balanceSum
-        self.problems = problems
-    }
 }
 
 /// The hot path's billing: charges written in batches (group commit), and what the router reads
@@ -293,7 +248,8 @@ public protocol BillingLedger: Sendable {
     /// Writes each charge's usage row and ledger transaction (caller debited, `creditUserID` or
     /// revenue credited, the token's `spent` raised) in one SQLite transaction for the whole batch.
     /// A charge whose `chargeID` is already recorded is skipped. Returns the balances and token
-    /// totals after the batch, for the hub's in-memory pre-checks.
+    /// totals after the batch, for the hub's in-memory pre-checks. Runs to its end even if the
+    /// caller is cancelled: other requests may be waiting for the same batch.
     func commitCharges(_ charges: [Charge], now: Date) async throws -> ChargeOutcome
     /// The balances of these users (zero for a user without an account yet).
     func balances(userIDs: [Int64]) async throws -> [Int64: Money]

@@ -38,6 +38,8 @@ final class MuxChannelHandler: ChannelDuplexHandler, MuxTransportDriver, @unchec
 
     let session: MuxSession
     let activity: LinkActivity
+    /// Where this link's bytes are counted (nil: not counted).
+    let traffic: LinkTraffic?
     let eventLoop: any EventLoop
     let logger: Logger
     /// How long a close frame may take to go out before the connection is closed anyway.
@@ -52,9 +54,11 @@ final class MuxChannelHandler: ChannelDuplexHandler, MuxTransportDriver, @unchec
     private var closing = false
     private var keepAlive: RepeatedTask?
 
-    init(session: MuxSession, features: TunnelFeatures, limits: TunnelLimits, activity: LinkActivity, eventLoop: any EventLoop, logger: Logger) {
+    init(session: MuxSession, features: TunnelFeatures, limits: TunnelLimits, activity: LinkActivity, traffic: LinkTraffic? = nil,
+         eventLoop: any EventLoop, logger: Logger) {
         self.session = session
         self.activity = activity
+        self.traffic = traffic
         self.eventLoop = eventLoop
         self.logger = logger
         self.reader = TunnelFrameReader(lz4: features.lz4, limits: limits)
@@ -126,7 +130,12 @@ final class MuxChannelHandler: ChannelDuplexHandler, MuxTransportDriver, @unchec
         }
         guard !closing else { return }
         do {
-            guard let bytes = try reader.receive(opcode: opcode, fin: frame.fin, data: frame.data) else { return }
+            let wire = frame.data.readableBytes
+            guard let bytes = try reader.receive(opcode: opcode, fin: frame.fin, data: frame.data) else {
+                traffic?.received(wire: wire, plain: 0)
+                return
+            }
+            traffic?.received(wire: wire, plain: bytes.readableBytes)
             if !session.receive(bytes) { readingPaused = true }
         } catch {
             logger.info("closing tunnel: malformed WebSocket message", metadata: ["error": "\(error)"])
@@ -195,6 +204,7 @@ final class MuxChannelHandler: ChannelDuplexHandler, MuxTransportDriver, @unchec
         var wrote = false
         while context.channel.isWritable, let batch = session.takeOutbound() {
             let message = writer.message(for: batch)
+            traffic?.sent(wire: message.readableBytes, plain: batch.readableBytes)
             context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: message)), promise: nil)
             wrote = true
         }

@@ -116,6 +116,8 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
     /// smux keepalive on relay links (toki peers only): a NOP every interval whatever the
     /// traffic, and the link closed when nothing arrived for two of them.
     public var relayKeepAlive: Duration = .seconds(5)
+    /// Where accepted links count their bytes, by kind (nil: not counted).
+    public var traffic: TunnelTraffic?
     public var logger: Logger
     let authenticate: Authenticate
     let onSession: SessionHandler
@@ -184,7 +186,7 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
         let session = try MuxSession(role: .server, configuration: configuration, logger: logger)
         let activity = LinkActivity()
         let handler = MuxChannelHandler(session: session, features: accepted.features, limits: limits, activity: activity,
-                                        eventLoop: channel.eventLoop, logger: logger)
+                                        traffic: accepted.relay ? traffic?.relay : traffic?.worker, eventLoop: channel.eventLoop, logger: logger)
         try channel.pipeline.syncOperations.addHandler(handler)
         return TunnelConnection(session: session, identity: accepted.identity, features: accepted.features, activity: activity,
                                 headers: accepted.headers, ping: { handler.ping() }, eventLoop: channel.eventLoop,

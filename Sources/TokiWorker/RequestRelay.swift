@@ -225,6 +225,7 @@ struct RequestRelay: Sendable {
             group.cancelAll()
             return first
         }
+        service.options.metrics.relayed(outcome)
         logger.debug("data stream done", metadata: ["outcome": "\(outcome.rawValue)"])
     }
 
@@ -244,6 +245,7 @@ struct RequestRelay: Sendable {
             local = try LocalRequestBuilder.build(request, target: target)
         } catch {
             logger.info("request refused", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
+            service.options.metrics.backendErrors.refused.increment()
             return await fail(error.code, error.message)
         }
 
@@ -253,6 +255,7 @@ struct RequestRelay: Sendable {
         } catch {
             if Task.isCancelled { return .cancelled }
             logger.warning("local request failed", metadata: ["url": "\(local.url)", "error": "\(error)"])
+            service.options.metrics.backendErrors.request.increment()
             return await fail(TunnelProtocol.WorkerErrorCode.localRequestFailed, "local request failed: \(error)")
         }
 
@@ -269,6 +272,7 @@ struct RequestRelay: Sendable {
             } catch {
                 if Task.isCancelled { return .cancelled }
                 logger.warning("local response body failed", metadata: ["error": "\(error)"])
+                service.options.metrics.backendErrors.body.increment()
                 return await fail(TunnelProtocol.WorkerErrorCode.readLocalResponseFailed, "read local response: \(error)")
             }
             guard var chunk = next else { break }

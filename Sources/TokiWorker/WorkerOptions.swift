@@ -49,6 +49,8 @@ public struct WorkerOptions: Sendable {
 
     /// Host name reported in `hardware_info`.
     public var hostname: String = ProcessInfo.processInfo.hostName
+    /// Where the worker records its metrics (`.disabled`: nowhere).
+    public var metrics: WorkerMetrics = .disabled
 
     public init(config: TokiameConfig) {
         self.config = config

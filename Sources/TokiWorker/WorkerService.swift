@@ -39,12 +39,17 @@ public final class WorkerService: Service, Sendable {
     let shutdown = AsyncEvent()
     private let statusState = Mutex(WorkerStatus())
 
+    /// Called after each successful registration with the hub (readiness for systemd).
+    let onRegistered: @Sendable () -> Void
+
     /// - Parameters:
     ///   - options: validated with `options.validate()` by the caller (the CLI does).
     ///   - logger: used for everything the worker logs.
-    public init(options: WorkerOptions, logger: Logger) {
+    ///   - onRegistered: called after every successful registration with the hub.
+    public init(options: WorkerOptions, logger: Logger, onRegistered: @escaping @Sendable () -> Void = {}) {
         self.options = options
         self.logger = logger
+        self.onRegistered = onRegistered
         self.catalog = ModelCatalog(base: options.config)
         self.registry = InFlightRegistry(limit: max(1, options.maxConcurrentRequests))
         var configuration = HTTPClient.Configuration()
@@ -161,6 +166,7 @@ public final class WorkerService: Service, Sendable {
                 backoff.reset()
             }
             if outcome.persistentRejection { backoff.saturate() }
+            options.metrics.reconnects.increment()
             let delay = backoff.nextDelay()
             logger.warning("hub connection ended; reconnecting", metadata: [
                 "reason": "\(outcome.reason)", "delay_ms": "\(Int(delay.seconds * 1000))",
@@ -293,6 +299,7 @@ struct WorkerConnection: Sendable {
                 "namespace": "\(namespace)", "worker_id": "\(ack.workerID.map(String.init) ?? "-")",
                 "channel_id": "\(ack.channelID.map(String.init) ?? "-")", "models": "\(snapshot.models)",
             ])
+            service.onRegistered()
             snapshot = service.catalog.snapshot
             _ = try await exchange(modelsSync(snapshot), action: "models_sync", channel: channel)
         } catch let end as ConnectionEnd {

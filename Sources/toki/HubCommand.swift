@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TokiHub
+import TokiOps
 import TokiRelay
 import TokiProtocol
 import TokiStore
@@ -39,6 +40,8 @@ struct HubCommand: AsyncParsableCommand {
         var upstreamTLS: TLSConfiguration?
         var insecure: Bool
         var logLevel: Logger.Level
+        var logFormat: String
+        var metrics: MetricsOptions
     }
 
     func launch() throws -> Launch {
@@ -81,19 +84,28 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.idleTimeout = .seconds(settings[s.idleTimeout])
         configuration.httpLimits.bodyTimeout = .seconds(settings[s.bodyTimeout])
         configuration.httpLimits.maxConnections = settings.value(s.maxConnections)
+        configuration.drainTimeout = .seconds(settings[s.drainSeconds])
         if let nodeId = settings.value(s.nodeId) { configuration.nodeID = nodeId }
+        let metrics = MetricsOptions(listen: settings.value(s.metricsListen).flatMap(HostPort.init(parsing:)), onMainPort: settings[s.metrics])
         let insecure = upstream != nil && settings[s.insecureSkipVerify]
         var upstreamTLS: TLSConfiguration?
         if upstream != nil { upstreamTLS = try parentTLS(caFile: settings.value(s.caFile), insecure: insecure) }
         return Launch(configuration: configuration, address: address, upstream: upstream, token: token,
                       upstreamTLS: upstreamTLS, insecure: insecure,
-                      logLevel: Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info)
+                      logLevel: Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info,
+                      logFormat: settings[s.logFormat], metrics: metrics)
     }
 
     func run() async throws {
         let launch = try launch()
-        let (configuration, address) = (launch.configuration, launch.address)
-        let logger = makeLogger(label: "toki.hub", level: launch.logLevel)
+        var configuration = launch.configuration
+        let address = launch.address
+        let logger = makeLogger(label: "toki.hub", level: launch.logLevel, format: launch.logFormat)
+        let systemd = SystemdLifecycle.fromProcess(logger: logger)
+        let metrics = launch.metrics.backend()
+        if let metrics {
+            (configuration.metrics, configuration.metricsExposition) = (HubMetrics(factory: metrics.factory), launch.metrics.onMainPort ? metrics.exposition : nil)
+        }
         let exporter = launch.upstream.map {
             UpstreamExporter(upstream: $0, token: launch.token, nodeID: configuration.nodeID, tls: launch.upstreamTLS, logger: logger)
         }
@@ -119,16 +131,15 @@ struct HubCommand: AsyncParsableCommand {
             ])
             // One machine-readable line for scripts and tests.
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
+            systemd.ready(status: "serving on port \(port)")
         }
         // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
         let reloader = configuration.tls.map { CertificateReloader(certificate: $0, logger: logger) as any Service }
-        let group = ServiceGroup(services: [hub] + (exporter.map { [$0 as any Service] } ?? []) + (reloader.map { [$0] } ?? []),
-                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        do {
-            try await group.run()
-        } catch is CancellationError {
-            // Cancellation during shutdown is a normal exit.
-        }
+        let listener = launch.metrics.listener(metrics, logger: logger, render: hub.exportMetrics, readiness: hub.readiness)
+        let services: [any Service] = [hub] + (exporter.map { [$0 as any Service] } ?? []) + (listener.map { [$0 as any Service] } ?? [])
+            + (reloader.map { [$0] } ?? [])
+        // The watchdog's status reads the registry through the lock every request takes.
+        try await runNode(services, systemd: systemd, status: { "serving, \(hub.registry.workers.count) workers" }, logger: logger)
     }
 }
 

@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import TokiConfig
 import TokiHub
+import TokiOps
 import TokiRelay
 import TokiTunnel
 
@@ -27,7 +28,17 @@ struct RelayCommand: AsyncParsableCommand {
 
     func validate() throws { _ = try launch() }
 
-    func launch() throws -> (configuration: RelayConfiguration, address: HostPort, insecure: Bool, logLevel: Logger.Level) {
+    /// What `run` needs, from flags, environment and file (checked).
+    struct Launch {
+        var configuration: RelayConfiguration
+        var address: HostPort
+        var insecure: Bool
+        var logLevel: Logger.Level
+        var logFormat: String
+        var metrics: MetricsOptions
+    }
+
+    func launch() throws -> Launch {
         let settings = try ResolvedSettings<RelaySettings>.load(arguments: self.settings, configPath: config.path)
         let s = settings.group
         guard let upstream = settings.value(s.upstream) else {
@@ -44,18 +55,30 @@ struct RelayCommand: AsyncParsableCommand {
         var configuration = RelayConfiguration(upstream: upstream, token: token)
         if let nodeId = settings.value(s.nodeId) { configuration.nodeID = nodeId }
         configuration.offerLZ4 = !settings[s.noLz4]
+        configuration.drainTimeout = .seconds(settings[s.drainSeconds])
         configuration.endpoint.host = address.host
         configuration.endpoint.port = address.port
         configuration.endpoint.tls = try serverCertificate(certificate: settings.value(s.tlsCert), key: settings.value(s.tlsKey))
         let insecure = settings[s.insecureSkipVerify]
         configuration.tls = try parentTLS(caFile: settings.value(s.caFile), insecure: insecure)
-        return (configuration, address, insecure, Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info)
+        let metrics = MetricsOptions(listen: settings.value(s.metricsListen).flatMap(HostPort.init(parsing:)), onMainPort: settings[s.metrics])
+        return Launch(configuration: configuration, address: address, insecure: insecure,
+                      logLevel: Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info,
+                      logFormat: settings[s.logFormat], metrics: metrics)
     }
 
     func run() async throws {
-        let (configuration, address, insecure, logLevel) = try launch()
-        let logger = makeLogger(label: "toki.relay", level: logLevel)
-        warnIfInsecure(insecure, parent: "parent", logger: logger)
+        let launch = try launch()
+        var configuration = launch.configuration
+        let address = launch.address
+        let logger = makeLogger(label: "toki.relay", level: launch.logLevel, format: launch.logFormat)
+        let systemd = SystemdLifecycle.fromProcess(logger: logger)
+        warnIfInsecure(launch.insecure, parent: "parent", logger: logger)
+        let metrics = launch.metrics.backend()
+        if let metrics {
+            (configuration.endpoint.metrics, configuration.endpoint.metricsExposition) =
+                (HubMetrics(factory: metrics.factory), launch.metrics.onMainPort ? metrics.exposition : nil)
+        }
         let descriptors = FileDescriptorLimit.raiseToHard()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let (nodeID, upstreamURL) = (configuration.nodeID, configuration.upstream)
@@ -65,12 +88,14 @@ struct RelayCommand: AsyncParsableCommand {
                 "workers": "\(ws)://\(address.host):\(port)/api/tokilake/connect", "upstream": "\(upstreamURL)", "node": "\(nodeID)",
             ])
             FileHandle.standardOutput.write(Data("LISTEN \(address.host):\(port)\n".utf8))
+            // The upstream link is dialled by then (it starts first); it need not be up yet.
+            systemd.ready(status: "listening on port \(port)")
         }
         let reloader = configuration.endpoint.tls.map { CertificateReloader(certificate: $0, logger: logger) as any Service }
-        let group = ServiceGroup(services: [relay] + (reloader.map { [$0] } ?? []), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        do {
-            try await group.run()
-        } catch is CancellationError {
-        }
+        let listener = launch.metrics.listener(metrics, logger: logger, render: relay.exportMetrics, readiness: relay.readiness)
+        try await runNode([relay] + (listener.map { [$0 as any Service] } ?? []) + (reloader.map { [$0] } ?? []), systemd: systemd, status: {
+            let upstream = relay.upstreamStatus
+            return "upstream \(upstream.connected ? "connected" : "reconnecting"), \(relay.registry.workers.count) workers, \(relay.inFlight) in flight"
+        }, logger: logger)
     }
 }

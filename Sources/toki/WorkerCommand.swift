@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TokiConfig
+import TokiOps
 import TokiWorker
 
 /// `toki worker`: the edge daemon next to a GPU.
@@ -134,17 +135,26 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        var logger = Logger(label: "toki.worker") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = logLevel(try resolvedSettings(environment: environment), environment: environment)
+        let settings = try resolvedSettings(environment: environment)
+        let logger = makeLogger(label: "toki.worker", level: logLevel(settings, environment: environment), format: settings[settings.group.logFormat])
+        let systemd = SystemdLifecycle.fromProcess(logger: logger)
 
-        let options = try makeOptions(environment: environment)
+        var options = try makeOptions(environment: environment)
         for warning in options.config.warnings { logger.warning("\(warning)") }
-        let worker = WorkerService(options: options, logger: logger)
-        let group = ServiceGroup(services: [worker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        do {
-            try await group.run()
-        } catch is CancellationError {
-            // Cancellation during shutdown is a normal exit.
+        let listen = settings.value(settings.group.metricsListen).flatMap(HostPort.init(parsing:))
+        let metrics = listen.map { _ in PrometheusBackend.bootstrap() }
+        if let metrics { options.metrics = WorkerMetrics(factory: metrics.factory) }
+        // Ready once the hub has accepted the registration (sent again after reconnects: harmless).
+        let worker = WorkerService(options: options, logger: logger, onRegistered: { systemd.ready(status: "registered") })
+        var listener: MetricsListener?
+        if let listen, let metrics {
+            listener = MetricsListener(address: listen, exposition: metrics.exposition, render: { worker.refreshMetrics(); return $0.render() },
+                                       readiness: worker.readiness, logger: logger)
         }
+        try await runNode([worker] + (listener.map { [$0 as any Service] } ?? []), systemd: systemd, status: {
+            let status = worker.status
+            return status.registered ? "registered, \(status.models.count) models, \(status.inFlight) in flight"
+                : "connecting" + (status.lastError.map { ": " + $0 } ?? "")
+        }, logger: logger)
     }
 }

@@ -10,9 +10,10 @@ final class RelayProcess: Sendable {
     var tunnelURL: String { "ws://127.0.0.1:\(port)/api/tokilake/connect" }
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    init(upstream: String, token: String, nodeID: String, port: Int = 0) async throws {
+    init(upstream: String, token: String, nodeID: String, port: Int = 0, environment: [String: String]? = nil) async throws {
         arguments = ["relay-only", "--upstream", upstream, "--token", token, "--node-id", nodeID]
-        process = try ChildProcess(Products.path("toki"), arguments + ["--listen", "127.0.0.1:\(port)"], name: "toki relay \(nodeID)")
+        process = try ChildProcess(Products.path("toki"), arguments + ["--listen", "127.0.0.1:\(port)"], environment: environment,
+                                   name: "toki relay \(nodeID)")
         let line = try await process.waitForLine(prefix: "LISTEN ")
         guard let bound = Int(line.split(separator: ":").last ?? "") else { throw ChildProcessError("bad line \(line)") }
         self.port = bound

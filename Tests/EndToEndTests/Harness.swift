@@ -59,10 +59,12 @@ final class HubProcess: Sendable {
 
     /// `adminToken`: the one printed by an earlier hub on the same data directory (only the
     /// first start prints it).
-    init(data: TemporaryDirectory = TemporaryDirectory(), port: Int = 0, arguments: [String] = [], adminToken: String? = nil) async throws {
+    init(data: TemporaryDirectory = TemporaryDirectory(), port: Int = 0, arguments: [String] = [], adminToken: String? = nil,
+         environment: [String: String]? = nil) async throws {
         self.data = data
         self.arguments = arguments
-        process = try ChildProcess(Products.path("toki"), ["hub", "--listen", "127.0.0.1:\(port)", "--data-dir", data.path] + arguments, name: "toki hub")
+        process = try ChildProcess(Products.path("toki"), ["hub", "--listen", "127.0.0.1:\(port)", "--data-dir", data.path] + arguments,
+                                   environment: environment, name: "toki hub")
         let line = try await process.waitForLine(prefix: "LISTEN ")
         guard let bound = Int(line.split(separator: ":").last ?? "") else { throw ChildProcessError("bad line \(line)") }
         self.port = bound
@@ -146,7 +148,7 @@ final class WorkerProcess: Sendable {
 
     /// A worker of a hub or of a relay (`tunnelURL`).
     init(_ kind: WorkerKind, tunnelURL: String, token: String, backend: StubBackend, namespace: String, models: [String],
-         group: String? = nil) async throws {
+         group: String? = nil, environment: [String: String]? = nil) async throws {
         switch kind {
         case .goTokiame:
             process = try ChildProcess(try await GoPeer.path(), [
@@ -157,7 +159,7 @@ final class WorkerProcess: Sendable {
             process = try ChildProcess(Products.path("toki"), [
                 "worker", "--hub", tunnelURL, "--token", token, "--backend", backend.url, "--namespace", namespace,
                 "--heartbeat-seconds", "5", "--reconnect-delay-ms", "300",
-            ] + (group.map { ["--group", $0] } ?? []), name: "toki worker \(namespace)")
+            ] + (group.map { ["--group", $0] } ?? []), environment: environment, name: "toki worker \(namespace)")
         }
     }
 

@@ -70,4 +70,67 @@ struct ResilienceTests {
         #expect(result.text.contains("data: [DONE]"), "the in-flight stream was cut by the shutdown")
         #expect(try await d.hub.process.waitForExit(timeout: .seconds(40)) == 0)
     }
+
+    /// Which process of root <- relay <- worker gets the SIGTERM.
+    enum DrainedNode: String, CaseIterable, CustomStringConvertible {
+        case relay, worker
+        var description: String { rawValue }
+    }
+
+    @Test("SIGTERM to a relay or a toki worker mid-stream: the stream completes, the process exits 0", arguments: DrainedNode.allCases)
+    func drainBelowTheHub(node: DrainedNode) async throws {
+        let hub = try await HubProcess()
+        let token = try await hub.createToken(user: "alice")
+        let relay = try await RelayProcess(upstream: hub.url, token: token, nodeID: "relay-drain")
+        let backend = try await StubBackend(models: ["drain-model"])
+        let worker = try await WorkerProcess(.toki, tunnelURL: relay.tunnelURL, token: token, backend: backend, namespace: "gpu-drain",
+                                             models: ["drain-model"])
+        defer { Task { await worker.stop(); await relay.stop(); await backend.stop(); await hub.stop() } }
+        try await hub.waitForModel("drain-model", token: token)
+        let received = Locked(0)
+        async let streamed = HTTP.stream(hub.url + "/v1/chat/completions", token: token,
+                                         body: #"{"model":"drain-model","stream":true,"stub_chunks":15,"stub_delay_ms":100}"#, received: received)
+        try await received.wait(atLeast: 2)
+        let drained = node == .relay ? relay.process : worker.process
+        kill(drained.pid, SIGTERM)
+        let result = try await streamed
+        #expect(result.status == 200)
+        #expect(result.failure == nil)
+        #expect(result.text.contains("data: [DONE]"), "the in-flight stream was cut by the \(node)'s shutdown: \(result.text.suffix(300))")
+        #expect(try await drained.waitForExit(timeout: .seconds(40)) == 0, "\(drained.stderr.suffix(2000))")
+    }
+
+    @Test("under systemd (Type=notify): READY once serving or registered, WATCHDOG with STATUS, STOPPING on SIGTERM")
+    func systemdNotify() async throws {
+        let hubSocket = try NotifySocketListener(abstract: true)
+        let workerSocket = try NotifySocketListener(abstract: false)
+        // WatchdogSec=1s: a ping every 500 ms.
+        let hub = try await HubProcess(environment: ["NOTIFY_SOCKET": hubSocket.name, "WATCHDOG_USEC": "1000000"])
+        let token = try await hub.createToken(user: "alice")
+        let backend = try await StubBackend(models: ["notify-model"])
+        defer { Task { await backend.stop(); await hub.stop() } }
+        // The hub printed LISTEN before this: READY=1 comes once the port is bound.
+        let hubReady = await hubSocket.receive(until: { $0.contains("READY=1") })
+        #expect(hubReady?.last?.contains("STATUS=serving on port \(hub.port)") == true, "\(hubReady ?? [])")
+
+        let worker = try await WorkerProcess(.toki, tunnelURL: hub.tunnelURL, token: token, backend: backend, namespace: "gpu-notify",
+                                             models: ["notify-model"], environment: ["NOTIFY_SOCKET": workerSocket.name])
+        defer { Task { await worker.stop() } }
+        let workerReady = await workerSocket.receive(until: { $0.contains("READY=1") })
+        #expect(workerReady?.last == "READY=1\nSTATUS=registered", "\(workerReady ?? [])")
+        // Registered means the hub has it (READY is sent after the hub's acknowledgement).
+        #expect(try await hub.workers()["gpu-notify"] != nil)
+        // No WatchdogSec for the worker: no pings, only STATUS now and then.
+        // The hub's watchdog pings and reports the worker.
+        let pings = await hubSocket.receive(until: { $0.contains("STATUS=serving, 1 workers") })
+        #expect(pings?.last?.hasPrefix("WATCHDOG=1\n") == true, "\(pings ?? [])")
+
+        kill(hub.process.pid, SIGTERM)
+        let stopping = await hubSocket.receive(until: { $0.hasPrefix("STOPPING=1") })
+        #expect(stopping?.last == "STOPPING=1\nSTATUS=draining", "\(stopping ?? [])")
+        #expect(try await hub.process.waitForExit(timeout: .seconds(40)) == 0)
+        kill(worker.process.pid, SIGTERM)
+        #expect(await workerSocket.receive(until: { $0.hasPrefix("STOPPING=1") }) != nil)
+        #expect(try await worker.process.waitForExit(timeout: .seconds(40)) == 0)
+    }
 }

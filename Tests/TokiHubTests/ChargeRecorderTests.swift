@@ -11,7 +11,8 @@ final class BatchLedger: BillingLedger, Sendable {
     let failing = Atomic<Bool>(false)
 
     func commitCharges(_ charges: [Charge], now: Date) async throws -> ChargeOutcome {
-        try await Task.sleep(for: .milliseconds(2))  // a write takes a while: others queue meanwhile
+        // A write takes a while (others queue meanwhile), and a cancelled caller does not stop it.
+        await Task.detached { try? await Task.sleep(for: .milliseconds(2)) }.value
         if failing.load(ordering: .relaxed) { throw StoreError.database("disk full") }
         batches.withLock { $0.append(charges.map(\.chargeID)) }
         return ChargeOutcome()

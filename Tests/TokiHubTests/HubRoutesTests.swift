@@ -33,10 +33,12 @@ struct HubFixture {
     }
 
     /// Runs `body` against the hub's router, with the deadline sweeper running.
-    func test<R: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> R) async throws -> R {
+    /// `logger`: the application's, from which each request's `context.logger` is made.
+    func test<R: Sendable>(logger: Logger = Logger(label: "test.app", factory: { _ in SwiftLogNoOpLogHandler() }),
+                           _ body: @Sendable (any TestClientProtocol) async throws -> R) async throws -> R {
         let sweeper = Task { [hub] in await hub.deadlines.run() }
         defer { sweeper.cancel() }
-        let app = Application(router: hub.makeRouter(), logger: Logger(label: "test.app", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let app = Application(router: hub.makeRouter(), logger: logger)
         return try await app.test(.router) { client in try await body(client) }
     }
 }
@@ -117,6 +119,26 @@ struct HubRoutesTests {
         }
         #expect(broken.requests.count == 1)
         #expect(good.requests.count == 1)
+    }
+
+    @Test("every line the hub logs for a request carries its request id")
+    func requestIDOnLogLines() async throws {
+        let f = try await HubFixture.make()
+        try f.hub.registry.addFake("broken", models: ["m"]) { _ in .hangUp }
+        let (fine, _) = try f.hub.registry.addFake("fine", models: ["m"]) { _ in .respond(body: "ok") }
+        _ = fine.begin(requestID: "keeps it second")  // the broken worker is tried first, and logged
+        let events = CapturedLogEvents()
+        var logger = Logger(label: "test.app") { _ in CapturingLogHandler(events: events) }
+        logger.logLevel = .debug
+        try await f.test(logger: logger) { client in
+            let response = try await client.post(token: f.alice, json: chat("m"), headers: [.xRequestID: "req-trace-1"])
+            #expect(response.status == .ok)
+        }
+        let hubLines = events.all.filter { $0.source == "TokiHub" }
+        #expect(hubLines.contains { $0.message.contains("trying the next") }, "\(hubLines.map(\.message))")
+        for line in hubLines {
+            #expect(line.requestID == "req-trace-1", "without the request id: \(line.message)")
+        }
     }
 
     @Test("a worker answering an error, nothing, or garbage with nobody else: 502 in OpenAI's shape", arguments: [
@@ -279,5 +301,32 @@ struct HubRoutesTests {
             #expect(bad.status == .unauthorized)
             #expect(String(buffer: bad.body) == #"{"success":false,"message":"invalid token"}"#)
         }
+    }
+}
+
+/// Log events as a test reads them back: module, message, the `request_id` metadata.
+final class CapturedLogEvents: Sendable {
+    struct Event: Sendable {
+        var source: String
+        var message: String
+        var requestID: String?
+    }
+    private let events = Locked<[Event]>([])
+    func append(_ event: Event) { events.withLock { $0.append(event) } }
+    var all: [Event] { events.value }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let events: CapturedLogEvents
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        events.append(.init(source: event.source, message: event.message.description, requestID: merged["request_id"].map { "\($0)" }))
     }
 }

@@ -31,6 +31,21 @@ private func makePool(_ store: HubStore, slug: String, owner: Int64, now: Date =
 }
 
 @Suite struct LedgerTests {
+    @Test func aCancelledCallerStillCommits() async throws {
+        // Other requests may wait for the same batch: the caller's cancellation must not stop it.
+        let store = try HubStore.inMemory(logger: quietLogger)
+        let (_, token) = try await store.createToken(user: "alice")
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await store.commitCharges([
+                Charge(chargeID: "c1", usage: usage("c1", user: token.userID, token: token.id), cost: units(1), creditUserID: nil),
+            ], now: Date())
+        }
+        let outcome = try await task.value
+        #expect(outcome.balances == [token.userID: units(-1)])
+        #expect(try await store.balance(userID: token.userID) == units(-1))
+    }
+
     @Test func chargeDebitsCallerAndCreditsRevenue() async throws {
         let store = try HubStore.inMemory(logger: quietLogger)
         let (_, token) = try await store.createToken(user: "alice")

@@ -9,9 +9,7 @@ struct AdminSelf: AsyncParsableCommand {
     @OptionGroup var admin: AdminOptions
 
     func run() async throws {
-        try await admin.run { client in
-            admin.emitRecord(try await client.get("/api/user/self"), Columns.me)
-        }
+        try await admin.call(.get, "/api/user/self", .record(Columns.me))
     }
 }
 
@@ -54,9 +52,7 @@ struct AdminUsage: AsyncParsableCommand {
         ]
         let asAdmin = all || userId != nil || group != nil
         if asAdmin { query += [("user_id", userId?.text), ("group", group)] }
-        try await admin.run { client in
-            admin.emitRows(try await client.get(asAdmin ? "/api/admin/usage" : "/api/user/usage", query: query), Columns.usage)
-        }
+        try await admin.call(.get, asAdmin ? "/api/admin/usage" : "/api/user/usage", query: query, .rows(Columns.usage))
     }
 }
 
@@ -108,15 +104,7 @@ struct AdminToken: AsyncParsableCommand {
                 "expires_at": expires.map(JSONValue.int), "spend_limit": limit,
             ])
             let path = userId.map { "/api/admin/users/\($0.text)/tokens" } ?? "/api/user/tokens"
-            try await admin.run { client in
-                let data = try await client.post(path, body)
-                if admin.json {
-                    print(data.pretty)
-                    return
-                }
-                print(data["key"]?.stringValue ?? "")
-                printError(Table.record(data["token"] ?? .null, Columns.token), terminator: "")
-            }
+            try await admin.run { client in admin.emitSecret(try await client.post(path, body), secret: "key", record: "token", Columns.token) }
         }
     }
 
@@ -130,7 +118,7 @@ struct AdminToken: AsyncParsableCommand {
 
         func run() async throws {
             let path = userId.map { "/api/admin/users/\($0.text)/tokens" } ?? "/api/user/tokens"
-            try await admin.run { client in admin.emitRows(try await client.get(path), Columns.token) }
+            try await admin.call(.get, path, .rows(Columns.token))
         }
     }
 
@@ -147,7 +135,7 @@ struct AdminToken: AsyncParsableCommand {
 
         func run() async throws {
             let path = asAdmin ? "/api/admin/tokens/\(id.text)" : "/api/user/tokens/\(id.text)"
-            try await admin.run { client in admin.emitRecord(try await client.delete(path), Columns.token) }
+            try await admin.call(.delete, path, .record(Columns.token))
         }
     }
 }

@@ -71,14 +71,42 @@ struct AdminOptions: ParsableArguments {
         }
     }
 
-    /// A list reply as rows under `columns`.
-    func emitRows(_ data: JSONValue, _ columns: [Column]) {
-        emit(data) { Table.render($0.arrayValue ?? [$0], columns) }
+    /// A reply holding a secret shown once: the secret alone on stdout (so `X=$(toki admin …)` keeps
+    /// just it), the record under `record` on stderr; with --json the whole reply on stdout.
+    func emitSecret(_ data: JSONValue, secret: String, record: String, _ columns: [Column]) {
+        if json {
+            print(data.pretty)
+            return
+        }
+        print(data[secret]?.stringValue ?? "")
+        printError(Table.record(data[record] ?? .null, columns), terminator: "")
     }
 
-    /// A one-object reply as FIELD/VALUE lines.
-    func emitRecord(_ data: JSONValue, _ columns: [Column]) {
-        emit(data) { Table.record($0, columns) }
+    /// How a reply is printed without --json (with it: the reply's data verbatim).
+    enum Shown {
+        /// A list reply as rows under the columns.
+        case rows([Column])
+        /// A one-object reply as FIELD/VALUE lines.
+        case record([Column])
+        /// `message` when the hub sends no record back (a removal), else the record it sent.
+        case done(String, orRecord: [Column])
+        /// Only `message`, whatever the reply.
+        case message(String)
+    }
+
+    /// The one request most subcommands are: call the hub, print the reply as `shown` says.
+    func call(_ method: AdminMethod, _ path: String, query: [(String, String?)] = [], body: JSONValue? = nil, _ shown: Shown) async throws {
+        try await run { client in
+            let data = try await client.send(method, path, query: query, body: body)
+            emit(data) { data in
+                switch shown {
+                case .rows(let columns): Table.render(data.arrayValue ?? [data], columns)
+                case .record(let columns): Table.record(data, columns)
+                case .done(let message, let columns): data["id"] == nil ? message : Table.record(data, columns)
+                case .message(let message): message
+                }
+            }
+        }
     }
 
     /// The transport: AsyncHTTPClient's shared client, 30 s per request.

@@ -48,9 +48,7 @@ struct AdminGroup: AsyncParsableCommand {
         var slug: String
 
         func run() async throws {
-            try await admin.run { client in
-                admin.emitRecord(try await client.post("/api/user/private-groups", .object(["group_slug": .string(slug)])), Columns.group)
-            }
+            try await admin.call(.post, "/api/user/private-groups", body: .object(["group_slug": .string(slug)]), .record(Columns.group))
         }
     }
 
@@ -59,7 +57,7 @@ struct AdminGroup: AsyncParsableCommand {
         @OptionGroup var admin: AdminOptions
 
         func run() async throws {
-            try await admin.run { client in admin.emitRows(try await client.get("/api/user/private-groups"), Columns.group) }
+            try await admin.call(.get, "/api/user/private-groups", .rows(Columns.group))
         }
     }
 
@@ -68,7 +66,7 @@ struct AdminGroup: AsyncParsableCommand {
         @OptionGroup var admin: AdminOptions
 
         func run() async throws {
-            try await admin.run { client in admin.emitRows(try await client.get("/api/user/private-groups/joined"), Columns.joined) }
+            try await admin.call(.get, "/api/user/private-groups/joined", .rows(Columns.joined))
         }
     }
 
@@ -78,7 +76,7 @@ struct AdminGroup: AsyncParsableCommand {
         @Argument(help: "The group's id.") var id: IDArgument
 
         func run() async throws {
-            try await admin.run { client in admin.emitRecord(try await client.get(AdminGroup.path(id)), Columns.group) }
+            try await admin.call(.get, AdminGroup.path(id), .record(Columns.group))
         }
     }
 
@@ -89,17 +87,13 @@ struct AdminGroup: AsyncParsableCommand {
         @Argument(help: "The new slug.") var slug: String
 
         func run() async throws {
-            try await admin.run { client in
-                admin.emitRecord(try await client.put(AdminGroup.path(id), .object(["group_slug": .string(slug)])), Columns.group)
-            }
+            try await admin.call(.put, AdminGroup.path(id), body: .object(["group_slug": .string(slug)]), .record(Columns.group))
         }
     }
 
     /// Shared by disable and enable: PUT {"status": 1|2}.
     static func setStatus(_ admin: AdminOptions, _ id: IDArgument, _ status: Int) async throws {
-        try await admin.run { client in
-            admin.emitRecord(try await client.put(path(id), .object(["status": .int(status)])), Columns.group)
-        }
+        try await admin.call(.put, path(id), body: .object(["status": .int(status)]), .record(Columns.group))
     }
 
     struct Disable: AsyncParsableCommand {
@@ -124,10 +118,7 @@ struct AdminGroup: AsyncParsableCommand {
         @Argument(help: "The group's id.") var id: IDArgument
 
         func run() async throws {
-            try await admin.run { client in
-                let data = try await client.delete(AdminGroup.path(id))
-                admin.emit(data) { data in data["id"] == nil ? "deleted group \(id.text)\n" : Table.record(data, Columns.group) }
-            }
+            try await admin.call(.delete, AdminGroup.path(id), .done("deleted group \(id.text)\n", orRecord: Columns.group))
         }
     }
 
@@ -137,7 +128,7 @@ struct AdminGroup: AsyncParsableCommand {
         @Argument(help: "The group's id.") var id: IDArgument
 
         func run() async throws {
-            try await admin.run { client in admin.emitRows(try await client.get(AdminGroup.path(id, "/members")), Columns.member) }
+            try await admin.call(.get, AdminGroup.path(id, "/members"), .rows(Columns.member))
         }
     }
 
@@ -148,10 +139,8 @@ struct AdminGroup: AsyncParsableCommand {
         @Argument(help: "The member's user id.") var userId: IDArgument
 
         func run() async throws {
-            try await admin.run { client in
-                let data = try await client.delete(AdminGroup.path(id, "/members/\(userId.text)"))
-                admin.emit(data) { data in data["id"] == nil ? "removed user \(userId.text) from group \(id.text)\n" : Table.record(data, Columns.grant) }
-            }
+            let removed = "removed user \(userId.text) from group \(id.text)\n"
+            try await admin.call(.delete, AdminGroup.path(id, "/members/\(userId.text)"), .done(removed, orRecord: Columns.grant))
         }
     }
 
@@ -161,7 +150,7 @@ struct AdminGroup: AsyncParsableCommand {
         @Argument(help: "The group's id.") var id: IDArgument
 
         func run() async throws {
-            try await admin.run { client in admin.emitRows(try await client.get(AdminGroup.path(id, "/prices")), Columns.price) }
+            try await admin.call(.get, AdminGroup.path(id, "/prices"), .rows(Columns.price))
         }
     }
 
@@ -173,8 +162,7 @@ struct AdminGroup: AsyncParsableCommand {
         @OptionGroup var price: PriceOptions
 
         func run() async throws {
-            let body = try price.body(model: model)
-            try await admin.run { client in admin.emitRecord(try await client.put(AdminGroup.path(id, "/prices"), body), Columns.price) }
+            try await admin.call(.put, AdminGroup.path(id, "/prices"), body: try price.body(model: model), .record(Columns.price))
         }
     }
 
@@ -185,10 +173,8 @@ struct AdminGroup: AsyncParsableCommand {
         @Argument(help: "The model.") var model: String
 
         func run() async throws {
-            try await admin.run { client in
-                let data = try await client.delete(AdminGroup.path(id, "/prices"), query: [("model", model)])
-                admin.emit(data) { _ in "deleted the price of \(model) in group \(id.text)\n" }
-            }
+            let deleted = "deleted the price of \(model) in group \(id.text)\n"
+            try await admin.call(.delete, AdminGroup.path(id, "/prices"), query: [("model", model)], .message(deleted))
         }
     }
 
@@ -201,9 +187,7 @@ struct AdminGroup: AsyncParsableCommand {
 
         func run() async throws {
             let since = try self.since.map { raw in try argument { () throws(ArgumentProblem) in try TimeArgument.since(raw) } }
-            try await admin.run { client in
-                admin.emitRows(try await client.get(AdminGroup.path(id, "/usage"), query: [("since", since.map(String.init))]), Columns.poolUsage)
-            }
+            try await admin.call(.get, AdminGroup.path(id, "/usage"), query: [("since", since.map(String.init))], .rows(Columns.poolUsage))
         }
     }
 }
@@ -233,13 +217,7 @@ struct AdminInvite: AsyncParsableCommand {
             let expires = try self.expires.map { raw in try argument { () throws(ArgumentProblem) in try TimeArgument.expires(raw) } }
             let body = JSONValue.object(["max_uses": maxUses.map(JSONValue.int), "expires_at": expires.map(JSONValue.int)])
             try await admin.run { client in
-                let data = try await client.post(AdminGroup.path(groupId, "/invite-codes"), body)
-                if admin.json {
-                    print(data.pretty)
-                    return
-                }
-                print(data["invite_code"]?.stringValue ?? "")
-                printError(Table.record(data["record"] ?? .null, Columns.invite), terminator: "")
+                admin.emitSecret(try await client.post(AdminGroup.path(groupId, "/invite-codes"), body), secret: "invite_code", record: "record", Columns.invite)
             }
         }
     }
@@ -250,7 +228,7 @@ struct AdminInvite: AsyncParsableCommand {
         @Argument(help: "The group's id.") var groupId: IDArgument
 
         func run() async throws {
-            try await admin.run { client in admin.emitRows(try await client.get(AdminGroup.path(groupId, "/invite-codes")), Columns.invite) }
+            try await admin.call(.get, AdminGroup.path(groupId, "/invite-codes"), .rows(Columns.invite))
         }
     }
 
@@ -261,10 +239,8 @@ struct AdminInvite: AsyncParsableCommand {
         @Argument(help: "The code's id (see invite list).") var codeId: IDArgument
 
         func run() async throws {
-            try await admin.run { client in
-                let data = try await client.patch(AdminGroup.path(groupId, "/invite-codes/\(codeId.text)"), .object(["status": .int(2)]))
-                admin.emit(data) { data in data["id"] == nil ? "revoked invite code \(codeId.text)\n" : Table.record(data, Columns.invite) }
-            }
+            let path = AdminGroup.path(groupId, "/invite-codes/\(codeId.text)")
+            try await admin.call(.patch, path, body: .object(["status": .int(2)]), .done("revoked invite code \(codeId.text)\n", orRecord: Columns.invite))
         }
     }
 }

@@ -17,7 +17,7 @@ struct AdminUser: AsyncParsableCommand {
         @OptionGroup var admin: AdminOptions
 
         func run() async throws {
-            try await admin.run { client in admin.emitRows(try await client.get("/api/admin/users"), Columns.user) }
+            try await admin.call(.get, "/api/admin/users", .rows(Columns.user))
         }
     }
 
@@ -31,7 +31,7 @@ struct AdminUser: AsyncParsableCommand {
 
         func run() async throws {
             let body = JSONValue.object(["username": .string(name), "role": role.map { .string($0.rawValue) }, "group": group.map(JSONValue.string)])
-            try await admin.run { client in admin.emitRecord(try await client.post("/api/admin/users", body), Columns.user) }
+            try await admin.call(.post, "/api/admin/users", body: body, .record(Columns.user))
         }
     }
 
@@ -41,7 +41,7 @@ struct AdminUser: AsyncParsableCommand {
         @Argument(help: "The user's id.") var id: IDArgument
 
         func run() async throws {
-            try await admin.run { client in admin.emitRecord(try await client.get("/api/admin/users/\(id.text)"), Columns.user) }
+            try await admin.call(.get, "/api/admin/users/\(id.text)", .record(Columns.user))
         }
     }
 
@@ -55,9 +55,7 @@ struct AdminUser: AsyncParsableCommand {
         func run() async throws {
             let amount = try argument { () throws(ArgumentProblem) in try NumberArgument.amount(self.amount, option: "AMOUNT") }
             let body = JSONValue.object(["amount": amount, "memo": memo.map(JSONValue.string)])
-            try await admin.run { client in
-                admin.emitRecord(try await client.post("/api/admin/users/\(id.text)/topup", body), Columns.balance)
-            }
+            try await admin.call(.post, "/api/admin/users/\(id.text)/topup", body: body, .record(Columns.balance))
         }
     }
 
@@ -72,9 +70,7 @@ struct AdminUser: AsyncParsableCommand {
         func run() async throws {
             let expires = try self.expires.map { raw in try argument { () throws(ArgumentProblem) in try TimeArgument.expires(raw) } }
             let body = JSONValue.object(["group_id": .int(groupId.value), "expires_at": .int(expires ?? 0)])
-            try await admin.run { client in
-                admin.emitRecord(try await client.post("/api/user/admin/users/\(userId.text)/private-groups", body), Columns.grant)
-            }
+            try await admin.call(.post, "/api/user/admin/users/\(userId.text)/private-groups", body: body, .record(Columns.grant))
         }
     }
 }
@@ -90,7 +86,7 @@ struct AdminPrice: AsyncParsableCommand {
         @OptionGroup var admin: AdminOptions
 
         func run() async throws {
-            try await admin.run { client in admin.emitRows(try await client.get("/api/admin/prices"), Columns.price) }
+            try await admin.call(.get, "/api/admin/prices", .rows(Columns.price))
         }
     }
 
@@ -101,8 +97,7 @@ struct AdminPrice: AsyncParsableCommand {
         @OptionGroup var price: PriceOptions
 
         func run() async throws {
-            let body = try price.body(model: model)
-            try await admin.run { client in admin.emitRecord(try await client.put("/api/admin/prices", body), Columns.price) }
+            try await admin.call(.put, "/api/admin/prices", body: try price.body(model: model), .record(Columns.price))
         }
     }
 
@@ -112,10 +107,7 @@ struct AdminPrice: AsyncParsableCommand {
         @Argument(help: "The model.") var model: String
 
         func run() async throws {
-            try await admin.run { client in
-                let data = try await client.delete("/api/admin/prices", query: [("model", model)])
-                admin.emit(data) { _ in "deleted the price of \(model)\n" }
-            }
+            try await admin.call(.delete, "/api/admin/prices", query: [("model", model)], .message("deleted the price of \(model)\n"))
         }
     }
 }
@@ -131,7 +123,7 @@ struct AdminRatio: AsyncParsableCommand {
         @OptionGroup var admin: AdminOptions
 
         func run() async throws {
-            try await admin.run { client in admin.emitRows(try await client.get("/api/admin/group-ratios"), Columns.ratio) }
+            try await admin.call(.get, "/api/admin/group-ratios", .rows(Columns.ratio))
         }
     }
 
@@ -143,9 +135,7 @@ struct AdminRatio: AsyncParsableCommand {
 
         func run() async throws {
             let ratio = try argument { () throws(ArgumentProblem) in try NumberArgument.ratio(self.ratio) }
-            try await admin.run { client in
-                admin.emitRecord(try await client.put("/api/admin/group-ratios", .object(["group": .string(group), "ratio": ratio])), Columns.ratio)
-            }
+            try await admin.call(.put, "/api/admin/group-ratios", body: .object(["group": .string(group), "ratio": ratio]), .record(Columns.ratio))
         }
     }
 }
