@@ -1,4 +1,5 @@
-/// The texts generated from the settings: `--help`'s list and `toki config example`.
+/// The texts generated from the settings: `--help`'s, `toki config example` and the settings'
+/// declarations to ArgumentParser (Sources/toki/SettingFlags.swift).
 public enum ConfigText {
     /// The commented example file for a mode; contrib/toki-<mode>.toml is this text.
     public static func example(_ mode: ConfigMode) -> String {
@@ -27,18 +28,77 @@ public enum ConfigText {
         return out + type.exampleTables
     }
 
-    /// The settings list of a command's `--help`.
-    public static func help(_ group: any SettingsGroup) -> String {
-        let section = type(of: group).section
-        var out = wrap("Settings: a flag wins over its environment variable, which wins over the [\(section)] key of --config FILE.", prefix: "", width: 78) + "\n"
-        for setting in group.all where !setting.hidden {
-            let flag = setting.isSwitch ? setting.flag : "\(setting.flag) <\(setting.valueName)>"
-            // Under 80 columns: ArgumentParser re-wraps longer lines.
-            var line = "\(flag)\n" + wrap(setting.help + (setting.defaultLiteral.map { setting.isSwitch ? "" : " (default: \($0))" } ?? ""), prefix: "    ", width: 78)
-            line += "\n" + wrap(origins(setting, section: section), prefix: "    ", width: 78)
-            out += "\n" + line + "\n"
+    /// One setting's text in `--help`: what it does, its default, its flag, variable and key.
+    public static func optionHelp(_ setting: any AnySetting, section: String) -> String {
+        setting.help + (setting.defaultLiteral.map { setting.isSwitch ? "" : " (default: \($0))" } ?? "")
+            + " " + origins(setting, section: section)
+    }
+
+    /// The line above a command's settings in its `--help`.
+    public static func precedence(_ group: any SettingsGroup) -> String {
+        "Settings: a flag wins over its environment variable, which wins over the [\(type(of: group).section)] key of --config FILE."
+    }
+
+    /// Sources/toki/SettingFlags.swift: every mode's settings declared to ArgumentParser, so that
+    /// `--help` and shell completion know their flags. Names and types only: the help comes from
+    /// the declarations, and the values go back to TokiConfig as flags (`arguments`), which checks
+    /// them. A value is taken as it is, even when it starts with a dash (TokiConfig names the
+    /// problem: `--drain-seconds -1` must not be negative).
+    public static func argumentParserSource() -> String {
+        var out = """
+            // Generated from TokiConfig's settings (Sources/TokiConfig/Sections.swift): do not edit.
+            // Regenerate: TOKI_REGENERATE=1 swift test --filter TokiConfigTests (a test keeps it equal).
+
+            import ArgumentParser
+            import TokiConfig
+
+            """
+        for mode in ConfigMode.allCases {
+            let group = mode.group
+            let type = String(describing: Swift.type(of: group))
+            let section = Swift.type(of: group).section
+            out += """
+
+                /// The [\(section)] settings as ArgumentParser sees them (help and completion).
+                struct \(type.replacingOccurrences(of: "Settings", with: "SettingFlags")): ParsableArguments {
+
+                """
+            var build: [String] = []
+            for setting in group.all {
+                let property = camelCase(setting.key)
+                let name = "name: .customLong(\(String.quoted(String(setting.flag.dropFirst(2)))))"
+                let help = "help: .setting(\(type)(), \(String.quoted(setting.key)))"
+                let completion = setting.valueName != "path" ? "" : setting.key.hasSuffix("_dir") ? ", completion: .directory" : ", completion: .file()"
+                if setting.isSwitch {
+                    out += "    @Flag(\(name), \(help))\n    var \(property) = false\n"
+                    build.append("        if \(property) { arguments.append(\(String.quoted(setting.flag))) }")
+                } else if setting.isList {
+                    out += "    @Option(\(name), parsing: .unconditionalSingleValue, \(help)\(completion))\n    var \(property): [String] = []\n"
+                    build.append("        for value in \(property) { arguments += [\(String.quoted(setting.flag)), value] }")
+                } else {
+                    out += "    @Option(\(name), parsing: .unconditional, \(help)\(completion))\n    var \(property): String?\n"
+                    build.append("        if let \(property) { arguments += [\(String.quoted(setting.flag)), \(property)] }")
+                }
+            }
+            out += """
+
+                    /// The flags given, as TokiConfig reads them (`ResolvedSettings(arguments:)`).
+                    var arguments: [String] {
+                        var arguments: [String] = []
+                \(build.joined(separator: "\n"))
+                        return arguments
+                    }
+                }
+
+                """
         }
         return out
+    }
+
+    /// `max_body_mib` → `maxBodyMib`.
+    static func camelCase(_ key: String) -> String {
+        let parts = key.split(separator: "_")
+        return String(parts[0]) + parts.dropFirst().map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
     }
 
     static func origins(_ setting: any AnySetting, section: String) -> String {

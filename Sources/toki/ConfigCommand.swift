@@ -13,6 +13,16 @@ struct ConfigFileOption: ParsableArguments {
     var path: String?
 }
 
+extension ArgumentHelp {
+    /// The help of `group`'s setting `key` (SettingFlags.swift), from its declaration: what it
+    /// does, its default, its flag, variable and key.
+    static func setting<G: SettingsGroup>(_ group: G, _ key: String) -> ArgumentHelp {
+        guard let setting = group.all.first(where: { $0.key == key }) else { preconditionFailure("no setting \(key) in [\(G.section)]") }
+        return ArgumentHelp(ConfigText.optionHelp(setting, section: G.section), valueName: setting.valueName,
+                            visibility: setting.hidden ? .hidden : .default)
+    }
+}
+
 extension ResolvedSettings {
     /// The command's setting flags, the process environment and `--config`'s section, checked;
     /// every problem at once, as a usage error.

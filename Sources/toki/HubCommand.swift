@@ -21,13 +21,13 @@ struct HubCommand: AsyncParsableCommand {
             On first start an admin user is created and its token printed once.
             Workers connect to ws://HOST:PORT/api/tokilake/connect (what Tokiame configs use).
 
-            """ + ConfigText.help(HubSettings())
+            """ + ConfigText.precedence(HubSettings())
     )
 
     @OptionGroup var config: ConfigFileOption
 
-    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The settings listed above.", valueName: "settings"))
-    var settings: [String] = []
+    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
+    @OptionGroup(title: "Settings") var settings: HubSettingFlags
 
     func validate() throws { _ = try launch() }
 
@@ -45,7 +45,7 @@ struct HubCommand: AsyncParsableCommand {
     }
 
     func launch() throws -> Launch {
-        let settings = try ResolvedSettings<HubSettings>.load(arguments: self.settings, configPath: config.path)
+        let settings = try ResolvedSettings<HubSettings>.load(arguments: self.settings.arguments, configPath: config.path)
         let s = settings.group
         let address = HostPort(parsing: settings[s.listen])!
         let token = (settings.value(s.token) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)

@@ -18,13 +18,13 @@ struct RelayCommand: AsyncParsableCommand {
             checks their tokens and namespaces and routes to them through the relay. No public API, \
             no user database. Chains may be several relays deep (at most 4 hops).
 
-            """ + ConfigText.help(RelaySettings())
+            """ + ConfigText.precedence(RelaySettings())
     )
 
     @OptionGroup var config: ConfigFileOption
 
-    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The settings listed above.", valueName: "settings"))
-    var settings: [String] = []
+    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
+    @OptionGroup(title: "Settings") var settings: RelaySettingFlags
 
     func validate() throws { _ = try launch() }
 
@@ -39,7 +39,7 @@ struct RelayCommand: AsyncParsableCommand {
     }
 
     func launch() throws -> Launch {
-        let settings = try ResolvedSettings<RelaySettings>.load(arguments: self.settings, configPath: config.path)
+        let settings = try ResolvedSettings<RelaySettings>.load(arguments: self.settings.arguments, configPath: config.path)
         let s = settings.group
         guard let upstream = settings.value(s.upstream) else {
             throw ValidationError("no parent: give it with --upstream URL, $TOKI_RELAY_UPSTREAM or upstream in the file")

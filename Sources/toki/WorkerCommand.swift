@@ -25,14 +25,14 @@ struct WorkerCommand: AsyncParsableCommand {
 
             SIGTERM/SIGINT: stop taking requests, finish the ones in flight (up to --drain-seconds), exit 0.
 
-            """ + ConfigText.help(WorkerSettings())
+            """ + ConfigText.precedence(WorkerSettings())
     )
 
     /// A `.toml` file is toki's configuration ([worker]); any other file is a tokiame.json, as before.
     @OptionGroup var config: ConfigFileOption
 
-    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The settings listed above.", valueName: "settings"))
-    var settings: [String] = []
+    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
+    @OptionGroup(title: "Settings") var settings: WorkerSettingFlags
 
     func validate() throws { _ = try resolvedSettings(environment: ProcessInfo.processInfo.environment) }
 
@@ -45,7 +45,7 @@ struct WorkerCommand: AsyncParsableCommand {
     func resolvedSettings(environment: [String: String]) throws -> ResolvedSettings<WorkerSettings> {
         do {
             let file = try configFiles.toml.map { path throws(ConfigError) in try ConfigFile.load(path: path).section(for: WorkerSettings()) }
-            return try ResolvedSettings(arguments: settings, environment: environment, file: file)
+            return try ResolvedSettings(arguments: settings.arguments, environment: environment, file: file)
         } catch {
             throw ValidationError(error.description)
         }

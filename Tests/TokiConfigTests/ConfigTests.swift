@@ -244,14 +244,32 @@ import Testing
         #expect(committed == ConfigText.example(mode), "regenerate: toki config example \(mode.rawValue) > contrib/toki-\(mode.rawValue).toml")
     }
 
-    @Test func helpListsFlagVariableAndKeyButNotHiddenSettings() {
-        let help = ConfigText.help(WorkerSettings())
-        #expect(help.contains("--max-concurrent <n>"))
-        // Lines are wrapped; compare with the line breaks taken out.
-        let flat = help.replacingOccurrences(of: "\n    ", with: " ")
-        #expect(flat.contains("Flag --max-concurrent, environment TOKI_WORKER_MAX_CONCURRENT, key max_concurrent."))
-        #expect(flat.contains("Flag --hub, environment TOKIAME_GATEWAY_URL, key hub."))
-        #expect(help.split(separator: "\n").allSatisfy { $0.count < 80 })
-        #expect(!help.contains("reconnect-delay-ms"))
+    @Test func helpNamesFlagVariableAndKey() {
+        let settings = WorkerSettings()
+        #expect(ConfigText.optionHelp(settings.maxConcurrent, section: "worker") == "Requests served at once; more are refused with an error at once. (default: 256) Flag --max-concurrent, environment TOKI_WORKER_MAX_CONCURRENT, key max_concurrent.")
+        #expect(ConfigText.optionHelp(settings.hub, section: "worker").hasSuffix("Flag --hub, environment TOKIAME_GATEWAY_URL, key hub."))
+        #expect(ConfigText.optionHelp(settings.lz4, section: "worker").hasSuffix("on slow uplinks). Flag --lz4, environment TOKI_WORKER_LZ4, key lz4."))
+    }
+
+    /// Sources/toki/SettingFlags.swift declares every setting to ArgumentParser (--help and shell
+    /// completion); it is generated from the settings. TOKI_REGENERATE=1 rewrites it.
+    @Test func argumentParserDeclarationsAreGenerated() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let file = root.appendingPathComponent("Sources/toki/SettingFlags.swift")
+        let generated = ConfigText.argumentParserSource()
+        if ProcessInfo.processInfo.environment["TOKI_REGENERATE"] == "1" {
+            try generated.write(to: file, atomically: true, encoding: .utf8)
+        }
+        #expect(try String(contentsOf: file, encoding: .utf8) == generated,
+                "regenerate: TOKI_REGENERATE=1 swift test --filter TokiConfigTests")
+        for mode in ConfigMode.allCases {
+            for setting in mode.group.all {
+                #expect(generated.contains("@\(setting.isSwitch ? "Flag" : "Option")(name: .customLong(\"\(setting.flag.dropFirst(2))\")"))
+                #expect(generated.contains("help: .setting(\(type(of: mode.group))(), \"\(setting.key)\")"))
+            }
+        }
+        #expect(ConfigText.camelCase("max_body_mib") == "maxBodyMib")
+        #expect(generated.contains("@Flag(name: .customLong(\"no-lz4\")"))
+        #expect(generated.contains("var backend: [String] = []"))
     }
 }
