@@ -55,6 +55,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The echo/sink stream protocol shared with the Go reference peer (interop tests, benchmarks).
@@ -73,6 +74,7 @@ let package = Package(
         // The gateway: OpenAI HTTP API, worker registry, routing.
         .target(name: "TokiHub", dependencies: [
             "TokiTunnel", "TokiProtocol", "TokiStore", "CMalloc",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -102,6 +104,9 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Configuration files and settings: one declaration per setting drives its flag, environment
+        // variable and file key; a strict TOML-subset reader with line numbers. Pure.
+        .target(name: "TokiConfig", dependencies: ["TokiProtocol", .product(name: "NIOCore", package: "swift-nio")]),
         // A node's process-level operations: sd_notify (READY, STOPPING, WATCHDOG, STATUS) without
         // libsystemd, and the logfmt/JSON log handlers. No NIO: hub, relay and worker share it.
         .target(name: "TokiOps", dependencies: [
@@ -111,9 +116,10 @@ let package = Package(
         // `toki admin`'s pure parts: the envelope, JSON kept verbatim, tables, argument parsing.
         .target(name: "TokiAdminClient", dependencies: ["TokiProtocol"]),
         .executableTarget(name: "toki", dependencies: [
-            "TokiAdminClient", "TokiMux", "TokiOps", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
+            "TokiAdminClient", "TokiConfig", "TokiMux", "TokiOps", "TokiProtocol", "TokiTunnel", "TokiStore", "TokiHub", "TokiRelay", "TokiWorker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -149,6 +155,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TokiAdminClientTests", dependencies: ["TokiAdminClient"]),
+        .testTarget(name: "TokiConfigTests", dependencies: ["TokiConfig"]),
         .testTarget(name: "TokiOpsTests", dependencies: [
             "TokiOps", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
@@ -161,6 +168,7 @@ let package = Package(
         .testTarget(name: "TokiWorkerTests", dependencies: [
             "TokiWorker", "TokiTunnel", "TokiProtocol", "TokiMux", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -182,6 +190,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: [
             "TestSupport", "TokiTunnel", "TokiProtocol", "TokiMux",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),

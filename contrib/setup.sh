@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing toki needs on Debian 12: the C libraries it links
-# (liblz4, libsqlite3, libcrypto), the Go reference peer's packages for the interop tests, and
+# (liblz4, libsqlite3, libcrypto), the Go reference peer's packages for the interop tests, the
+# openssl CLI (the TLS test makes its certificates with it), nginx (contrib/nginx/check.sh) and
 # promtool for the Prometheus config check.
 # Idempotent; uses sudo when not root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-PKGS=(liblz4-dev libsqlite3-dev libssl-dev pkg-config curl
+PKGS=(liblz4-dev libsqlite3-dev libssl-dev pkg-config curl openssl nginx-light
       golang-go golang-github-xtaci-smux-dev golang-github-gorilla-websocket-dev)
 missing=()
 for p in "${PKGS[@]}"; do

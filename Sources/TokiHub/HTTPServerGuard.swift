@@ -1,5 +1,6 @@
 import HTTPTypes
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 
 /// Why the guard answers a connection itself and closes it.
@@ -380,13 +381,18 @@ final class HTTPMessageObserver: ChannelDuplexHandler, RemovableChannelHandler {
 }
 
 extension HTTPConnectionGuard {
-    /// Puts the guard first in `channel`'s pipeline and its observer right after the HTTP request
-    /// decoder (which must already be there). Call on the channel's event loop.
+    /// Puts the guard first in `channel`'s pipeline (right after TLS, whose plaintext it must
+    /// see and write) and its observer right after the HTTP request decoder (which must already
+    /// be there). Call on the channel's event loop.
     static func install(on channel: any Channel, limits: HTTPServerLimits) throws {
         let pipeline = channel.pipeline.syncOperations
         let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
         let connectionGuard = HTTPConnectionGuard(limits: limits)
-        try pipeline.addHandler(connectionGuard, position: .first)
+        if let tls = try? pipeline.handler(type: NIOSSLServerHandler.self) {
+            try pipeline.addHandler(connectionGuard, position: .after(tls))
+        } else {
+            try pipeline.addHandler(connectionGuard, position: .first)
+        }
         try pipeline.addHandler(HTTPMessageObserver(connectionGuard), position: .after(decoder))
     }
 }

@@ -247,7 +247,8 @@ struct QuietClosingLogHandler: LogHandler {
 extension HTTPServerBuilder {
     /// HTTP/1.1 with the tunnel endpoint of `tunnel` (`TunnelHTTPChannel`), under the hub's HTTP limits.
     /// `beforeTrim` runs when memory is given back after many connections closed.
-    static func guardedHTTP1Tunnel<Identity: Sendable>(_ tunnel: TunnelServer<Identity>, limits: HTTPServerLimits, logger: Logger,
+    /// With `tls`, connections are HTTPS/WSS (the TLS handler first, the guard right after it).
+    static func guardedHTTP1Tunnel<Identity: Sendable>(_ tunnel: TunnelServer<Identity>, limits: HTTPServerLimits, tls: ServerCertificate? = nil, logger: Logger,
                                                        beforeTrim: @escaping @Sendable () -> Void = {}) -> HTTPServerBuilder {
         let maxConnections = limits.effectiveMaxConnections(fileDescriptorLimit: FileDescriptorLimit.soft)
         logger.info("HTTP server limits", metadata: [
@@ -260,8 +261,10 @@ extension HTTPServerBuilder {
             maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes, maxHeaderFieldCount: limits.maxHeaderFields)
         // No Hummingbird idle timeout: the guard's clocks cover every phase, the first request too.
         let http1 = HTTP1Channel.Configuration(httpDecoderConfiguration: decoder)
-        return HTTPServerBuilder { responder in
-            GuardedHTTPChannel(base: TunnelHTTPChannel(responder: responder, tunnel: tunnel, http1: http1), limits: limits, limiter: limiter)
+        return HTTPServerBuilder { responder -> any ServerChildChannel in
+            let guarded = GuardedHTTPChannel(base: TunnelHTTPChannel(responder: responder, tunnel: tunnel, http1: http1), limits: limits, limiter: limiter)
+            guard let tls else { return guarded }
+            return TLSServerChildChannel(base: guarded, certificate: tls)
         }
     }
 }

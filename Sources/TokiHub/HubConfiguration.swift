@@ -6,6 +6,8 @@ public struct HubConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 8080
     public var dataDirectory = "./toki-data"
+    /// Serve HTTPS/WSS with this certificate (reloadable); nil: plain HTTP (behind a TLS proxy).
+    public var tls: ServerCertificate?
     /// Largest request body accepted (413 above). Base64 in the tunnel adds a third.
     public var maxBodyBytes = 32 * 1024 * 1024
     /// Control-stream deadlines (Tokilake: 30 s before registration, 45 s after).

@@ -118,7 +118,7 @@ public final class HubService: Service, Sendable {
         await billing.loadPrices()  // no request is served before the prices are known
         let app = Application(
             router: makeRouter(),
-            server: .guardedHTTP1Tunnel(tunnel.server(), limits: configuration.httpLimits, logger: logger,
+            server: .guardedHTTP1Tunnel(tunnel.server(), limits: configuration.httpLimits, tls: configuration.tls, logger: logger,
                                         beforeTrim: { [store] in store.releaseMemory() }),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { [onRunning] channel in await onRunning(channel.localAddress?.port ?? 0) },

@@ -151,7 +151,7 @@ public struct WorkerEndpointService: Service {
         }
         let app = Application(
             router: router,
-            server: .guardedHTTP1Tunnel(tunnel.server(), limits: configuration.httpLimits, logger: logger),
+            server: .guardedHTTP1Tunnel(tunnel.server(), limits: configuration.httpLimits, tls: configuration.tls, logger: logger),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { [onRunning] channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger

@@ -126,10 +126,12 @@ public final class UpstreamExporter: Service, Sendable {
     let announcer: UpstreamAnnouncer
     public let chain: HubService.HubChain
 
-    public init(upstream: String, token: String, nodeID: String, offerLZ4: Bool = true, logger: Logger) {
+    /// `tls`: how the parent's certificate is verified (nil: the system roots).
+    public init(upstream: String, token: String, nodeID: String, offerLZ4: Bool = true, tls: TLSConfiguration? = nil, logger: Logger) {
         let registry = WorkerRegistry()
         var options = UpstreamLink.Options(url: upstream, token: token, nodeID: nodeID)
         options.offerLZ4 = offerLZ4
+        options.tls = tls
         options.exportToken = token
         let link = UpstreamLink(options: options, registry: registry, logger: logger)
         let announcer = UpstreamAnnouncer(upstream: link, exportToken: token)

@@ -142,6 +142,9 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
         unknownKeys.sort()
     }
 
+    /// Logged at start whenever verification is off.
+    public static let insecureSkipVerifyWarning = "insecure_skip_verify is set: the hub's TLS certificate is NOT verified; anyone on the path can read and change the traffic and take the token. Trust a private CA with --ca-file instead"
+
     // MARK: Environment variable names
 
     public enum Env {
@@ -258,7 +261,8 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
     }
 
     /// Non-fatal remarks, to log at start: a heartbeat interval the hub will not tolerate, and
-    /// every setting toki accepts but does not act on (QUIC, `insecure_skip_verify`, unknown keys).
+    /// every setting toki accepts but does not act on (QUIC, unknown keys), and
+    /// `insecure_skip_verify`, which it does act on.
     public var warnings: [String] {
         var w: [String] = []
         if transportMode.trimmed.lowercased() == TransportMode.quic.rawValue {
@@ -268,7 +272,7 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
             w.append("quic_endpoint is ignored: toki dials the hub over WebSocket (\(Env.quicEndpoint))")
         }
         if insecureSkipVerify {
-            w.append("insecure_skip_verify is ignored: the hub's TLS certificate is always verified (trust a private CA with --ca-file)")
+            w.append(Self.insecureSkipVerifyWarning)
         }
         for key in unknownKeys {
             w.append("\(key) is not a tokiame.json key toki knows; ignored")

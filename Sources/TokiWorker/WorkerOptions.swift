@@ -63,9 +63,11 @@ public struct WorkerOptions: Sendable {
     /// The TLS configuration used to dial a wss:// hub.
     public var effectiveTLS: TLSConfiguration? {
         if let tls { return tls }
-        guard let caFile else { return nil }
+        guard caFile != nil || config.insecureSkipVerify else { return nil }
         var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .file(caFile)
+        if let caFile { tls.trustRoots = .file(caFile) }
+        // Only when set explicitly (tokiame.json, the file or the flag), with a warning at start.
+        if config.insecureSkipVerify { tls.certificateVerification = .none }
         return tls
     }
 

@@ -6,6 +6,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
+import NIOSSL
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
@@ -197,6 +198,9 @@ public final class WorkerService: Service, Sendable {
             var mux = SmuxConfiguration.tokilake
             mux.version = tunnel.features.smuxVersion
             session = try MuxSession(role: .client, configuration: mux, logger: logger)
+        } catch let error as NIOSSLError {
+            // Usually a hub whose certificate comes from a private CA the worker was not told of.
+            return ConnectionOutcome(reason: "dial \(url): TLS handshake failed, the hub's certificate was not accepted (trust its CA with --ca-file): \(error)")
         } catch {
             return ConnectionOutcome(reason: "dial \(url): \(error)")
         }

@@ -1,4 +1,3 @@
-import ArgumentParser
 import CoreMetrics
 import Foundation
 import Hummingbird
@@ -6,33 +5,28 @@ import Logging
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import TokiConfig
 import TokiHub
 
-/// `--metrics-listen` and `--metrics` of `toki hub` and `toki relay-only`.
-struct MetricsOptions: ParsableArguments {
-    @Option(name: .long, help: "Serve GET /metrics (Prometheus text), /healthz and /readyz on their own port (HOST:PORT; port 0 picks one). Unauthenticated: keep it on loopback or a private network.")
-    var metricsListen: String?
-
-    @Flag(name: .long, help: "Also serve GET /metrics on the main port, unauthenticated (restrict it at the reverse proxy).")
-    var metrics = false
+/// metrics_listen and metrics (`--metrics-listen`, `--metrics`) of `toki hub` and `toki
+/// relay-only`; the worker has only metrics_listen (it has no HTTP port of its own).
+struct MetricsOptions {
+    /// metrics_listen, already checked as HOST:PORT.
+    var listen: HostPort?
+    /// metrics: also on the main port.
+    var onMainPort = false
 
     /// The Prometheus backend, when metrics were asked for (bootstrapped process-wide).
     func backend() -> PrometheusBackend? {
-        metrics || metricsListen != nil ? PrometheusBackend.bootstrap() : nil
+        onMainPort || listen != nil ? PrometheusBackend.bootstrap() : nil
     }
 
-    /// The metrics listener for `node`, if `--metrics-listen` was given.
+    /// The metrics listener, if metrics_listen was given.
     func listener(_ backend: PrometheusBackend?, logger: Logger, render: @escaping @Sendable (MetricsExposition) -> ByteBuffer,
-                  readiness: @escaping @Sendable () async -> (ready: Bool, reason: String)) throws -> MetricsListener? {
-        guard let metricsListen, let backend else { return nil }
-        return MetricsListener(address: try HostPort(metricsListen), exposition: backend.exposition, render: render, readiness: readiness, logger: logger)
+                  readiness: @escaping @Sendable () async -> (ready: Bool, reason: String)) -> MetricsListener? {
+        guard let listen, let backend else { return nil }
+        return MetricsListener(address: listen, exposition: backend.exposition, render: render, readiness: readiness, logger: logger)
     }
-}
-
-/// `--metrics-listen` of `toki worker` (it has no HTTP port of its own).
-struct WorkerMetricsOptions: ParsableArguments {
-    @Option(name: .long, help: "Serve GET /metrics (Prometheus text), /healthz and /readyz on this local port (HOST:PORT; port 0 picks one). Unauthenticated: keep it on loopback.")
-    var metricsListen: String?
 }
 
 /// The process's metrics backend: a Prometheus registry, with the hub's histogram buckets.

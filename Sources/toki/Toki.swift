@@ -6,7 +6,7 @@ struct Toki: AsyncParsableCommand {
         commandName: "toki",
         abstract: "Pool your own GPUs behind one OpenAI-compatible API.",
         version: TokiVersion.string,
-        subcommands: [HubCommand.self, RelayCommand.self, AdminCommand.self, StatusCommand.self, TokenCommand.self, WorkerCommand.self, VersionCommand.self]
+        subcommands: [HubCommand.self, RelayCommand.self, AdminCommand.self, StatusCommand.self, TokenCommand.self, ConfigCommand.self, WorkerCommand.self, VersionCommand.self]
     )
 }
 
@@ -38,17 +38,5 @@ struct TokenOption: ParsableArguments {
     func required(for purpose: String) throws -> String {
         guard !resolved.isEmpty else { throw ValidationError("\(purpose): give it with --token or $TOKI_TOKEN") }
         return resolved
-    }
-}
-
-/// `--node-id`: this node's name in relay chains (loop checks, `via` lists, `toki status`).
-struct NodeIDOption: ParsableArguments {
-    @Option(name: .long, help: "This node's id in chains (default: host name and a random suffix).")
-    var nodeId: String?
-
-    func validate() throws {
-        if let nodeId, nodeId.isEmpty || nodeId.utf8.count > 128 || nodeId.contains(",") {
-            throw ValidationError("--node-id must be 1 to 128 bytes, without commas")
-        }
     }
 }

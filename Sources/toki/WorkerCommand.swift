@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import TokiConfig
 import TokiOps
 import TokiWorker
 
@@ -15,88 +16,59 @@ struct WorkerCommand: AsyncParsableCommand {
             — the models are discovered from each --backend (/v1/models, or Ollama's /api/tags) every \
             --discovery-seconds and synced to the hub when they change.
 
-            The original Tokiame configuration works too: --config tokiame.json, else $TOKIAME_CONFIG, \
-            else ~/.tokilake/tokiame.json; the TOKIAME_* environment variables override the file and the \
-            flags override both. Configured model_targets are used as they are (per-model URLs, mapped \
-            names, headers, rotated API keys); --backend adds discovered models the map does not name.
+            The original Tokiame configuration works too: --config tokiame.json (any name not ending in \
+            .toml), else $TOKIAME_CONFIG, else ~/.tokilake/tokiame.json. Precedence: flags, then the \
+            environment (TOKIAME_* and TOKI_WORKER_*), then --config FILE.toml's [worker] section, then \
+            tokiame.json. Configured models ([worker.models.NAME], model_targets) are used as they are \
+            (per-model URLs, mapped names, headers, rotated API keys); --backend adds discovered models \
+            the map does not name.
 
             SIGTERM/SIGINT: stop taking requests, finish the ones in flight (up to --drain-seconds), exit 0.
-            """
+
+            """ + ConfigText.precedence(WorkerSettings())
     )
 
-    @Option(name: .long, help: ArgumentHelp("Hub URL (ws://, wss://, http:// or https://). Without a path, /api/tokilake/connect is used; a URL with a path is used verbatim.", valueName: "url"))
-    var hub: String?
+    /// A `.toml` file is toki's configuration ([worker]); any other file is a tokiame.json, as before.
+    @OptionGroup var config: ConfigFileOption
 
-    @Option(name: .long, help: ArgumentHelp("API token of the hub account that owns this worker (sent as Authorization: Bearer).", valueName: "token"))
-    var token: String?
+    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
+    @OptionGroup(title: "Settings") var settings: WorkerSettingFlags
 
-    @Option(name: .long, help: ArgumentHelp("Base URL of a local OpenAI-compatible or Ollama backend whose models are discovered. Repeatable.", valueName: "url"))
-    var backend: [String] = []
+    func validate() throws { _ = try resolvedSettings(environment: ProcessInfo.processInfo.environment) }
 
-    @Option(name: .long, help: ArgumentHelp("Namespace this worker registers under (default: the host name). It belongs to the first account that registers it.", valueName: "name"))
-    var namespace: String?
-
-    @Option(name: .long, help: ArgumentHelp("Group(s) the worker serves, comma-separated (default: the account's primary group).", valueName: "group"))
-    var group: String?
-
-    @Option(name: .long, help: ArgumentHelp("Display name of this node on the hub (default: the namespace).", valueName: "name"))
-    var nodeName: String?
-
-    @Option(name: [.customLong("config"), .customShort("c")], help: ArgumentHelp("tokiame.json configuration file (default: $TOKIAME_CONFIG, else ~/.tokilake/tokiame.json if present).", valueName: "path"))
-    var config: String?
-
-    @Option(name: .long, help: ArgumentHelp("Backend type of discovered models: openai, ollama, sglang, vllm (default: openai).", valueName: "type"))
-    var backendType: String?
-
-    @Flag(name: .long, help: "Offer LZ4 compression of the tunnel (used if the hub supports it; helps on slow uplinks).")
-    var lz4 = false
-
-    @Option(name: .long, help: ArgumentHelp("PEM file of CA certificates to trust for a wss:// hub (default: the system roots).", valueName: "path"))
-    var caFile: String?
-
-    @Option(name: .long, help: ArgumentHelp("Seconds between heartbeats, 1-44 (default: 15, or heartbeat_interval_seconds).", valueName: "n"))
-    var heartbeatSeconds: Int?
-
-    @Option(name: .long, help: ArgumentHelp("Requests served at once; more are refused with an error at once.", valueName: "n"))
-    var maxConcurrent: Int = 256
-
-    @Option(name: .long, help: ArgumentHelp("Seconds between model re-discoveries of the --backend URLs.", valueName: "n"))
-    var discoverySeconds: Int = 30
-
-    @Option(name: .long, help: ArgumentHelp("On shutdown, seconds in-flight requests may take to finish.", valueName: "n"))
-    var drainSeconds: Int = 30
-
-    @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical (default: $TOKIAME_LOG_LEVEL, $LOG_LEVEL, else info).", valueName: "level"))
-    var logLevel: String?
-
-    @OptionGroup var logging: LoggingOptions
-
-    /// First reconnect delay in milliseconds (tests); default reconnect_delay_seconds or 5 s.
-    @Option(name: .long, help: .hidden)
-    var reconnectDelayMs: Int?
-
-    func validate() throws {
-        if let heartbeatSeconds, !(1..<45).contains(heartbeatSeconds) {
-            throw ValidationError("--heartbeat-seconds must be between 1 and 44 (the hub drops a worker silent for 45 s)")
-        }
-        if maxConcurrent < 1 { throw ValidationError("--max-concurrent must be at least 1") }
-        if discoverySeconds < 1 { throw ValidationError("--discovery-seconds must be at least 1") }
-        if drainSeconds < 0 { throw ValidationError("--drain-seconds must not be negative") }
-        if let logLevel, Logger.Level(rawValue: logLevel.lowercased()) == nil {
-            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
-        }
-        if let reconnectDelayMs, reconnectDelayMs < 0 { throw ValidationError("--reconnect-delay-ms must not be negative") }
+    /// `--config`: the TOML file, or (any other name) the tokiame.json.
+    var configFiles: (toml: String?, tokiame: String?) {
+        guard let path = config.path else { return (nil, nil) }
+        return path.lowercased().hasSuffix(".toml") ? (path, nil) : (nil, path)
     }
 
-    @OptionGroup var metricsOptions: WorkerMetricsOptions
+    func resolvedSettings(environment: [String: String]) throws -> ResolvedSettings<WorkerSettings> {
+        do {
+            let file = try configFiles.toml.map { path throws(ConfigError) in try ConfigFile.load(path: path).section(for: WorkerSettings()) }
+            return try ResolvedSettings(arguments: settings.arguments, environment: environment, file: file)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
 
-    /// Builds the worker options from file, environment and flags (flags win).
+    /// Builds the worker options: flags, then the environment, then the TOML file, then
+    /// tokiame.json (read exactly as before, with its TOKIAME_* variables).
     func makeOptions(environment: [String: String]) throws -> WorkerOptions {
         let fm = FileManager.default
+        let settings = try resolvedSettings(environment: environment)
+        let s = settings.group
         var cfg = TokiameConfig()
-        let path = TokiameConfig.resolveConfigPath(explicitPath: config, environment: environment,
+        // tokiame.json: --config x.json or --tokiame-config, else $TOKIAME_CONFIG, else the file's
+        // tokiame_config, else ~/.tokilake/tokiame.json if present.
+        let explicit = configFiles.tokiame ?? settings.flag(s.tokiameConfig)
+            ?? (environment[TokiameConfig.Env.config]?.trimmingCharacters(in: .whitespaces).isEmpty == false ? nil : settings.fromFile(s.tokiameConfig))
+        let path = TokiameConfig.resolveConfigPath(explicitPath: explicit, environment: environment,
                                                    homeDirectory: fm.homeDirectoryForCurrentUser.path,
                                                    fileExists: { fm.fileExists(atPath: $0) })
+        let strings: [(Setting<String>, WritableKeyPath<TokiameConfig, String>)] = [
+            (s.hub, \.gatewayURL), (s.token, \.token), (s.namespace, \.namespace), (s.group, \.group),
+            (s.nodeName, \.nodeName), (s.backendType, \.backendType),
+        ]
         do {
             if let path {
                 guard let data = fm.contents(atPath: path) else {
@@ -104,53 +76,72 @@ struct WorkerCommand: AsyncParsableCommand {
                 }
                 cfg = try TokiameConfig.decode(json: data)
             }
+            // The TOML file sits above tokiame.json and below the environment.
+            for (setting, field) in strings { if let v = settings.fromFile(setting) { cfg[keyPath: field] = v } }
+            if let n = settings.fromFile(s.heartbeatSeconds) { cfg.heartbeatIntervalSeconds = n }
+            let models = settings.file?.workerModels ?? []
+            if !models.isEmpty {
+                // Like $TOKIAME_MODEL_TARGETS, the file's models replace tokiame.json's map.
+                cfg.modelTargets = Dictionary(models.map {
+                    ($0.name, ModelTargetConfig(url: $0.url, mappedName: $0.mappedName, backendType: $0.backendType, headers: $0.headers,
+                                                apiKeys: $0.apiKeys, apiKeyHeader: $0.apiKeyHeader, apiKeyPrefix: $0.apiKeyPrefix))
+                }, uniquingKeysWith: { first, _ in first })
+            }
             try cfg.applyEnvironment(environment)
         } catch let error as TokiameConfigError {
             throw ValidationError(error.message)
         }
-        if let hub { cfg.gatewayURL = hub }
-        if let token { cfg.token = token }
-        if let namespace { cfg.namespace = namespace }
-        if let group { cfg.group = group }
-        if let nodeName { cfg.nodeName = nodeName }
-        if let backendType { cfg.backendType = backendType }
-        if let heartbeatSeconds { cfg.heartbeatIntervalSeconds = heartbeatSeconds }
+        for (setting, field) in strings { if let v = settings.flag(setting) { cfg[keyPath: field] = v } }
+        if let n = settings.flag(s.heartbeatSeconds) { cfg.heartbeatIntervalSeconds = n }
+        // Flag, environment or the TOML file; else tokiame.json's own key.
+        if let insecure = settings.flag(s.insecureSkipVerify) ?? settings.fromEnvironment(s.insecureSkipVerify) ?? settings.fromFile(s.insecureSkipVerify) {
+            cfg.insecureSkipVerify = insecure
+        }
         if cfg.namespace.trimmingCharacters(in: .whitespaces).isEmpty { cfg.namespace = ProcessInfo.processInfo.hostName }
         if cfg.gatewayURL.trimmingCharacters(in: .whitespaces).isEmpty {
-            throw ValidationError("no hub: pass --hub URL (or gateway_url in tokiame.json, or TOKIAME_GATEWAY_URL)")
+            throw ValidationError("no hub: pass --hub URL (or hub in the [worker] file, gateway_url in tokiame.json, or TOKIAME_GATEWAY_URL)")
         }
         if cfg.token.trimmingCharacters(in: .whitespaces).isEmpty {
-            throw ValidationError("no token: pass --token (or token in tokiame.json, or TOKIAME_TOKEN)")
+            throw ValidationError("no token: pass --token (or token in the [worker] file or tokiame.json, or TOKIAME_TOKEN)")
         }
         cfg.gatewayURL = WorkerOptions.hubURL(cfg.gatewayURL)
         cfg.normalize()
-        if cfg.modelTargets.isEmpty, backend.isEmpty {
-            throw ValidationError("no models: pass --backend URL (models are discovered) or configure model_targets in tokiame.json")
+        let backends = (settings.value(s.backend) ?? []).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        if cfg.modelTargets.isEmpty, backends.isEmpty {
+            throw ValidationError("no models: pass --backend URL (models are discovered) or configure [worker.models.NAME] or model_targets in tokiame.json")
         }
         var options = WorkerOptions(config: cfg)
-        options.discoveryBackends = backend.map { $0.trimmingCharacters(in: .whitespaces) }
-        options.discoveryInterval = .seconds(discoverySeconds)
-        options.offerLZ4 = lz4
-        options.maxConcurrentRequests = maxConcurrent
-        options.drainTimeout = .seconds(drainSeconds)
-        if let reconnectDelayMs { options.reconnectDelay = .milliseconds(reconnectDelayMs) }
-        if let caFile {
-            guard fm.isReadableFile(atPath: caFile) else { throw ValidationError("--ca-file \(caFile) is not readable") }
+        options.discoveryBackends = backends
+        options.discoveryInterval = .seconds(settings[s.discoverySeconds])
+        options.offerLZ4 = settings[s.lz4]
+        options.maxConcurrentRequests = settings[s.maxConcurrent]
+        options.drainTimeout = .seconds(settings[s.drainSeconds])
+        if let reconnectDelayMs = settings.value(s.reconnectDelayMs) { options.reconnectDelay = .milliseconds(reconnectDelayMs) }
+        if let caFile = settings.value(s.caFile) {
+            guard fm.isReadableFile(atPath: caFile) else { throw ValidationError("\(settings.source(s.caFile)) \(caFile) is not readable") }
             options.caFile = caFile
         }
         do { try options.validate() } catch let error as TokiameConfigError { throw ValidationError(error.message) }
         return options
     }
 
+    /// --log-level, else $TOKIAME_LOG_LEVEL or $LOG_LEVEL (an unknown name there means info, as
+    /// before), else the file's, else info.
+    func logLevel(_ settings: ResolvedSettings<WorkerSettings>, environment: [String: String]) -> Logger.Level {
+        let name = settings.flag(settings.group.logLevel) ?? environment[TokiameConfig.Env.logLevel] ?? environment["LOG_LEVEL"]
+            ?? settings.fromFile(settings.group.logLevel) ?? "info"
+        return Logger.Level(rawValue: name.lowercased()) ?? .info
+    }
+
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        let levelName = logLevel ?? environment[TokiameConfig.Env.logLevel] ?? environment["LOG_LEVEL"] ?? "info"
-        let logger = logging.makeLogger(label: "toki.worker", level: Logger.Level(rawValue: levelName.lowercased()) ?? .info)
+        let settings = try resolvedSettings(environment: environment)
+        let logger = makeLogger(label: "toki.worker", level: logLevel(settings, environment: environment), format: settings[settings.group.logFormat])
         let systemd = SystemdLifecycle.fromProcess(logger: logger)
 
         var options = try makeOptions(environment: environment)
         for warning in options.config.warnings { logger.warning("\(warning)") }
-        let listen = try metricsOptions.metricsListen.map(HostPort.init)
+        let listen = settings.value(settings.group.metricsListen).flatMap(HostPort.init(parsing:))
         let metrics = listen.map { _ in PrometheusBackend.bootstrap() }
         if let metrics { options.metrics = WorkerMetrics(factory: metrics.factory) }
         // Ready once the hub has accepted the registration (sent again after reconnects: harmless).

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import NIOSSL
 @testable import TokiWorker
 
 /// Settings toki accepts but does not act on are named in a warning at start, never silently dropped.
@@ -18,11 +19,22 @@ import Testing
     }
 
     @Test func quicKeysAndInsecureSkipVerifyAreNamed() throws {
+        // insecure_skip_verify is acted on (verification off), and said loudly.
         let w = try warnings(#"{"gateway_url":"wss://h","transport_mode":"quic","quic_endpoint":"h:8443","insecure_skip_verify":true}"#)
         #expect(w.count == 3)
         #expect(w.contains { $0.hasPrefix("transport_mode=quic") })
         #expect(w.contains { $0.hasPrefix("quic_endpoint") })
-        #expect(w.contains { $0.hasPrefix("insecure_skip_verify") })
+        #expect(w.contains(TokiameConfig.insecureSkipVerifyWarning))
+    }
+
+    @Test func insecureSkipVerifyTurnsVerificationOffOnlyWhenSet() throws {
+        var config = try TokiameConfig.decode(json: Data(#"{"gateway_url":"wss://h"}"#.utf8))
+        #expect(WorkerOptions(config: config).effectiveTLS == nil)  // system roots, full verification
+        var withCA = WorkerOptions(config: config)
+        withCA.caFile = "/etc/toki/ca.pem"
+        #expect(withCA.effectiveTLS?.certificateVerification == .fullVerification)
+        config.insecureSkipVerify = true
+        #expect(WorkerOptions(config: config).effectiveTLS?.certificateVerification == CertificateVerification.none)
     }
 
     @Test func theEnvironmentsQUICSettingsAreNamedToo() throws {
