@@ -98,7 +98,7 @@ public final class HubService: Service, Sendable {
     public func readiness() async -> (ready: Bool, reason: String) {
         if draining.value { return (false, "draining") }
         do {
-            _ = try await store.listWorkers(userID: -1)  // no such user: the cheapest real query
+            try await store.checkReachable()
         } catch {
             return (false, "store unreachable: \(error)")
         }

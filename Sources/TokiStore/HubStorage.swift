@@ -63,6 +63,8 @@ extension MemoryReleasing {
 public protocol StoreMaintenance: Sendable {
     /// Moves what the store logged into its main file, off the write path (SQLite: a WAL checkpoint).
     func checkpointLog() async throws
+    /// Throws unless the store answers a query (readiness probes).
+    func checkReachable() async throws
 }
 
 extension StoreMaintenance {
@@ -73,6 +75,4 @@ extension StoreMaintenance {
 public typealias HubStorage = TokenAuthenticating & TokenIssuing & WorkerDirectory & UsageLog & BillingLedger & PrivateGroupStore
     & AccountAdministration & MemoryReleasing & StoreMaintenance
 
-extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, MemoryReleasing, StoreMaintenance {
-    public func checkpointLog() async throws { try await checkpoint() }
-}
+extension HubStore: TokenAuthenticating, TokenIssuing, WorkerDirectory, UsageLog, MemoryReleasing, StoreMaintenance {}

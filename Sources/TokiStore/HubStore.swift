@@ -285,6 +285,12 @@ extension HubStore {
         }
     }
 
+    public func checkpointLog() async throws { try await checkpoint() }
+
+    public func checkReachable() async throws {
+        _ = try await run { try await db.read { db in try Int.fetchOne(db, sql: "SELECT 1") } }
+    }
+
     public func releaseMemory() {
         if let pool = db as? DatabasePool {
             pool.releaseMemory()
