@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import TokiProtocol
 
 /// What the hub needs out of a request body: the model and whether it streams.
 /// (Public, like `BodyInspector`, for the fuzz targets in Tests/Fuzz.)
@@ -13,25 +14,33 @@ public struct RoutedBody: Sendable, Equatable {
 /// Reads the routing fields out of a client's request body. Public only so that the fuzz
 /// package (Tests/Fuzz) can drive it; the hub is its only other caller.
 public enum BodyInspector {
-    /// JSON bodies: a top-level object with a non-empty string `model`.
+    /// JSON bodies: a top-level object with a non-empty string `model`. One validating pass
+    /// over the body that keeps only the routing fields (`RoutingFields`).
     public static func inspectJSON(_ body: ByteBuffer) throws -> RoutedBody {
         guard body.readableBytes > 0 else { throw OpenAIError.malformedJSON("the body is empty") }
-        let object: Any
-        do {
-            object = try body.withUnsafeReadableBytes { raw in
-                try JSONSerialization.jsonObject(with: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: raw.baseAddress!), count: raw.count, deallocator: .none), options: [.fragmentsAllowed])
+        let fields: RoutingFields
+        do { fields = try RoutingFields.read(body) } catch let error as JSONReadError {
+            if case .typeMismatch = error.reason, error.offset == 0 || body.readableBytesView.prefix(error.offset).allSatisfy(Self.isSpace) {
+                throw OpenAIError.malformedJSON("expected a JSON object")
             }
-        } catch {
-            throw OpenAIError.malformedJSON("\((error as NSError).localizedDescription)")
+            throw OpenAIError.malformedJSON(error.description)
         }
-        guard let dictionary = object as? [String: Any] else { throw OpenAIError.malformedJSON("expected a JSON object") }
-        guard let model = dictionary["model"] as? String, !model.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw OpenAIError.missingModel
+        guard let model = fields.model, !isBlank(model) else { throw OpenAIError.missingModel }
+        let includeUsage: Bool? = switch fields.streamOptions {
+        case nil: nil
+        case .notAnObject: false
+        case .object(let includeUsage): includeUsage ?? false
         }
-        let stream = (dictionary["stream"] as? Bool) ?? false
-        let options = dictionary["stream_options"] as? [String: Any]
-        return RoutedBody(model: model, stream: stream,
-                          includeUsage: options.map { ($0["include_usage"] as? Bool) ?? false } ?? (dictionary["stream_options"] == nil ? nil : false))
+        return RoutedBody(model: model, stream: fields.stream ?? false, includeUsage: includeUsage)
+    }
+
+    private static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
+
+    /// Empty or only whitespace (the common case, a printable ASCII first byte, without Foundation).
+    static func isBlank(_ model: String) -> Bool {
+        guard let first = model.utf8.first else { return true }
+        if first > 0x20, first < 0x7F { return false }
+        return model.trimmingCharacters(in: .whitespaces).isEmpty
     }
 
     /// multipart/form-data bodies: the `model` field.

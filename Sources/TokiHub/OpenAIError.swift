@@ -56,6 +56,9 @@ public struct OpenAIError: HTTPResponseError, CustomStringConvertible, Sendable 
     static func malformedJSON(_ detail: String) -> OpenAIError {
         OpenAIError(.badRequest, "We could not parse the JSON body of your request: \(detail)", type: "invalid_request_error", code: "invalid_json")
     }
+    /// A priced answer arrived but its charge could not be committed: it is not delivered.
+    static let chargeFailed = OpenAIError(.internalServerError, "The answer could not be billed, so it was not delivered; please retry",
+                                          type: "server_error", code: "billing_unavailable")
     static let missingModel = OpenAIError(.badRequest, "you must provide a model parameter", type: "invalid_request_error", code: "missing_model", param: "model")
     static func bodyTooLarge(limit: Int) -> OpenAIError {
         OpenAIError(.contentTooLarge, "Request body is larger than the limit of \(limit) bytes.", type: "invalid_request_error", code: "request_too_large")

@@ -111,7 +111,7 @@ struct RequestForwarder: Sendable {
                 context.logger.debug("forwarded", metadata: ["model": "\(routed.model)", "worker": "\(worker.namespace)", "status": "\(head.status)"])
                 let bill = CallBilling(chargeID: FastUUID.next().uuidString, group: group, price: price, stripUsage: stripUsage,
                                        requestBytes: requestBytes ?? body.readableBytes, headAt: .now, permit: permit)
-                return streamer.response(for: ForwardedCall(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
+                return try await streamer.response(for: ForwardedCall(head: head, call: call, worker: worker, tunnelID: tunnelID, user: user, model: routed.model,
                                                             requestID: context.requestID, started: started, client: context.channel, logger: context.logger,
                                                             billing: bill, series: series))
             } catch let failure as UpstreamFailure {

@@ -49,7 +49,7 @@ struct ResponseStreamer: Sendable {
     static let unsentLowWater: CInt = 64 * 1024
     static let keepAliveComment = ByteBuffer(string: ": keep-alive\n\n")
 
-    func response(for forwarded: ForwardedCall) -> Response {
+    func response(for forwarded: ForwardedCall) async throws -> Response {
         var fields = HTTPFields()
         for header in forwarded.head.head.headers {
             guard let name = HTTPField.Name(header.name) else { continue }
@@ -68,10 +68,65 @@ struct ResponseStreamer: Sendable {
             usage.record(charge(for: forwarded, status: forwarded.head.status, sniffer: UsageSniffer(), ending: .complete))
             return Response(status: status, headers: fields, body: ResponseBody())
         }
+        // Whatever already arrived with the head: a small answer is often complete here (a toki
+        // worker sends one of known length in one piece) and is answered in one go, with a
+        // Content-Length, no pump task and no chunked framing.
+        var arrived: [ByteBuffer] = []
+        if let first = forwarded.head.firstChunk, first.readableBytes > 0 { arrived.append(first) }
+        var early: Result<Bool, any Error> = .success(forwarded.head.eof)  // true: the answer is complete
+        if !forwarded.head.eof {
+            do {
+                drain: while true {
+                    switch try forwarded.call.bufferedChunk() {
+                    case .chunk(let chunk): arrived.append(chunk)
+                    case .end:
+                        early = .success(true)
+                        break drain
+                    case .pending: break drain
+                    }
+                }
+            } catch {
+                early = .failure(error)
+            }
+        }
+        if case .success(true) = early {
+            return try await whole(forwarded, arrived: arrived, status: status, fields: fields)
+        }
         let streamer = self
+        let (alreadyArrived, earlyOutcome) = (arrived, early)
         return Response(status: status, headers: fields, body: ResponseBody { writer in
-            try await streamer.stream(forwarded, to: &writer)
+            try await streamer.stream(forwarded, arrived: alreadyArrived, early: earlyOutcome, to: &writer)
         })
+    }
+
+    /// A complete answer: charged (durably, when priced) before anything of it is sent, then
+    /// sent as one body.
+    private func whole(_ forwarded: ForwardedCall, arrived: [ByteBuffer], status: HTTPResponse.Status,
+                       fields: HTTPFields) async throws -> Response {
+        release(forwarded, complete: true)
+        var sniffer = UsageSniffer(countEvents: forwarded.head.head.isEventStream)
+        var output = HeldOutput(head: forwarded.head.head, stripUsage: forwarded.billing.stripUsage)
+        var pieces: [ByteBuffer] = []
+        for chunk in arrived {
+            sniffer.observe(chunk)
+            pieces += output.pieces(for: chunk)
+        }
+        pieces += output.finish()
+        do {
+            try await usage.settle(charge(for: forwarded, status: forwarded.head.status, sniffer: sniffer, ending: .complete))
+        } catch {
+            forwarded.logger.error("could not record the charge of a complete answer; not delivered", metadata: ["error": "\(error)"])
+            throw OpenAIError.chargeFailed
+        }
+        let body: ByteBuffer
+        if pieces.count == 1 {
+            body = pieces[0]
+        } else {
+            var joined = ByteBufferAllocator().buffer(capacity: pieces.reduce(0) { $0 + $1.readableBytes })
+            for piece in pieces { joined.writeImmutableBuffer(piece) }
+            body = joined
+        }
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: body))
     }
 
     /// Ends the call: the worker is told to stop unless it finished, the slot is freed.
@@ -116,53 +171,14 @@ struct ResponseStreamer: Sendable {
         return Charge(chargeID: bill.chargeID, usage: row, cost: cost, creditUserID: bill.price?.creditUserID)
     }
 
-    private func stream(_ forwarded: ForwardedCall, to writer: inout any ResponseBodyWriter) async throws {
+    private func stream(_ forwarded: ForwardedCall, arrived alreadyArrived: [ByteBuffer], early earlyOutcome: Result<Bool, any Error>,
+                        to writer: inout any ResponseBodyWriter) async throws {
         let logger = forwarded.logger
         let worker = forwarded.worker
         let isSSE = forwarded.head.head.isEventStream
         var sniffer = UsageSniffer(countEvents: isSSE)
         var output = HeldOutput(head: forwarded.head.head, stripUsage: forwarded.billing.stripUsage)
-        // Whatever already arrived with the head: a small answer is often complete here and is
-        // written without a pump task (no extra task, no hand-offs, no socket tuning).
-        var arrived: [ByteBuffer] = []
-        if let first = forwarded.head.firstChunk, first.readableBytes > 0 { arrived.append(first) }
-        var early: Result<Bool, any Error> = .success(forwarded.head.eof)  // true: the answer is complete
-        if !forwarded.head.eof {
-            do {
-                drain: while true {
-                    switch try forwarded.call.bufferedChunk() {
-                    case .chunk(let chunk): arrived.append(chunk)
-                    case .end:
-                        early = .success(true)
-                        break drain
-                    case .pending: break drain
-                    }
-                }
-            } catch {
-                early = .failure(error)
-            }
-        }
-        if case .success(true) = early {
-            release(forwarded, complete: true)
-            var charged = false
-            do {
-                for chunk in arrived {
-                    sniffer.observe(chunk)
-                    for piece in output.pieces(for: chunk) { try await writer.write(piece) }
-                }
-                // The charge is durable before the client has the answer's last bytes.
-                charged = true
-                try await usage.settle(charge(for: forwarded, status: forwarded.head.status, sniffer: sniffer, ending: .complete))
-                for piece in output.finish() { try await writer.write(piece) }
-                try await writer.finish(nil)
-            } catch {
-                if !charged { usage.record(charge(for: forwarded, status: 499, sniffer: sniffer, ending: .clientGone)) }
-                throw error
-            }
-            return
-        }
         Self.limitUnsentBytes(on: forwarded.client)
-        let (alreadyArrived, earlyOutcome) = (arrived, early)
         let buffer = ResponseBuffer(limit: configuration.responseBufferBytes, overflow: worker.route.overflow)
         let cutOff: @Sendable (String) -> Void = { why in
             // The blocked write fails once the connection is closed; `finish` then cancels on the worker.
@@ -311,7 +327,7 @@ struct ResponseStreamer: Sendable {
 }
 
 /// What to write of each chunk, holding back what would tell the client the answer is complete
-/// until its charge is committed. Responses are always chunked (a worker's `Content-Length` is
+/// until its charge is committed. Streamed responses are chunked (a worker's `Content-Length` is
 /// not forwarded), so the body's end is written after the commit anyway; an SSE stream also
 /// keeps back the chunk that ends with `data: [DONE]`, which clients take as the end. Applies
 /// the `UsageStripper` when the hub asked for usage.

@@ -41,15 +41,41 @@ struct UsageSniffer: Sendable {
         }
     }
 
-    /// The last `prompt_tokens` / `completion_tokens` values in the tail.
+    /// The last `prompt_tokens` / `completion_tokens` values in the tail. Scanned as bytes:
+    /// this runs once per response on the hub's hot path.
     var usage: (prompt: Int?, completion: Int?) {
-        let text = String(decoding: tail.readableBytesView, as: UTF8.self)
-        func last(_ key: String) -> Int? {
-            guard let range = text.range(of: "\"\(key)\":", options: .backwards) else { return nil }
-            let digits = text[range.upperBound...].drop(while: { $0 == " " }).prefix(while: \.isNumber)
-            return Int(digits)
+        tail.withUnsafeReadableBytes { bytes in
+            (Self.lastValue(of: Self.promptKey, in: bytes), Self.lastValue(of: Self.completionKey, in: bytes))
         }
-        return (last("prompt_tokens"), last("completion_tokens"))
+    }
+
+    private static let promptKey = Array(#""prompt_tokens":"#.utf8)
+    private static let completionKey = Array(#""completion_tokens":"#.utf8)
+
+    /// The decimal integer after the last `key` (spaces skipped); nil if absent, not a number or
+    /// too large for `Int`.
+    static func lastValue(of key: [UInt8], in bytes: UnsafeRawBufferPointer) -> Int? {
+        guard bytes.count >= key.count else { return nil }
+        var start = bytes.count - key.count
+        while start >= 0 {
+            if bytes[start] == key[0], (1..<key.count).allSatisfy({ bytes[start + $0] == key[$0] }) {
+                var i = start + key.count
+                while i < bytes.count, bytes[i] == 0x20 { i += 1 }
+                var value = 0
+                var digits = 0
+                while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 {
+                    let (times, o1) = value.multipliedReportingOverflow(by: 10)
+                    let (sum, o2) = times.addingReportingOverflow(Int(bytes[i] - 0x30))
+                    if o1 || o2 { return nil }
+                    value = sum
+                    digits += 1
+                    i += 1
+                }
+                return digits > 0 ? value : nil
+            }
+            start -= 1
+        }
+        return nil
     }
 
     /// Events carrying data, without the `[DONE]` that ends an OpenAI stream.

@@ -52,3 +52,29 @@ public enum TunnelHeaders {
         return headers.first(where: { $0.key.lowercased() == lower })?.value
     }
 }
+
+/// Case-insensitive ASCII comparisons on UTF-8 bytes, without lowercasing copies (header names
+/// and media types are matched per response on the hot path).
+public enum ASCII {
+    @inline(__always) static func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+
+    /// `text` equals `lowercase` (which must be lower-case ASCII), ignoring ASCII case.
+    public static func equalsIgnoringCase(_ text: String, _ lowercase: StaticString) -> Bool {
+        let needle = UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        return text.utf8.count == needle.count && zip(text.utf8, needle).allSatisfy { lower($0) == $1 }
+    }
+
+    /// `text` contains `lowercase` (lower-case ASCII), ignoring ASCII case.
+    public static func containsIgnoringCase(_ text: String, _ lowercase: StaticString) -> Bool {
+        let needle = UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        var text = text
+        return text.withUTF8 { hay in
+            guard hay.count >= needle.count else { return false }
+            if needle.isEmpty { return true }
+            for start in 0...(hay.count - needle.count) where (0..<needle.count).allSatisfy({ lower(hay[start + $0]) == needle[$0] }) {
+                return true
+            }
+            return false
+        }
+    }
+}

@@ -75,7 +75,7 @@ public struct ResponseHead: Sendable, Equatable {
 
     /// Whether the headers say the body is a server-sent event stream.
     public var isEventStream: Bool {
-        headers.contains { $0.name.lowercased() == "content-type" && $0.value.lowercased().contains("text/event-stream") }
+        headers.contains { ASCII.equalsIgnoringCase($0.name, "content-type") && ASCII.containsIgnoringCase($0.value, "text/event-stream") }
     }
 
     /// RFC 9110 token: visible ASCII except delimiters.

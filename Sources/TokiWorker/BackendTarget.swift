@@ -49,33 +49,58 @@ public struct ResolvedTarget: Sendable, Equatable {
 public final class TargetResolver: Sendable {
     public let config: TokiameConfig
     private let keyCursor = Mutex<[String: Int]>([:])
+    /// Per public model: everything about its target that does not change between requests,
+    /// worked out once (trimming, header merging) instead of per request.
+    private let prepared: [String: PreparedTarget]
+
+    private struct PreparedTarget: Sendable {
+        var target: ResolvedTarget  // headers without the API key
+        var apiKeys: [String]
+        var apiKeyHeader: String
+        var apiKeyPrefix: String
+    }
 
     public init(config: TokiameConfig) {
         self.config = config
+        var prepared: [String: PreparedTarget] = [:]
+        for (model, target) in config.modelTargets {
+            var headers: [String: String] = [:]
+            for (k, v) in target.headers {
+                let k = k.trimmingCharacters(in: .whitespaces), v = v.trimmingCharacters(in: .whitespaces)
+                if k.isEmpty || v.isEmpty || k.lowercased() == "host" { continue }
+                setHeader(&headers, k, v)
+            }
+            let mapped = target.mappedName.trimmingCharacters(in: .whitespacesAndNewlines)
+            let resolved = ResolvedTarget(modelName: model, upstreamModel: mapped.isEmpty ? model : mapped, url: target.url,
+                                          backendType: config.effectiveBackendType(for: target), headers: headers)
+            prepared[model] = PreparedTarget(target: resolved, apiKeys: target.apiKeys, apiKeyHeader: target.apiKeyHeader,
+                                             apiKeyPrefix: target.apiKeyPrefix)
+        }
+        self.prepared = prepared
     }
 
     public func resolve(model rawModel: String?) throws(WorkerRequestError) -> ResolvedTarget {
-        let model = (rawModel ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let model = Self.trimmed(rawModel ?? "")
         guard !model.isEmpty else {
             throw WorkerRequestError(code: TunnelProtocol.WorkerErrorCode.targetNotFound, message: "model is required")
         }
-        guard let target = config.modelTargets[model] else {
+        guard let entry = prepared[model] else {
             throw WorkerRequestError(code: TunnelProtocol.WorkerErrorCode.targetNotFound,
                                      message: "no local target configured for model \(model)")
         }
-        var headers: [String: String] = [:]
-        for (k, v) in target.headers {
-            let k = k.trimmingCharacters(in: .whitespaces), v = v.trimmingCharacters(in: .whitespaces)
-            if k.isEmpty || v.isEmpty || k.lowercased() == "host" { continue }
-            setHeader(&headers, k, v)
+        var resolved = entry.target
+        if let key = selectAPIKey(model: model, keys: entry.apiKeys) {
+            let (name, value) = Self.apiKeyHeader(header: entry.apiKeyHeader, prefix: entry.apiKeyPrefix, key: key)
+            if name.lowercased() != "host" { setHeader(&resolved.headers, name, value) }
         }
-        if let key = selectAPIKey(model: model, keys: target.apiKeys) {
-            let (name, value) = Self.apiKeyHeader(header: target.apiKeyHeader, prefix: target.apiKeyPrefix, key: key)
-            if name.lowercased() != "host" { setHeader(&headers, name, value) }
-        }
-        let mapped = target.mappedName.trimmingCharacters(in: .whitespacesAndNewlines)
-        return ResolvedTarget(modelName: model, upstreamModel: mapped.isEmpty ? model : mapped, url: target.url,
-                              backendType: config.effectiveBackendType(for: target), headers: headers)
+        return resolved
+    }
+
+    /// `model` without surrounding whitespace; Foundation only when an end is not plain ASCII.
+    static func trimmed(_ model: String) -> String {
+        guard let first = model.utf8.first, let last = model.utf8.last else { return model }
+        if first > 0x20, first < 0x7F, last > 0x20, last < 0x7F { return model }
+        return model.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Header name and value for an API key: header defaults to `Authorization`; the default

@@ -89,6 +89,28 @@ public enum LocalRequestBuilder {
     /// and port are the target's and that no credentials were introduced. Dot segments and
     /// control characters in the path are refused (`invalid_target_url`).
     public static func url(target: String, requestPath: String) throws(WorkerRequestError) -> String {
+        let key = URLKey(target: target, requestPath: requestPath)
+        if let known = builtURLs.withLock({ $0[key] }) { return known }
+        let built = try checkedURL(target: target, requestPath: requestPath)
+        builtURLs.withLock { cache in
+            if cache.count >= maxCachedURLs { cache.removeAll(keepingCapacity: true) }
+            cache[key] = built
+        }
+        return built
+    }
+
+    private struct URLKey: Hashable, Sendable {
+        var target: String
+        var requestPath: String
+    }
+
+    /// URLs already built and checked: the work is a pure function of (target, path), and a
+    /// worker sees a handful of paths, so this saves URL parsing on every request. Bounded: a
+    /// full cache starts over.
+    private static let builtURLs = Mutex<[URLKey: String]>([:])
+    static let maxCachedURLs = 256
+
+    private static func checkedURL(target: String, requestPath: String) throws(WorkerRequestError) -> String {
         let invalid = { (why: String) in
             WorkerRequestError(code: TunnelProtocol.WorkerErrorCode.invalidTargetURL, message: why)
         }
@@ -229,6 +251,9 @@ struct RequestRelay: Sendable {
         logger.debug("data stream done", metadata: ["outcome": "\(outcome.rawValue)"])
     }
 
+    /// Largest answer (by its Content-Length) written to the hub in one piece.
+    static let wholeAnswerLimit = TunnelProtocol.tunnelChunkSize
+
     /// Calls the backend and writes head, body chunks and eof (or an error line).
     func relay(_ request: TunnelRequest, on stream: MuxStream, logger: Logger) async -> StreamOutcome {
         let rid = request.requestID
@@ -262,7 +287,16 @@ struct RequestRelay: Sendable {
         var out = ByteBuffer()
         TunnelResponse.writeHeadLine(requestID: rid, statusCode: Int(response.status.code),
                                      headers: LocalRequestBuilder.responseHeaders(response.headers), into: &out)
-        do { try await stream.write(out) } catch { return .hubClosed }
+        // A small answer of known length goes out whole, head + body + eof in one write: one
+        // mux frame instead of three, and the hub can answer it without streaming. Anything
+        // else (SSE, unknown or large lengths) is passed on as it arrives.
+        let declared = response.headers.first(name: "content-length").flatMap { Int($0) }
+        var holding = declared.map { $0 <= Self.wholeAnswerLimit } ?? false
+        if !holding {
+            do { try await stream.write(out) } catch { return .hubClosed }
+            out.clear()
+        }
+        var received = 0
 
         var body = response.body.makeAsyncIterator()
         while true {
@@ -276,15 +310,17 @@ struct RequestRelay: Sendable {
                 return await fail(TunnelProtocol.WorkerErrorCode.readLocalResponseFailed, "read local response: \(error)")
             }
             guard var chunk = next else { break }
+            received += chunk.readableBytes
             // One line per backend read, at once; reads above 32 KiB are split like Go's frames.
             while chunk.readableBytes > 0 {
                 let piece = chunk.readSlice(length: min(chunk.readableBytes, TunnelProtocol.tunnelChunkSize))!
-                var line = ByteBuffer()
-                TunnelResponse.writeBodyChunkLine(requestID: rid, chunk: piece, into: &line)
-                do { try await stream.write(line) } catch { return Task.isCancelled ? .cancelled : .hubClosed }
+                TunnelResponse.writeBodyChunkLine(requestID: rid, chunk: piece, into: &out)
             }
+            if holding, received <= Self.wholeAnswerLimit { continue }
+            holding = false  // longer than it said: pass the rest on as it comes
+            do { try await stream.write(out) } catch { return Task.isCancelled ? .cancelled : .hubClosed }
+            out.clear()
         }
-        out.clear()
         TunnelResponse.writeEOFLine(requestID: rid, into: &out)
         do { try await stream.write(out) } catch { return .hubClosed }
         return .completed

@@ -116,6 +116,20 @@ import TokiProtocol
         #expect(output.finish().isEmpty)
     }
 
+    @Test("the sniffer takes the last reported value, spaces allowed, and nothing that is not a number", arguments: [
+        (#"{"usage":{"prompt_tokens": 12,"completion_tokens":  7}}"#, 12, 7),
+        (#"{"prompt_tokens":1} {"prompt_tokens":2,"completion_tokens":3}"#, 2, 3),
+        (#"{"prompt_tokens":"5","completion_tokens":null}"#, nil, nil),
+        (#"{"prompt_tokens":99999999999999999999999,"completion_tokens":-1}"#, nil, nil),
+        (#"{"prompt_tokens":"#, nil, nil),
+    ] as [(String, Int?, Int?)])
+    func theSnifferReadsTheLastValue(_ body: String, _ prompt: Int?, _ completion: Int?) {
+        var sniffer = UsageSniffer()
+        sniffer.observe(ByteBuffer(string: body))
+        #expect(sniffer.usage.prompt == prompt)
+        #expect(sniffer.usage.completion == completion)
+    }
+
     @Test func theSnifferReadsReportedUsageAndCountsEvents() {
         var sniffer = UsageSniffer(countEvents: true)
         for line in Self.chatWithUsage.split(separator: "\n", omittingEmptySubsequences: false) {
