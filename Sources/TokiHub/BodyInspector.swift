@@ -36,11 +36,9 @@ public enum BodyInspector {
 
     private static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
 
-    /// Empty or only whitespace (the common case, a printable ASCII first byte, without Foundation).
+    /// Empty or only whitespace (the common case, visible ASCII ends, without Foundation).
     static func isBlank(_ model: String) -> Bool {
-        guard let first = model.utf8.first else { return true }
-        if first > 0x20, first < 0x7F { return false }
-        return model.trimmingCharacters(in: .whitespaces).isEmpty
+        ASCII.hasVisibleEnds(model) ? false : model.trimmingCharacters(in: .whitespaces).isEmpty
     }
 
     /// multipart/form-data bodies: the `model` field.

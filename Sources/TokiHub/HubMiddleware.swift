@@ -56,8 +56,9 @@ struct APIAuthentication: RouterMiddleware {
         guard let header = request.headers[.authorization], !header.isEmpty else { throw OpenAIError.missingToken }
         let address = context.channel.remoteAddress.map(AddressKey.init)
         if let address, tokens.failures.isBlocked(address) { throw OpenAIError.tooManyFailures }
-        let token = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)) : header
-        guard let user = try await tokens.authenticate(token.trimmingCharacters(in: .whitespaces)) else {
+        var token = ASCII.hasPrefixIgnoringCase(header, "bearer ") ? String(header.dropFirst(7)) : header
+        if !ASCII.hasVisibleEnds(token) { token = token.trimmingCharacters(in: .whitespaces) }
+        guard let user = try await tokens.authenticate(token) else {
             if let address { tokens.failures.recordFailure(address) }
             throw OpenAIError.invalidToken
         }

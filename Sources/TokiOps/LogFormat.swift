@@ -215,8 +215,41 @@ extension LogFormat {
     /// is for machine-readable output such as tokens and `LISTEN` lines).
     public func makeHandler(label: String) -> any LogHandler {
         switch self {
-        case .text: StreamLogHandler.standardError(label: label)
+        case .text: DeferredMetadataHandler(StreamLogHandler.standardError(label: label))
         case .logfmt, .json: StructuredLogHandler(label: label, format: self)
         }
+    }
+}
+
+/// Wraps a handler that does work whenever metadata is set (swift-log's `StreamLogHandler`
+/// formats all of it on every set): the metadata is kept here and handed over with each line
+/// actually written. The hub and worker set a request id on every request and log few of them.
+public struct DeferredMetadataHandler<Inner: LogHandler>: LogHandler {
+    private var inner: Inner
+    public var metadata: Logger.Metadata = [:]
+
+    public init(_ inner: Inner) { self.inner = inner }
+
+    public var logLevel: Logger.Level {
+        get { inner.logLevel }
+        set { inner.logLevel = newValue }
+    }
+
+    public var metadataProvider: Logger.MetadataProvider? {
+        get { inner.metadataProvider }
+        set { inner.metadataProvider = newValue }
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
+                    file: String, function: String, line: UInt) {
+        var merged = metadata
+        if let explicit { merged.merge(explicit) { $1 } }
+        inner.log(level: level, message: message, metadata: merged.isEmpty ? nil : merged, source: source,
+                  file: file, function: function, line: line)
     }
 }

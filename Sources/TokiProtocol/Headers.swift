@@ -64,6 +64,19 @@ public enum ASCII {
         return text.utf8.count == needle.count && zip(text.utf8, needle).allSatisfy { lower($0) == $1 }
     }
 
+    /// `text` starts with `lowercase` (lower-case ASCII), ignoring ASCII case.
+    public static func hasPrefixIgnoringCase(_ text: String, _ lowercase: StaticString) -> Bool {
+        let needle = UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        return text.utf8.count >= needle.count && zip(text.utf8, needle).allSatisfy { lower($0) == $1 }
+    }
+
+    /// Neither end is whitespace or a control (both ends are visible ASCII): such a string needs
+    /// no trimming, which saves Foundation's Unicode-aware `trimmingCharacters` on the hot path.
+    public static func hasVisibleEnds(_ text: String) -> Bool {
+        guard let first = text.utf8.first, let last = text.utf8.last else { return false }
+        return first > 0x20 && first < 0x7F && last > 0x20 && last < 0x7F
+    }
+
     /// `text` contains `lowercase` (lower-case ASCII), ignoring ASCII case.
     public static func containsIgnoringCase(_ text: String, _ lowercase: StaticString) -> Bool {
         let needle = UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)

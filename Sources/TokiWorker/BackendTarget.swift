@@ -98,9 +98,7 @@ public final class TargetResolver: Sendable {
 
     /// `model` without surrounding whitespace; Foundation only when an end is not plain ASCII.
     static func trimmed(_ model: String) -> String {
-        guard let first = model.utf8.first, let last = model.utf8.last else { return model }
-        if first > 0x20, first < 0x7F, last > 0x20, last < 0x7F { return model }
-        return model.trimmingCharacters(in: .whitespacesAndNewlines)
+        ASCII.hasVisibleEnds(model) ? model : model.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Header name and value for an API key: header defaults to `Authorization`; the default
@@ -145,18 +143,24 @@ func setHeader(_ headers: inout [String: String], _ name: String, _ value: Strin
 public func mergeRequestHeaders(tunnelHeaders: [String: String]?, targetHeaders: [String: String]) -> [String: String] {
     var merged: [String: String] = [:]
     for (key, value) in tunnelHeaders ?? [:] {
-        let k = key.trimmingCharacters(in: .whitespaces).lowercased()
-        guard k == "accept" || k == "content-type" else { continue }
-        let v = value.trimmingCharacters(in: .whitespaces)
+        let k = trimmedSpaces(key)
+        let name: String
+        if ASCII.equalsIgnoringCase(k, "accept") { name = "Accept" } else if ASCII.equalsIgnoringCase(k, "content-type") { name = "Content-Type" } else { continue }
+        let v = trimmedSpaces(value)
         if v.isEmpty { continue }
-        merged[TunnelHeaders.canonicalKey(k)] = v
+        merged[name] = v
     }
     for (key, value) in targetHeaders {
-        let k = key.trimmingCharacters(in: .whitespaces), v = value.trimmingCharacters(in: .whitespaces)
-        if k.isEmpty || v.isEmpty || k.lowercased() == "host" { continue }
+        let k = trimmedSpaces(key), v = trimmedSpaces(value)
+        if k.isEmpty || v.isEmpty || ASCII.equalsIgnoringCase(k, "host") { continue }
         merged[TunnelHeaders.canonicalKey(k)] = v
     }
     return merged
+}
+
+/// `text` without surrounding whitespace; Foundation only when an end is not visible ASCII.
+func trimmedSpaces(_ text: String) -> String {
+    ASCII.hasVisibleEnds(text) ? text : text.trimmingCharacters(in: .whitespaces)
 }
 
 // MARK: - URL merge

@@ -90,3 +90,44 @@ struct LogFormatTests {
         #expect(now.count == 24 && now.hasSuffix("Z"), "\(now)")
     }
 }
+
+/// Records what reaches it, and how often its metadata is set.
+private final class RecordingHandlerState: @unchecked Sendable {
+    var lines: [(String, Logger.Metadata?)] = []
+    var sets = 0
+}
+
+private struct RecordingHandler: LogHandler {
+    let state: RecordingHandlerState
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:] {
+        didSet { state.sets += 1 }
+    }
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
+             file: String, function: String, line: UInt) {
+        state.lines.append(("\(message)", metadata))
+    }
+}
+
+@Suite("deferred metadata")
+struct DeferredMetadataTests {
+    @Test func metadataReachesTheInnerHandlerOnlyWithTheLinesWritten() {
+        let state = RecordingHandlerState()
+        var logger = Logger(label: "t") { _ in DeferredMetadataHandler(RecordingHandler(state: state)) }
+        logger[metadataKey: "request_id"] = "r1"
+        logger[metadataKey: "model"] = "m"
+        #expect(state.sets == 0, "setting metadata must not reach the inner handler")
+        logger.info("one", metadata: ["model": "explicit", "extra": "x"])
+        logger.info("two")
+        #expect(state.lines.count == 2)
+        #expect(state.lines[0].1 == ["request_id": "r1", "model": "explicit", "extra": "x"])
+        #expect(state.lines[1].1 == ["request_id": "r1", "model": "m"])
+        logger.logLevel = .error
+        logger.info("dropped")
+        #expect(state.lines.count == 2)
+    }
+}
