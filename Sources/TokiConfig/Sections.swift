@@ -226,7 +226,7 @@ public struct WorkerSettings: SettingsGroup {
         help: insecureHelp("hub") + " Also tokiame.json's insecure_skip_verify.")
     public let heartbeatSeconds = Setting<Int>("heartbeat_seconds", example: 15, valueName: "n", environment: .tokiame("TOKIAME_HEARTBEAT_INTERVAL_SECONDS"),
         help: "Seconds between heartbeats, 1-44 (default: 15, or heartbeat_interval_seconds).", check: Check.range(1...44))
-    public let maxConcurrent = Setting<Int>("max_concurrent", default: 256, valueName: "n",
+    public let maxConcurrent = Setting<Int>("max_concurrent", default: 1024, valueName: "n",
         help: "Requests served at once; more are refused with an error at once.", check: Check.positive)
     public let discoverySeconds = Setting<Int>("discovery_seconds", default: 30, valueName: "n",
         help: "Seconds between model re-discoveries of the backend URLs.", check: Check.positive)

@@ -39,7 +39,7 @@ public struct WorkerOptions: Sendable {
     public var stableConnectionDuration: Duration = .seconds(60)
 
     /// Concurrent data streams; beyond it a stream is answered with an error line at once.
-    public var maxConcurrentRequests = 256
+    public var maxConcurrentRequests = 1024
     /// Time allowed to receive the TunnelRequest line of a new data stream.
     public var requestLineTimeout: Duration = .seconds(30)
     /// On graceful shutdown, how long in-flight requests may take to finish.
