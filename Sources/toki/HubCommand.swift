@@ -29,6 +29,10 @@ struct HubCommand: NodeCommand {
     /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
     @OptionGroup(title: "Settings") var settings: HubSettingFlags
 
+    var launched: Launch?
+    /// The arguments: everything but `launched`.
+    enum CodingKeys: CodingKey { case config, settings }
+
     /// What `run` needs, from flags, environment and file (checked).
     struct Launch {
         var configuration: HubConfiguration
@@ -86,7 +90,7 @@ struct HubCommand: NodeCommand {
     }
 
     func run() async throws {
-        let launch = try launch()
+        let launch = try launched ?? launch()
         var configuration = launch.configuration
         let address = launch.node.address
         let (logger, systemd, metrics) = launch.node.start(label: "toki.hub", insecure: launch.insecure, endpoint: &configuration)

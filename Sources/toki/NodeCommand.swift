@@ -28,12 +28,16 @@ protocol NodeCommand: AsyncParsableCommand {
     associatedtype Launch
     var config: ConfigFileOption { get }
     var settings: Flags { get }
+    /// `launch()`'s result, kept by `validate` for `run` (not an argument: the command's
+    /// CodingKeys leave it out).
+    var launched: Launch? { get set }
     func launch() throws -> Launch
 }
 
 extension NodeCommand {
-    /// Settings problems are usage errors of this command, before anything starts.
-    func validate() throws { _ = try launch() }
+    /// The settings are resolved once, here: a problem is a usage error of this command, before
+    /// anything starts.
+    mutating func validate() throws { launched = try launch() }
 
     /// The command's setting flags, the environment and `--config`'s section, checked.
     func resolvedSettings() throws -> ResolvedSettings<Flags.Group> {

@@ -26,6 +26,10 @@ struct RelayCommand: NodeCommand {
     /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
     @OptionGroup(title: "Settings") var settings: RelaySettingFlags
 
+    var launched: Launch?
+    /// The arguments: everything but `launched`.
+    enum CodingKeys: CodingKey { case config, settings }
+
     /// What `run` needs, from flags, environment and file (checked).
     struct Launch {
         var configuration: RelayConfiguration
@@ -58,7 +62,7 @@ struct RelayCommand: NodeCommand {
     }
 
     func run() async throws {
-        let launch = try launch()
+        let launch = try launched ?? launch()
         var configuration = launch.configuration
         let address = launch.node.address
         let (logger, systemd, metrics) = launch.node.start(label: "toki.relay", insecure: launch.insecure, endpoint: &configuration.endpoint)
