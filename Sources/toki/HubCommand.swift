@@ -24,14 +24,7 @@ struct HubCommand: NodeCommand {
             """ + ConfigText.precedence(HubSettings())
     )
 
-    @OptionGroup var config: ConfigFileOption
-
-    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
-    @OptionGroup(title: "Settings") var settings: HubSettingFlags
-
-    var launched: Launch?
-    /// The arguments: everything but `launched`.
-    enum CodingKeys: CodingKey { case config, settings }
+    @OptionGroup var options: NodeOptions<HubSettingFlags, Launch>
 
     /// What `run` needs, from flags, environment and file (checked).
     struct Launch {
@@ -40,11 +33,10 @@ struct HubCommand: NodeCommand {
         var upstream: String?
         var token: String
         var upstreamTLS: TLSConfiguration?
-        var insecure: Bool
     }
 
     func launch() throws -> Launch {
-        let settings = try resolvedSettings()
+        let settings = try options.resolvedSettings()
         let s = settings.group
         let token = (settings.value(s.token) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         let upstream = settings.value(s.upstream)
@@ -58,7 +50,7 @@ struct HubCommand: NodeCommand {
         } else if !token.isEmpty, settings.flag(s.token) != nil || settings.fromFile(s.token) != nil {
             throw ValidationError("\(settings.source(s.token)) is the parent's token: it goes with upstream")
         }
-        let node = try NodeLaunch(settings)
+        var node = try NodeLaunch(settings)
         var configuration = node.endpoint
         configuration.dataDirectory = hubDataDirectory(settings.value(s.dataDir))
         configuration.maxBodyBytes = settings[s.maxBodyMib] * 1024 * 1024
@@ -82,18 +74,17 @@ struct HubCommand: NodeCommand {
         configuration.httpLimits.maxConnections = settings.value(s.maxConnections)
         configuration.drainTimeout = node.drainTimeout
         if let nodeID = node.nodeID { configuration.nodeID = nodeID }
-        let insecure = upstream != nil && settings[s.insecureSkipVerify]
+        node.insecure = upstream != nil && settings[s.insecureSkipVerify]
         var upstreamTLS: TLSConfiguration?
-        if upstream != nil { upstreamTLS = try parentTLS(caFile: settings.value(s.caFile), insecure: insecure) }
-        return Launch(configuration: configuration, node: node, upstream: upstream, token: token,
-                      upstreamTLS: upstreamTLS, insecure: insecure)
+        if upstream != nil { upstreamTLS = try parentTLS(caFile: settings.value(s.caFile), insecure: node.insecure) }
+        return Launch(configuration: configuration, node: node, upstream: upstream, token: token, upstreamTLS: upstreamTLS)
     }
 
     func run() async throws {
-        let launch = try launched ?? launch()
+        let launch = try launched()
         var configuration = launch.configuration
         let address = launch.node.address
-        let (logger, systemd, metrics) = launch.node.start(label: "toki.hub", insecure: launch.insecure, endpoint: &configuration)
+        let (logger, systemd, metrics) = launch.node.start(label: "toki.hub", endpoint: &configuration)
         let exporter = launch.upstream.map {
             UpstreamExporter(upstream: $0, token: launch.token, nodeID: configuration.nodeID, tls: launch.upstreamTLS, logger: logger)
         }

@@ -21,33 +21,46 @@ protocol NodeSettings: SettingsGroup {
 extension HubSettings: NodeSettings {}
 extension RelaySettings: NodeSettings {}
 
+/// The arguments of `toki hub` and `toki relay-only`: `--config` and every setting's flag.
+struct NodeOptions<Flags: SettingFlags, Launch>: ParsableArguments where Flags.Group: NodeSettings {
+    @OptionGroup var config: ConfigFileOption
+
+    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
+    @OptionGroup(title: "Settings") var settings: Flags
+
+    /// What the command made of them in `validate`, for `run` (not an argument).
+    var launched: Launch?
+    enum CodingKeys: CodingKey { case config, settings }
+
+    /// The setting flags, the environment and `--config`'s section, checked.
+    func resolvedSettings() throws -> ResolvedSettings<Flags.Group> {
+        try ResolvedSettings.load(arguments: settings.arguments, configPath: config.path)
+    }
+}
+
 /// `toki hub` and `toki relay-only`: a node that serves workers on an address.
 protocol NodeCommand: AsyncParsableCommand {
     associatedtype Flags: SettingFlags where Flags.Group: NodeSettings
     /// What `run` needs, from the settings (checked).
     associatedtype Launch
-    var config: ConfigFileOption { get }
-    var settings: Flags { get }
-    /// `launch()`'s result, kept by `validate` for `run` (not an argument: the command's
-    /// CodingKeys leave it out).
-    var launched: Launch? { get set }
+    var options: NodeOptions<Flags, Launch> { get set }
     func launch() throws -> Launch
 }
 
 extension NodeCommand {
     /// The settings are resolved once, here: a problem is a usage error of this command, before
     /// anything starts.
-    mutating func validate() throws { launched = try launch() }
+    mutating func validate() throws { options.launched = try launch() }
 
-    /// The command's setting flags, the environment and `--config`'s section, checked.
-    func resolvedSettings() throws -> ResolvedSettings<Flags.Group> {
-        try ResolvedSettings.load(arguments: settings.arguments, configPath: config.path)
-    }
+    /// What `validate` made for `run`.
+    func launched() throws -> Launch { try options.launched ?? launch() }
 }
 
 /// What hub and relay-only take alike from their settings, and how both start.
 struct NodeLaunch {
     var address: HostPort
+    /// The parent's certificate is not verified (set by the command: the hub has a parent only with upstream).
+    var insecure = false
     /// Where and how the node serves: host, port and certificate set, the rest default.
     var endpoint = HubConfiguration()
     var nodeID: String?
@@ -73,7 +86,7 @@ struct NodeLaunch {
     /// into it, and shows it on the main port with `metrics`); warns of an unverified parent, and
     /// raises the open-file limit (every connection is a descriptor: use all the process may
     /// have, as the Go hub does).
-    func start(label: String, insecure: Bool, endpoint: inout HubConfiguration)
+    func start(label: String, endpoint: inout HubConfiguration)
         -> (logger: Logger, systemd: SystemdLifecycle, metrics: PrometheusBackend?) {
         let logger = makeLogger(label: label, level: logLevel, format: logFormat)
         let systemd = SystemdLifecycle.fromProcess(logger: logger)

@@ -21,24 +21,16 @@ struct RelayCommand: NodeCommand {
             """ + ConfigText.precedence(RelaySettings())
     )
 
-    @OptionGroup var config: ConfigFileOption
-
-    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
-    @OptionGroup(title: "Settings") var settings: RelaySettingFlags
-
-    var launched: Launch?
-    /// The arguments: everything but `launched`.
-    enum CodingKeys: CodingKey { case config, settings }
+    @OptionGroup var options: NodeOptions<RelaySettingFlags, Launch>
 
     /// What `run` needs, from flags, environment and file (checked).
     struct Launch {
         var configuration: RelayConfiguration
         var node: NodeLaunch
-        var insecure: Bool
     }
 
     func launch() throws -> Launch {
-        let settings = try resolvedSettings()
+        let settings = try options.resolvedSettings()
         let s = settings.group
         guard let upstream = settings.value(s.upstream) else {
             throw ValidationError("no parent: give it with --upstream URL, $TOKI_RELAY_UPSTREAM or upstream in the file")
@@ -50,22 +42,22 @@ struct RelayCommand: NodeCommand {
         guard !token.isEmpty else {
             throw ValidationError("a token valid on the root hub: give it with --token, $TOKI_TOKEN or token in the file")
         }
-        let node = try NodeLaunch(settings)
+        var node = try NodeLaunch(settings)
         var configuration = RelayConfiguration(upstream: upstream, token: token)
         if let nodeID = node.nodeID { configuration.nodeID = nodeID }
         configuration.offerLZ4 = !settings[s.noLz4]
         configuration.drainTimeout = node.drainTimeout
         configuration.endpoint = node.endpoint
-        let insecure = settings[s.insecureSkipVerify]
-        configuration.tls = try parentTLS(caFile: settings.value(s.caFile), insecure: insecure)
-        return Launch(configuration: configuration, node: node, insecure: insecure)
+        node.insecure = settings[s.insecureSkipVerify]
+        configuration.tls = try parentTLS(caFile: settings.value(s.caFile), insecure: node.insecure)
+        return Launch(configuration: configuration, node: node)
     }
 
     func run() async throws {
-        let launch = try launched ?? launch()
+        let launch = try launched()
         var configuration = launch.configuration
         let address = launch.node.address
-        let (logger, systemd, metrics) = launch.node.start(label: "toki.relay", insecure: launch.insecure, endpoint: &configuration.endpoint)
+        let (logger, systemd, metrics) = launch.node.start(label: "toki.relay", endpoint: &configuration.endpoint)
         let (nodeID, upstreamURL) = (configuration.nodeID, configuration.upstream)
         let ws = configuration.endpoint.tls == nil ? "ws" : "wss"
         let relay = RelayService(configuration: configuration, logger: logger) { port in
