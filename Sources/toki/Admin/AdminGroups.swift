@@ -35,7 +35,7 @@ struct AdminGroup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "group", abstract: "Create and manage your private groups (pools): members, prices, usage.",
         subcommands: [
-            Create.self, List.self, Joined.self, Show.self, Rename.self, Disable.self, Enable.self, Delete.self,
+            Create.self, AdminGet<List>.self, AdminGet<Joined>.self, Show.self, Rename.self, Disable.self, Enable.self, Delete.self,
             Members.self, RemoveMember.self, Prices.self, SetPrice.self, DeletePrice.self, Usage.self,
         ])
 
@@ -52,21 +52,13 @@ struct AdminGroup: AsyncParsableCommand {
         }
     }
 
-    struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the private groups you own.")
-        @OptionGroup var admin: AdminOptions
-
-        func run() async throws {
-            try await admin.call(.get, "/api/user/private-groups", .rows(Columns.group))
-        }
+    enum List: AdminQueryKind {
+        static var query: AdminQuery { AdminQuery(name: "list", abstract: "List the private groups you own.", path: "/api/user/private-groups", shown: .rows(Columns.group)) }
     }
 
-    struct Joined: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the private groups you have been granted.")
-        @OptionGroup var admin: AdminOptions
-
-        func run() async throws {
-            try await admin.call(.get, "/api/user/private-groups/joined", .rows(Columns.joined))
+    enum Joined: AdminQueryKind {
+        static var query: AdminQuery {
+            AdminQuery(name: "joined", abstract: "List the private groups you have been granted.", path: "/api/user/private-groups/joined", shown: .rows(Columns.joined))
         }
     }
 
