@@ -41,9 +41,9 @@ public enum ConfigText {
 
     /// Sources/toki/SettingFlags.swift: every mode's settings declared to ArgumentParser, so that
     /// `--help` and shell completion know their flags. Names and types only: the help comes from
-    /// the declarations, and the values go back to TokiConfig as flags (`arguments`), which checks
-    /// them. A value is taken as it is, even when it starts with a dash (TokiConfig names the
-    /// problem: `--drain-seconds -1` must not be negative).
+    /// the declarations, and the values go back to TokiConfig as flags (`SettingFlags.arguments`,
+    /// one function for every mode), which checks them. A value is taken as it is, even when it
+    /// starts with a dash (TokiConfig names the problem: `--drain-seconds -1` must not be negative).
     public static func argumentParserSource() -> String {
         var out = """
             // Generated from TokiConfig's settings (Sources/TokiConfig/Sections.swift): do not edit.
@@ -56,47 +56,29 @@ public enum ConfigText {
         for mode in ConfigMode.allCases {
             let group = mode.group
             let type = String(describing: Swift.type(of: group))
-            let section = Swift.type(of: group).section
             out += """
 
-                /// The [\(section)] settings as ArgumentParser sees them (help and completion).
-                struct \(type.replacingOccurrences(of: "Settings", with: "SettingFlags")): ParsableArguments {
+                /// The [\(Swift.type(of: group).section)] settings as ArgumentParser sees them (help and completion).
+                struct \(type.replacingOccurrences(of: "Settings", with: "SettingFlags")): SettingFlags {
+                    typealias Group = \(type)
 
                 """
-            var build: [String] = []
             for setting in group.all {
-                let property = camelCase(setting.key)
                 let name = "name: .customLong(\(String.quoted(String(setting.flag.dropFirst(2)))))"
                 let help = "help: .setting(\(type)(), \(String.quoted(setting.key)))"
                 let completion = setting.valueName != "path" ? "" : setting.key.hasSuffix("_dir") ? ", completion: .directory" : ", completion: .file()"
-                if setting.isSwitch {
-                    out += "    @Flag(\(name), \(help))\n    var \(property) = false\n"
-                    build.append("        if \(property) { arguments.append(\(String.quoted(setting.flag))) }")
-                } else if setting.isList {
-                    out += "    @Option(\(name), parsing: .unconditionalSingleValue, \(help)\(completion))\n    var \(property): [String] = []\n"
-                    build.append("        for value in \(property) { arguments += [\(String.quoted(setting.flag)), value] }")
-                } else {
-                    out += "    @Option(\(name), parsing: .unconditional, \(help)\(completion))\n    var \(property): String?\n"
-                    build.append("        if let \(property) { arguments += [\(String.quoted(setting.flag)), \(property)] }")
-                }
+                let (wrapper, parsing, declaration) = setting.isSwitch ? ("Flag", "", " = false")
+                    : setting.isList ? ("Option", "parsing: .unconditionalSingleValue, ", ": [String] = []")
+                    : ("Option", "parsing: .unconditional, ", ": String?")
+                out += "    @\(wrapper)(\(name), \(parsing)\(help)\(completion)) var \(camelCase(setting.key))\(declaration)\n"
             }
-            out += """
-
-                    /// The flags given, as TokiConfig reads them (`ResolvedSettings(arguments:)`).
-                    var arguments: [String] {
-                        var arguments: [String] = []
-                \(build.joined(separator: "\n"))
-                        return arguments
-                    }
-                }
-
-                """
+            out += "}\n"
         }
         return out
     }
 
-    /// `max_body_mib` → `maxBodyMib`.
-    static func camelCase(_ key: String) -> String {
+    /// `max_body_mib` → `maxBodyMib`: a setting's property in SettingFlags.swift.
+    public static func camelCase(_ key: String) -> String {
         let parts = key.split(separator: "_")
         return String(parts[0]) + parts.dropFirst().map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
     }

@@ -76,6 +76,17 @@ private let ops = (
     metrics: Setting<Bool>("metrics", default: false,
         help: "Also serve GET /metrics on the main port, unauthenticated (restrict it at the reverse proxy).")
 )
+/// The parent a node dials (hub: with upstream; relay: always), and the token it dials with.
+private func upstreamSetting(example: String, _ help: String) -> Setting<String> {
+    Setting<String>("upstream", example: example, valueName: "url", help: help, check: Check.nonEmpty)
+}
+private func parentTokenSetting(_ help: String) -> Setting<String> {
+    Setting<String>("token", example: "sk-…", valueName: "token", environment: .named("TOKI_TOKEN"), help: help, check: Check.nonEmpty)
+}
+/// Where the node serves (HOST:PORT).
+private func listenSetting(default address: String, _ help: String) -> Setting<String> {
+    Setting<String>("listen", default: address, valueName: "host:port", help: help, check: Check.hostPort)
+}
 private func metricsListenSetting(example: String) -> Setting<String> {
     Setting<String>("metrics_listen", example: example, valueName: "host:port",
         help: "Serve GET /metrics (Prometheus text), /healthz and /readyz on their own port (HOST:PORT; port 0 picks one). Unauthenticated: keep it on loopback or a private network.", check: Check.hostPort)
@@ -94,8 +105,7 @@ public struct HubSettings: SettingsGroup {
     public static let summary = "toki hub: the OpenAI API for users and the tunnel endpoint for workers, on one port."
     public init() {}
 
-    public let listen = Setting<String>("listen", default: "127.0.0.1:8080", valueName: "host:port",
-        help: "Address to listen on (HOST:PORT). Use 0.0.0.0:8080 to accept workers from other machines.", check: Check.hostPort)
+    public let listen = listenSetting(default: "127.0.0.1:8080", "Address to listen on (HOST:PORT). Use 0.0.0.0:8080 to accept workers from other machines.")
     public let tlsCert = served.certificate
     public let tlsKey = served.key
     public let dataDir = Setting<String>("data_dir", example: "/var/lib/toki", valueName: "path",
@@ -142,10 +152,9 @@ public struct HubSettings: SettingsGroup {
         help: "Refuse LZ4 compression even when a worker offers it.")
     public let noSmux2 = Setting<Bool>("no_smux2", default: false,
         help: "Keep toki workers on smux v1 even when they offer v2 (per-stream windows).")
-    public let upstream = Setting<String>("upstream", example: "https://root-hub.example.com", valueName: "url",
-        help: "Also lend this hub's workers to a parent hub (its base URL); they appear there under the account of token.", check: Check.nonEmpty)
-    public let token = Setting<String>("token", example: "sk-…", valueName: "token", environment: .named("TOKI_TOKEN"),
-        help: "With upstream: a token valid on the parent.", check: Check.nonEmpty)
+    public let upstream = upstreamSetting(example: "https://root-hub.example.com",
+        "Also lend this hub's workers to a parent hub (its base URL); they appear there under the account of token.")
+    public let token = parentTokenSetting("With upstream: a token valid on the parent.")
     public let caFile = parent.caFile
     public let insecureSkipVerify = parent.insecureSkipVerify
     public let nodeId = chain.nodeID
@@ -170,14 +179,12 @@ public struct RelaySettings: SettingsGroup {
     public static let summary = "toki relay-only: accepts workers (and child relays) and carries them to a parent hub over one tunnel."
     public init() {}
 
-    public let upstream = Setting<String>("upstream", example: "https://hub.example.com", valueName: "url",
-        help: "The parent's base URL: the root hub or another relay (http://host:port, https://…). Required.", check: Check.nonEmpty)
-    public let token = Setting<String>("token", example: "sk-…", valueName: "token", environment: .named("TOKI_TOKEN"),
-        help: "A token valid on the root hub: the relay's own link is owned by its user. Required.", check: Check.nonEmpty)
+    public let upstream = upstreamSetting(example: "https://hub.example.com",
+        "The parent's base URL: the root hub or another relay (http://host:port, https://…). Required.")
+    public let token = parentTokenSetting("A token valid on the root hub: the relay's own link is owned by its user. Required.")
     public let caFile = parent.caFile
     public let insecureSkipVerify = parent.insecureSkipVerify
-    public let listen = Setting<String>("listen", default: "127.0.0.1:8081", valueName: "host:port",
-        help: "Address workers connect to (HOST:PORT).", check: Check.hostPort)
+    public let listen = listenSetting(default: "127.0.0.1:8081", "Address workers connect to (HOST:PORT).")
     public let tlsCert = served.certificate
     public let tlsKey = served.key
     public let nodeId = chain.nodeID

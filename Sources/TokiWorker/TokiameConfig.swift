@@ -36,14 +36,15 @@ public struct ModelTargetConfig: Codable, Sendable, Equatable {
     }
 
     public init(from decoder: any Decoder) throws {
+        self.init(url: "")
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        url = try c.decodeIfPresent(String.self, forKey: .url) ?? ""
-        mappedName = try c.decodeIfPresent(String.self, forKey: .mappedName) ?? ""
-        backendType = try c.decodeIfPresent(String.self, forKey: .backendType) ?? ""
-        headers = try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
-        apiKeys = try c.decodeIfPresent([String].self, forKey: .apiKeys) ?? []
-        apiKeyHeader = try c.decodeIfPresent(String.self, forKey: .apiKeyHeader) ?? ""
-        apiKeyPrefix = try c.decodeIfPresent(String.self, forKey: .apiKeyPrefix) ?? ""
+        try c.decode(.url, into: &url)
+        try c.decode(.mappedName, into: &mappedName)
+        try c.decode(.backendType, into: &backendType)
+        try c.decode(.headers, into: &headers)
+        try c.decode(.apiKeys, into: &apiKeys)
+        try c.decode(.apiKeyHeader, into: &apiKeyHeader)
+        try c.decode(.apiKeyPrefix, into: &apiKeyPrefix)
     }
 
     /// Go `normalizeModelTargetConfig`: trims fields, drops empty headers/keys. The prefix is
@@ -62,6 +63,14 @@ public struct ModelTargetConfig: Codable, Sendable, Equatable {
         t.headers = h
         t.apiKeys = apiKeys.map(\.trimmed).filter { !$0.isEmpty }
         return t
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// Go's decoding: a missing or null key leaves the field at its zero value (the default
+    /// the type declares once).
+    func decode<T: Decodable>(_ key: Key, into field: inout T) throws {
+        if let value = try decodeIfPresent(T.self, forKey: key) { field = value }
     }
 }
 
@@ -116,19 +125,20 @@ public struct TokiameConfig: Codable, Sendable, Equatable {
     }
 
     public init(from decoder: any Decoder) throws {
+        self.init()
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        gatewayURL = try c.decodeIfPresent(String.self, forKey: .gatewayURL) ?? ""
-        token = try c.decodeIfPresent(String.self, forKey: .token) ?? ""
-        namespace = try c.decodeIfPresent(String.self, forKey: .namespace) ?? ""
-        nodeName = try c.decodeIfPresent(String.self, forKey: .nodeName) ?? ""
-        group = try c.decodeIfPresent(String.self, forKey: .group) ?? ""
-        backendType = try c.decodeIfPresent(String.self, forKey: .backendType) ?? ""
-        transportMode = try c.decodeIfPresent(String.self, forKey: .transportMode) ?? ""
-        quicEndpoint = try c.decodeIfPresent(String.self, forKey: .quicEndpoint) ?? ""
-        modelTargets = try c.decodeIfPresent([String: ModelTargetConfig].self, forKey: .modelTargets) ?? [:]
-        heartbeatIntervalSeconds = try c.decodeIfPresent(Int.self, forKey: .heartbeatIntervalSeconds) ?? 0
-        reconnectDelaySeconds = try c.decodeIfPresent(Int.self, forKey: .reconnectDelaySeconds) ?? 0
-        insecureSkipVerify = try c.decodeIfPresent(Bool.self, forKey: .insecureSkipVerify) ?? false
+        try c.decode(.gatewayURL, into: &gatewayURL)
+        try c.decode(.token, into: &token)
+        try c.decode(.namespace, into: &namespace)
+        try c.decode(.nodeName, into: &nodeName)
+        try c.decode(.group, into: &group)
+        try c.decode(.backendType, into: &backendType)
+        try c.decode(.transportMode, into: &transportMode)
+        try c.decode(.quicEndpoint, into: &quicEndpoint)
+        try c.decode(.modelTargets, into: &modelTargets)
+        try c.decode(.heartbeatIntervalSeconds, into: &heartbeatIntervalSeconds)
+        try c.decode(.reconnectDelaySeconds, into: &reconnectDelaySeconds)
+        try c.decode(.insecureSkipVerify, into: &insecureSkipVerify)
         let all = try decoder.container(keyedBy: AnyKey.self)
         unknownKeys = all.allKeys.map(\.stringValue).filter { CodingKeys(stringValue: $0) == nil }
         if modelTargets.isEmpty == false, let targets = try? c.nestedContainer(keyedBy: AnyKey.self, forKey: .modelTargets) {

@@ -23,6 +23,31 @@ extension ArgumentHelp {
     }
 }
 
+/// A mode's settings declared to ArgumentParser (the structs SettingFlags.swift generates):
+/// one property per setting, named `ConfigText.camelCase(key)`.
+protocol SettingFlags: ParsableArguments {
+    associatedtype Group: SettingsGroup
+}
+
+extension SettingFlags {
+    /// The flags given, as TokiConfig reads them (`ResolvedSettings(arguments:)`), in declaration
+    /// order: an option's value after its flag (a list's flag once per value), a switch alone.
+    var arguments: [String] {
+        let flags = Dictionary(uniqueKeysWithValues: Group().all.map { (ConfigText.camelCase($0.key), $0.flag) })
+        return Mirror(reflecting: self).children.flatMap { child -> [String] in
+            guard let label = child.label, let flag = flags[String(label.dropFirst())] else {
+                preconditionFailure("\(child.label ?? "?") is not a setting of [\(Group.section)]")
+            }
+            switch child.value {
+            case let option as Option<String?>: return option.wrappedValue.map { [flag, $0] } ?? []
+            case let option as Option<[String]>: return option.wrappedValue.flatMap { [flag, $0] }
+            case let option as Flag<Bool>: return option.wrappedValue ? [flag] : []
+            default: preconditionFailure("\(label): not a generated setting flag")
+            }
+        }
+    }
+}
+
 extension ResolvedSettings {
     /// The command's setting flags, the process environment and `--config`'s section, checked;
     /// every problem at once, as a usage error.

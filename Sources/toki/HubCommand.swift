@@ -12,7 +12,7 @@ import TokiConfig
 import NIOSSL
 
 /// `toki hub`: the gateway on embedded SQLite.
-struct HubCommand: AsyncParsableCommand {
+struct HubCommand: NodeCommand {
     static let configuration = CommandConfiguration(
         commandName: "hub",
         abstract: "Run the hub: the OpenAI API for users and the tunnel endpoint for workers, on one port.",
@@ -24,30 +24,20 @@ struct HubCommand: AsyncParsableCommand {
             """ + ConfigText.precedence(HubSettings())
     )
 
-    @OptionGroup var config: ConfigFileOption
-
-    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
-    @OptionGroup(title: "Settings") var settings: HubSettingFlags
-
-    func validate() throws { _ = try launch() }
+    @OptionGroup var options: NodeOptions<HubSettingFlags, Launch>
 
     /// What `run` needs, from flags, environment and file (checked).
     struct Launch {
         var configuration: HubConfiguration
-        var address: HostPort
+        var node: NodeLaunch
         var upstream: String?
         var token: String
         var upstreamTLS: TLSConfiguration?
-        var insecure: Bool
-        var logLevel: Logger.Level
-        var logFormat: String
-        var metrics: MetricsOptions
     }
 
     func launch() throws -> Launch {
-        let settings = try ResolvedSettings<HubSettings>.load(arguments: self.settings.arguments, configPath: config.path)
+        let settings = try options.resolvedSettings()
         let s = settings.group
-        let address = HostPort(parsing: settings[s.listen])!
         let token = (settings.value(s.token) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         let upstream = settings.value(s.upstream)
         if let upstream {
@@ -60,10 +50,8 @@ struct HubCommand: AsyncParsableCommand {
         } else if !token.isEmpty, settings.flag(s.token) != nil || settings.fromFile(s.token) != nil {
             throw ValidationError("\(settings.source(s.token)) is the parent's token: it goes with upstream")
         }
-        var configuration = HubConfiguration()
-        configuration.host = address.host
-        configuration.port = address.port
-        configuration.tls = try serverCertificate(certificate: settings.value(s.tlsCert), key: settings.value(s.tlsKey))
+        var node = try NodeLaunch(settings)
+        var configuration = node.endpoint
         configuration.dataDirectory = hubDataDirectory(settings.value(s.dataDir))
         configuration.maxBodyBytes = settings[s.maxBodyMib] * 1024 * 1024
         configuration.responseTimeout = .seconds(settings[s.responseTimeout])
@@ -84,35 +72,22 @@ struct HubCommand: AsyncParsableCommand {
         configuration.httpLimits.idleTimeout = .seconds(settings[s.idleTimeout])
         configuration.httpLimits.bodyTimeout = .seconds(settings[s.bodyTimeout])
         configuration.httpLimits.maxConnections = settings.value(s.maxConnections)
-        configuration.drainTimeout = .seconds(settings[s.drainSeconds])
-        if let nodeId = settings.value(s.nodeId) { configuration.nodeID = nodeId }
-        let metrics = MetricsOptions(listen: settings.value(s.metricsListen).flatMap(HostPort.init(parsing:)), onMainPort: settings[s.metrics])
-        let insecure = upstream != nil && settings[s.insecureSkipVerify]
+        configuration.drainTimeout = node.drainTimeout
+        if let nodeID = node.nodeID { configuration.nodeID = nodeID }
+        node.insecure = upstream != nil && settings[s.insecureSkipVerify]
         var upstreamTLS: TLSConfiguration?
-        if upstream != nil { upstreamTLS = try parentTLS(caFile: settings.value(s.caFile), insecure: insecure) }
-        return Launch(configuration: configuration, address: address, upstream: upstream, token: token,
-                      upstreamTLS: upstreamTLS, insecure: insecure,
-                      logLevel: Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info,
-                      logFormat: settings[s.logFormat], metrics: metrics)
+        if upstream != nil { upstreamTLS = try parentTLS(caFile: settings.value(s.caFile), insecure: node.insecure) }
+        return Launch(configuration: configuration, node: node, upstream: upstream, token: token, upstreamTLS: upstreamTLS)
     }
 
     func run() async throws {
-        let launch = try launch()
+        let launch = try launched()
         var configuration = launch.configuration
-        let address = launch.address
-        let logger = makeLogger(label: "toki.hub", level: launch.logLevel, format: launch.logFormat)
-        let systemd = SystemdLifecycle.fromProcess(logger: logger)
-        let metrics = launch.metrics.backend()
-        if let metrics {
-            (configuration.metrics, configuration.metricsExposition) = (HubMetrics(factory: metrics.factory), launch.metrics.onMainPort ? metrics.exposition : nil)
-        }
+        let address = launch.node.address
+        let (logger, systemd, metrics) = launch.node.start(label: "toki.hub", endpoint: &configuration)
         let exporter = launch.upstream.map {
             UpstreamExporter(upstream: $0, token: launch.token, nodeID: configuration.nodeID, tls: launch.upstreamTLS, logger: logger)
         }
-        warnIfInsecure(launch.insecure, parent: "parent", logger: logger)
-        // Every connection is a descriptor: use all the process may have (the Go hub does too).
-        let descriptors = FileDescriptorLimit.raiseToHard()
-        logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let store = try HubStore(dataDirectory: configuration.dataDirectory, logger: logger)
         if let adminToken = try await store.ensureAdmin() {
             FileHandle.standardOutput.write(Data("""
@@ -135,7 +110,7 @@ struct HubCommand: AsyncParsableCommand {
         }
         // SIGTERM/SIGINT: the hub drains (new API requests 503, in-flight ones finish), then stops.
         let reloader = configuration.tls.map { CertificateReloader(certificate: $0, logger: logger) as any Service }
-        let listener = launch.metrics.listener(metrics, logger: logger, render: hub.exportMetrics, readiness: hub.readiness)
+        let listener = launch.node.metrics.listener(metrics, logger: logger, render: hub.exportMetrics, readiness: hub.readiness)
         let services: [any Service] = [hub] + (exporter.map { [$0 as any Service] } ?? []) + (listener.map { [$0 as any Service] } ?? [])
             + (reloader.map { [$0] } ?? [])
         // The watchdog's status reads the registry through the lock every request takes.

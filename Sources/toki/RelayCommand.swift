@@ -9,7 +9,7 @@ import TokiRelay
 import TokiTunnel
 
 /// `toki relay-only`: a regional hop between workers and a hub (docs/relay.md).
-struct RelayCommand: AsyncParsableCommand {
+struct RelayCommand: NodeCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-only",
         abstract: "Accept workers (and child relays) and carry them to a parent hub over one compressed tunnel.",
@@ -21,25 +21,16 @@ struct RelayCommand: AsyncParsableCommand {
             """ + ConfigText.precedence(RelaySettings())
     )
 
-    @OptionGroup var config: ConfigFileOption
-
-    /// Every setting's flag (the values are read by TokiConfig, with the environment and the file).
-    @OptionGroup(title: "Settings") var settings: RelaySettingFlags
-
-    func validate() throws { _ = try launch() }
+    @OptionGroup var options: NodeOptions<RelaySettingFlags, Launch>
 
     /// What `run` needs, from flags, environment and file (checked).
     struct Launch {
         var configuration: RelayConfiguration
-        var address: HostPort
-        var insecure: Bool
-        var logLevel: Logger.Level
-        var logFormat: String
-        var metrics: MetricsOptions
+        var node: NodeLaunch
     }
 
     func launch() throws -> Launch {
-        let settings = try ResolvedSettings<RelaySettings>.load(arguments: self.settings.arguments, configPath: config.path)
+        let settings = try options.resolvedSettings()
         let s = settings.group
         guard let upstream = settings.value(s.upstream) else {
             throw ValidationError("no parent: give it with --upstream URL, $TOKI_RELAY_UPSTREAM or upstream in the file")
@@ -51,36 +42,22 @@ struct RelayCommand: AsyncParsableCommand {
         guard !token.isEmpty else {
             throw ValidationError("a token valid on the root hub: give it with --token, $TOKI_TOKEN or token in the file")
         }
-        let address = HostPort(parsing: settings[s.listen])!
+        var node = try NodeLaunch(settings)
         var configuration = RelayConfiguration(upstream: upstream, token: token)
-        if let nodeId = settings.value(s.nodeId) { configuration.nodeID = nodeId }
+        if let nodeID = node.nodeID { configuration.nodeID = nodeID }
         configuration.offerLZ4 = !settings[s.noLz4]
-        configuration.drainTimeout = .seconds(settings[s.drainSeconds])
-        configuration.endpoint.host = address.host
-        configuration.endpoint.port = address.port
-        configuration.endpoint.tls = try serverCertificate(certificate: settings.value(s.tlsCert), key: settings.value(s.tlsKey))
-        let insecure = settings[s.insecureSkipVerify]
-        configuration.tls = try parentTLS(caFile: settings.value(s.caFile), insecure: insecure)
-        let metrics = MetricsOptions(listen: settings.value(s.metricsListen).flatMap(HostPort.init(parsing:)), onMainPort: settings[s.metrics])
-        return Launch(configuration: configuration, address: address, insecure: insecure,
-                      logLevel: Logger.Level(rawValue: settings[s.logLevel].lowercased()) ?? .info,
-                      logFormat: settings[s.logFormat], metrics: metrics)
+        configuration.drainTimeout = node.drainTimeout
+        configuration.endpoint = node.endpoint
+        node.insecure = settings[s.insecureSkipVerify]
+        configuration.tls = try parentTLS(caFile: settings.value(s.caFile), insecure: node.insecure)
+        return Launch(configuration: configuration, node: node)
     }
 
     func run() async throws {
-        let launch = try launch()
+        let launch = try launched()
         var configuration = launch.configuration
-        let address = launch.address
-        let logger = makeLogger(label: "toki.relay", level: launch.logLevel, format: launch.logFormat)
-        let systemd = SystemdLifecycle.fromProcess(logger: logger)
-        warnIfInsecure(launch.insecure, parent: "parent", logger: logger)
-        let metrics = launch.metrics.backend()
-        if let metrics {
-            (configuration.endpoint.metrics, configuration.endpoint.metricsExposition) =
-                (HubMetrics(factory: metrics.factory), launch.metrics.onMainPort ? metrics.exposition : nil)
-        }
-        let descriptors = FileDescriptorLimit.raiseToHard()
-        logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
+        let address = launch.node.address
+        let (logger, systemd, metrics) = launch.node.start(label: "toki.relay", endpoint: &configuration.endpoint)
         let (nodeID, upstreamURL) = (configuration.nodeID, configuration.upstream)
         let ws = configuration.endpoint.tls == nil ? "ws" : "wss"
         let relay = RelayService(configuration: configuration, logger: logger) { port in
@@ -92,7 +69,7 @@ struct RelayCommand: AsyncParsableCommand {
             systemd.ready(status: "listening on port \(port)")
         }
         let reloader = configuration.endpoint.tls.map { CertificateReloader(certificate: $0, logger: logger) as any Service }
-        let listener = launch.metrics.listener(metrics, logger: logger, render: relay.exportMetrics, readiness: relay.readiness)
+        let listener = launch.node.metrics.listener(metrics, logger: logger, render: relay.exportMetrics, readiness: relay.readiness)
         try await runNode([relay] + (listener.map { [$0 as any Service] } ?? []) + (reloader.map { [$0] } ?? []), systemd: systemd, status: {
             let upstream = relay.upstreamStatus
             return "upstream \(upstream.connected ? "connected" : "reconnecting"), \(relay.registry.workers.count) workers, \(relay.inFlight) in flight"

@@ -3,13 +3,10 @@ import Foundation
 import TokiAdminClient
 
 /// `toki admin self`
-struct AdminSelf: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "self", abstract: "Show who the token belongs to: user, balance, usable groups, the token's scope and spending.")
-
-    @OptionGroup var admin: AdminOptions
-
-    func run() async throws {
-        try await admin.call(.get, "/api/user/self", .record(Columns.me))
+enum AdminSelf: AdminQueryKind {
+    static var query: AdminQuery {
+        AdminQuery(name: "self", abstract: "Show who the token belongs to: user, balance, usable groups, the token's scope and spending.",
+                   path: "/api/user/self", shown: .record(Columns.me))
     }
 }
 

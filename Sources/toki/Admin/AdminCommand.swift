@@ -19,7 +19,7 @@ struct AdminCommand: AsyncParsableCommand {
             duration (30m, 24h, 7d): back from now for --since, ahead for --expires. Amounts are currency units.
             """,
         subcommands: [
-            AdminSelf.self, AdminUsage.self, AdminToken.self, AdminGroup.self, AdminInvite.self, AdminRedeem.self,
+            AdminGet<AdminSelf>.self, AdminUsage.self, AdminToken.self, AdminGroup.self, AdminInvite.self, AdminRedeem.self,
             AdminUser.self, AdminPrice.self, AdminRatio.self, AdminLedger.self,
         ]
     )
@@ -159,4 +159,28 @@ struct IDArgument: ExpressibleByArgument {
         self.value = value
     }
     var text: String { String(value) }
+}
+
+/// A subcommand that is one fixed GET (self, the lists that take no filter): its name and
+/// abstract in help, the path it asks and how the reply is shown are all it declares.
+struct AdminQuery {
+    var name: String
+    var abstract: String
+    var path: String
+    var shown: AdminOptions.Shown
+}
+
+protocol AdminQueryKind {
+    static var query: AdminQuery { get }
+}
+
+/// The subcommand an `AdminQueryKind` declares.
+struct AdminGet<Kind: AdminQueryKind>: AsyncParsableCommand {
+    static var configuration: CommandConfiguration { CommandConfiguration(commandName: Kind.query.name, abstract: Kind.query.abstract) }
+
+    @OptionGroup var admin: AdminOptions
+
+    func run() async throws {
+        try await admin.call(.get, Kind.query.path, Kind.query.shown)
+    }
 }

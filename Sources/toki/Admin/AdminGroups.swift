@@ -35,8 +35,9 @@ struct AdminGroup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "group", abstract: "Create and manage your private groups (pools): members, prices, usage.",
         subcommands: [
-            Create.self, List.self, Joined.self, Show.self, Rename.self, Disable.self, Enable.self, Delete.self,
-            Members.self, RemoveMember.self, Prices.self, SetPrice.self, DeletePrice.self, Usage.self,
+            Create.self, AdminGet<List>.self, AdminGet<Joined>.self, OnGroup<Show>.self, Rename.self, OnGroup<Disable>.self,
+            OnGroup<Enable>.self, OnGroup<Delete>.self, OnGroup<Members>.self, RemoveMember.self, OnGroup<Prices>.self,
+            SetPrice.self, DeletePrice.self, Usage.self,
         ])
 
     static func path(_ id: IDArgument, _ rest: String = "") -> String { "/api/user/private-groups/\(id.text)\(rest)" }
@@ -52,32 +53,45 @@ struct AdminGroup: AsyncParsableCommand {
         }
     }
 
-    struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the private groups you own.")
-        @OptionGroup var admin: AdminOptions
+    enum List: AdminQueryKind {
+        static var query: AdminQuery { AdminQuery(name: "list", abstract: "List the private groups you own.", path: "/api/user/private-groups", shown: .rows(Columns.group)) }
+    }
 
-        func run() async throws {
-            try await admin.call(.get, "/api/user/private-groups", .rows(Columns.group))
+    enum Joined: AdminQueryKind {
+        static var query: AdminQuery {
+            AdminQuery(name: "joined", abstract: "List the private groups you have been granted.", path: "/api/user/private-groups/joined", shown: .rows(Columns.joined))
         }
     }
 
-    struct Joined: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the private groups you have been granted.")
-        @OptionGroup var admin: AdminOptions
-
-        func run() async throws {
-            try await admin.call(.get, "/api/user/private-groups/joined", .rows(Columns.joined))
-        }
+    /// A subcommand that is one call on a group named by its id: its name and abstract in help,
+    /// the call (the path after the group's) and how the reply is shown are all it declares.
+    struct GroupCall {
+        var name: String
+        var abstract: String
+        var method: AdminMethod = .get
+        var rest = ""
+        var body: JSONValue?
+        var shown: (IDArgument) -> AdminOptions.Shown
     }
 
-    struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one of your private groups.")
+    protocol GroupCallKind {
+        static var call: GroupCall { get }
+    }
+
+    /// The subcommand a `GroupCallKind` declares.
+    struct OnGroup<Kind: GroupCallKind>: AsyncParsableCommand {
+        static var configuration: CommandConfiguration { CommandConfiguration(commandName: Kind.call.name, abstract: Kind.call.abstract) }
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The group's id.") var id: IDArgument
 
         func run() async throws {
-            try await admin.call(.get, AdminGroup.path(id), .record(Columns.group))
+            let call = Kind.call
+            try await admin.call(call.method, AdminGroup.path(id, call.rest), body: call.body, call.shown(id))
         }
+    }
+
+    enum Show: GroupCallKind {
+        static var call: GroupCall { GroupCall(name: "show", abstract: "Show one of your private groups.", shown: { _ in .record(Columns.group) }) }
     }
 
     struct Rename: AsyncParsableCommand {
@@ -91,45 +105,28 @@ struct AdminGroup: AsyncParsableCommand {
         }
     }
 
-    /// Shared by disable and enable: PUT {"status": 1|2}.
-    static func setStatus(_ admin: AdminOptions, _ id: IDArgument, _ status: Int) async throws {
-        try await admin.call(.put, path(id), body: .object(["status": .int(status)]), .record(Columns.group))
+    /// Disable and enable: PUT {"status": 1|2}.
+    static func setStatus(_ name: String, _ abstract: String, _ status: Int) -> GroupCall {
+        GroupCall(name: name, abstract: abstract, method: .put, body: .object(["status": .int(status)]), shown: { _ in .record(Columns.group) })
     }
 
-    struct Disable: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Disable a group: its members and workers stop using it until enabled.")
-        @OptionGroup var admin: AdminOptions
-        @Argument(help: "The group's id.") var id: IDArgument
-
-        func run() async throws { try await AdminGroup.setStatus(admin, id, 2) }
+    enum Disable: GroupCallKind {
+        static var call: GroupCall { setStatus("disable", "Disable a group: its members and workers stop using it until enabled.", 2) }
     }
 
-    struct Enable: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Enable a disabled group.")
-        @OptionGroup var admin: AdminOptions
-        @Argument(help: "The group's id.") var id: IDArgument
-
-        func run() async throws { try await AdminGroup.setStatus(admin, id, 1) }
+    enum Enable: GroupCallKind {
+        static var call: GroupCall { setStatus("enable", "Enable a disabled group.", 1) }
     }
 
-    struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a group: revokes every grant and disables its invite codes.")
-        @OptionGroup var admin: AdminOptions
-        @Argument(help: "The group's id.") var id: IDArgument
-
-        func run() async throws {
-            try await admin.call(.delete, AdminGroup.path(id), .done("deleted group \(id.text)\n", orRecord: Columns.group))
+    enum Delete: GroupCallKind {
+        static var call: GroupCall {
+            GroupCall(name: "delete", abstract: "Delete a group: revokes every grant and disables its invite codes.", method: .delete,
+                      shown: { .done("deleted group \($0.text)\n", orRecord: Columns.group) })
         }
     }
 
-    struct Members: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List a group's members.")
-        @OptionGroup var admin: AdminOptions
-        @Argument(help: "The group's id.") var id: IDArgument
-
-        func run() async throws {
-            try await admin.call(.get, AdminGroup.path(id, "/members"), .rows(Columns.member))
-        }
+    enum Members: GroupCallKind {
+        static var call: GroupCall { GroupCall(name: "members", abstract: "List a group's members.", rest: "/members", shown: { _ in .rows(Columns.member) }) }
     }
 
     struct RemoveMember: AsyncParsableCommand {
@@ -144,13 +141,9 @@ struct AdminGroup: AsyncParsableCommand {
         }
     }
 
-    struct Prices: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the prices members pay for the group's models (unpriced: free).")
-        @OptionGroup var admin: AdminOptions
-        @Argument(help: "The group's id.") var id: IDArgument
-
-        func run() async throws {
-            try await admin.call(.get, AdminGroup.path(id, "/prices"), .rows(Columns.price))
+    enum Prices: GroupCallKind {
+        static var call: GroupCall {
+            GroupCall(name: "prices", abstract: "List the prices members pay for the group's models (unpriced: free).", rest: "/prices", shown: { _ in .rows(Columns.price) })
         }
     }
 

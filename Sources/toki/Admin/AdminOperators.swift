@@ -10,15 +10,10 @@ enum RoleArgument: String, ExpressibleByArgument, CaseIterable {
 struct AdminUser: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "user", abstract: "List, create and top up users; grant private groups (admin).",
-        subcommands: [List.self, Create.self, Show.self, Topup.self, Grant.self])
+        subcommands: [AdminGet<List>.self, Create.self, Show.self, Topup.self, Grant.self])
 
-    struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List users and their balances.")
-        @OptionGroup var admin: AdminOptions
-
-        func run() async throws {
-            try await admin.call(.get, "/api/admin/users", .rows(Columns.user))
-        }
+    enum List: AdminQueryKind {
+        static var query: AdminQuery { AdminQuery(name: "list", abstract: "List users and their balances.", path: "/api/admin/users", shown: .rows(Columns.user)) }
     }
 
     struct Create: AsyncParsableCommand {
@@ -79,15 +74,10 @@ struct AdminUser: AsyncParsableCommand {
 struct AdminPrice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "price", abstract: "List, set and delete model prices (admin; pool owners use group set-price).",
-        subcommands: [List.self, Set.self, Delete.self])
+        subcommands: [AdminGet<List>.self, Set.self, Delete.self])
 
-    struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List model prices.")
-        @OptionGroup var admin: AdminOptions
-
-        func run() async throws {
-            try await admin.call(.get, "/api/admin/prices", .rows(Columns.price))
-        }
+    enum List: AdminQueryKind {
+        static var query: AdminQuery { AdminQuery(name: "list", abstract: "List model prices.", path: "/api/admin/prices", shown: .rows(Columns.price)) }
     }
 
     struct Set: AsyncParsableCommand {
@@ -116,14 +106,11 @@ struct AdminPrice: AsyncParsableCommand {
 struct AdminRatio: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ratio", abstract: "List and set group price ratios (admin).",
-        subcommands: [List.self, Set.self])
+        subcommands: [AdminGet<List>.self, Set.self])
 
-    struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List group ratios (groups not listed: 1).")
-        @OptionGroup var admin: AdminOptions
-
-        func run() async throws {
-            try await admin.call(.get, "/api/admin/group-ratios", .rows(Columns.ratio))
+    enum List: AdminQueryKind {
+        static var query: AdminQuery {
+            AdminQuery(name: "list", abstract: "List group ratios (groups not listed: 1).", path: "/api/admin/group-ratios", shown: .rows(Columns.ratio))
         }
     }
 
