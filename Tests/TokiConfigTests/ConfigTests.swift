@@ -246,7 +246,7 @@ import Testing
 
     @Test func helpNamesFlagVariableAndKey() {
         let settings = WorkerSettings()
-        #expect(ConfigText.optionHelp(settings.maxConcurrent, section: "worker") == "Requests served at once; more are refused with an error at once. (default: 256) Flag --max-concurrent, environment TOKI_WORKER_MAX_CONCURRENT, key max_concurrent.")
+        #expect(ConfigText.optionHelp(settings.maxConcurrent, section: "worker") == "Requests served at once; more are refused with an error at once. (default: 1024) Flag --max-concurrent, environment TOKI_WORKER_MAX_CONCURRENT, key max_concurrent.")
         #expect(ConfigText.optionHelp(settings.hub, section: "worker").hasSuffix("Flag --hub, environment TOKIAME_GATEWAY_URL, key hub."))
         #expect(ConfigText.optionHelp(settings.lz4, section: "worker").hasSuffix("on slow uplinks). Flag --lz4, environment TOKI_WORKER_LZ4, key lz4."))
     }
