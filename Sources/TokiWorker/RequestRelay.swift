@@ -19,6 +19,9 @@ final class InFlightRegistry: Sendable {
     struct Entry: Sendable {
         var requestID: String?
         let cancel: AsyncEvent
+        /// Until the request line is read: when to give up on it, and what to close then.
+        var awaitingLine: (deadline: ContinuousClock.Instant, close: @Sendable () -> Void)?
+        var lineTimedOut = false
     }
 
     private struct State {
@@ -46,6 +49,36 @@ final class InFlightRegistry: Sendable {
 
     func setRequestID(_ requestID: String, for token: UInt64) {
         state.withLock { $0.entries[token]?.requestID = requestID }
+    }
+
+    /// The stream under `token` must deliver its request line by `deadline`, or `close` runs
+    /// (from `closeLateStreams`). One sweep for every stream instead of a timer task each.
+    func awaitLine(_ token: UInt64, by deadline: ContinuousClock.Instant, close: @escaping @Sendable () -> Void) {
+        state.withLock { $0.entries[token]?.awaitingLine = (deadline, close) }
+    }
+
+    /// The request line arrived (or the stream ended): no deadline any more. True if the
+    /// deadline had already passed and the stream was closed for it.
+    func lineRead(_ token: UInt64) -> Bool {
+        state.withLock { state in
+            state.entries[token]?.awaitingLine = nil
+            return state.entries[token]?.lineTimedOut ?? false
+        }
+    }
+
+    /// Closes the streams whose request line is overdue at `now`.
+    func closeLateStreams(now: ContinuousClock.Instant) {
+        let late = state.withLock { state -> [@Sendable () -> Void] in
+            var late: [@Sendable () -> Void] = []
+            for (token, entry) in state.entries {
+                guard let awaiting = entry.awaitingLine, awaiting.deadline <= now else { continue }
+                state.entries[token]?.awaitingLine = nil
+                state.entries[token]?.lineTimedOut = true
+                late.append(awaiting.close)
+            }
+            return late
+        }
+        for close in late { close() }
     }
 
     func release(_ token: UInt64) {
@@ -208,7 +241,14 @@ struct RequestRelay: Sendable {
         let reader = StreamLineReader(stream, maxLineLength: TunnelProtocol.maxRequestLineLength)
         let request: TunnelRequest
         do {
-            guard let line = try await withTimeLimit(service.options.requestLineTimeout, onTimeout: { stream.close() }, { try await reader.nextLine() }) else {
+            // The deadline is kept by the service's one sweeper (`closeLateStreams`), not a timer per request.
+            service.registry.awaitLine(token, by: .now + service.options.requestLineTimeout, close: { stream.close() })
+            let line: ByteBuffer?
+            do { line = try await reader.nextLine() } catch {
+                _ = service.registry.lineRead(token)
+                throw error
+            }
+            if service.registry.lineRead(token) {
                 logger.warning("no request line on data stream within the time limit; closing it", metadata: ["stream": "\(stream.id)"])
                 return
             }

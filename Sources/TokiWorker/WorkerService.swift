@@ -82,6 +82,16 @@ public final class WorkerService: Service, Sendable {
 
     /// Runs until cancelled or, after a graceful shutdown request, until in-flight requests are
     /// done (at most `options.drainTimeout`). Returns normally in both cases.
+    /// Closes data streams whose request line is overdue, for every stream at once (a quarter
+    /// of the limit late at most, and at most a second).
+    func requestLineSweeper() async {
+        let period = min(Duration.seconds(1), options.requestLineTimeout / 4)
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: period) } catch { return }
+            registry.closeLateStreams(now: .now)
+        }
+    }
+
     public func run() async throws {
         logger.info("worker starting", metadata: [
             "hub": "\(options.config.gatewayURL)", "namespace": "\(options.config.namespace)",
@@ -93,7 +103,8 @@ public final class WorkerService: Service, Sendable {
                     group.addTask { await self.discoveryLoop() }
                 }
                 group.addTask { await self.connectLoop() }
-                // The connect loop ends on shutdown or cancellation; discovery is then stopped.
+                group.addTask { await self.requestLineSweeper() }
+                // The connect loop ends on shutdown or cancellation; discovery and the sweeper are then stopped.
                 await group.next()
                 group.cancelAll()
             }
