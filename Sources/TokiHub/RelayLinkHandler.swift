@@ -44,7 +44,8 @@ struct RelayLinkHandler: LinkHandler {
             try await hello(channel)
             watchdog.disarm()
             let key = tunnel.relayLinks.add(RelayLinks.Link(id: childID, user: principal.userName, lz4: features.lz4,
-                                                smuxVersion: session.configuration.version, since: Date()))
+                                                smuxVersion: session.configuration.version, since: Date(),
+                                                tokenID: principal.tokenID, control: channel, session: session))
             defer { tunnel.relayLinks.remove(key) }
             logger.info("relay connected", metadata: ["lz4": "\(features.lz4)", "smux": "\(session.configuration.version)"])
             while let (message, _) = try await Self.receive(channel) {
@@ -116,7 +117,8 @@ struct RelayLinkHandler: LinkHandler {
                 granted = RelayWorker(namespace: "", group: GroupList.format(groups))
             }
             return .ack(requestID: message.requestID, worker: granted,
-                        principal: RelayPrincipal(userID: Int(principal.userID), userName: principal.userName, group: principal.group))
+                        principal: RelayPrincipal(userID: Int(principal.userID), userName: principal.userName, group: principal.group,
+                                                  tokenID: principal.tokenID.map { Int($0) }))
 
         case Kind.workerUp:
             guard let announced = message.worker else { throw Refusal(code: TunnelProtocol.HubErrorCode.registerPayloadMissing, message: "worker_up without a worker") }
@@ -188,10 +190,13 @@ struct RelayLinkHandler: LinkHandler {
     }
 
     private nonisolated(nonsending) func authenticate(_ token: String?) async throws -> WorkerPrincipal {
-        guard let token, !token.isEmpty, let principal = await tunnel.admission.authenticate(token: token) else {
-            throw Refusal(code: Code.authFailed, message: "invalid token")
+        guard let token, !token.isEmpty else { throw Refusal(code: Code.authFailed, message: "invalid token") }
+        switch await tunnel.admission.check(token: token) {
+        case .valid(let principal): return principal
+        case .invalid: throw Refusal(code: Code.authFailed, message: "invalid token")
+        // A middle relay without its parent: the child hears that, not a bad token.
+        case .unavailable(let why): throw Refusal(code: Code.upstreamUnavailable, message: why)
         }
-        return principal
     }
 
     private nonisolated(nonsending) func authorize(_ groups: [String], for principal: WorkerPrincipal) async throws -> Set<String> {

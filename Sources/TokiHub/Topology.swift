@@ -1,5 +1,7 @@
 import Foundation
 import Synchronization
+import TokiMux
+import TokiTunnel
 
 /// The child relays linked to this node (root or relay), for `/admin/topology`.
 public final class RelayLinks: Sendable {
@@ -9,6 +11,10 @@ public final class RelayLinks: Sendable {
         public var lz4: Bool
         public var smuxVersion: UInt8
         public var since: Date
+        /// The link's token (a revocation of it cuts the link), and how to reach the child.
+        var tokenID: Int64?
+        var control: ControlChannel?
+        var session: MuxSession?
     }
 
     private let state = Mutex<(next: UInt64, links: [UInt64: Link])>((0, [:]))

@@ -31,6 +31,10 @@ extension TunnelProtocol {
         public static let workerDown: ControlMessageType = "worker_down"
         /// parent → child: pass `cancel_request` on to the worker `namespace` (no ack).
         public static let cancel: ControlMessageType = "cancel"
+        /// parent → child: the token `token_id` (an id of the root's store, never the secret)
+        /// was revoked: forget its cached verdicts, drop the workers admitted with it, and pass
+        /// it on to the child's own relays (no ack).
+        public static let revoke: ControlMessageType = "revoke"
         /// First line of a data stream the parent opens: the stream is for worker `namespace`.
         public static let route: ControlMessageType = "route"
     }
@@ -100,11 +104,14 @@ public struct RelayPrincipal: WireObject, Sendable, Equatable {
     public var userID: Int
     public var userName: String
     public var group: String
+    /// The token's id in the root's store: what a later `revoke` names.
+    public var tokenID: Int?
 
-    public init(userID: Int, userName: String, group: String) {
+    public init(userID: Int, userName: String, group: String, tokenID: Int? = nil) {
         self.userID = userID
         self.userName = userName
         self.group = group
+        self.tokenID = tokenID
     }
 
     static let absent = RelayPrincipal(userID: 0, userName: "", group: "")
@@ -115,6 +122,7 @@ public struct RelayPrincipal: WireObject, Sendable, Equatable {
         p.userID = id ?? 0
         try c.field("user_name", &p.userName)
         try c.field("group", &p.group)
+        try c.field("token_id", &p.tokenID)
     }
 }
 
@@ -129,10 +137,13 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
     public var principal: RelayPrincipal?
     public var cancelRequest: CancelRequestPayload?
     public var error: ErrorPayload?
+    /// `revoke`: the revoked token's id in the root's store.
+    public var tokenID: Int?
 
     public init(type: ControlMessageType, requestID: String? = nil, node: RelayNode? = nil, token: String? = nil,
                 namespace: String? = nil, worker: RelayWorker? = nil, principal: RelayPrincipal? = nil,
-                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil) {
+                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil, tokenID: Int? = nil) {
+        self.tokenID = tokenID
         self.type = type
         self.requestID = requestID
         self.node = node
@@ -160,6 +171,7 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
         try c.field("principal", &m.principal)
         try c.field("cancel_request", &m.cancelRequest)
         try c.field("error", &m.error)
+        try c.field("token_id", &m.tokenID)
     }
 
     /// The decoder (one line; unknown keys ignored). Throws `JSONReadError`.
@@ -174,6 +186,11 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
 
     public static func error(requestID: String?, code: String, message: String) -> RelayMessage {
         RelayMessage(type: .error, requestID: requestID, error: ErrorPayload(code: code, message: message))
+    }
+
+    /// The token `tokenID` of the root's store was revoked.
+    public static func revoke(tokenID: Int) -> RelayMessage {
+        RelayMessage(type: TunnelProtocol.RelayMessageType.revoke, tokenID: tokenID)
     }
 
     /// The first line of a data stream: it is for worker `namespace`.

@@ -92,6 +92,8 @@ final class UpstreamLink: Sendable {
     let logger: Logger
     private let current = Mutex<Connected?>(nil)
     let status = Mutex(Status())
+    /// What a `revoke` from the parent does here (set once the worker endpoint exists).
+    let onRevoke = Mutex<@Sendable (Int64) -> Void>({ _ in })
     private let nextRequest = Atomic<UInt64>(0)
 
     init(options: Options, registry: WorkerRegistry, logger: Logger) {
@@ -294,6 +296,11 @@ final class UpstreamLink: Sendable {
                         continue
                     }
                     waiter.resume(returning: message)
+                case TunnelProtocol.RelayMessageType.revoke:
+                    guard let id = message.tokenID else { continue }
+                    // An exporting hub's workers are under its own store's tokens: the root's
+                    // ids mean nothing there (and a revoked export token closes this link).
+                    if options.exportToken == nil { onRevoke.withLock { $0 }(Int64(id)) }
                 case TunnelProtocol.RelayMessageType.cancel:
                     if let namespace = message.namespace, let target = message.cancelRequest?.targetRequestID {
                         registry.worker(namespace: namespace)?.cancel(requestID: target)

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import TestSupport
 import Testing
@@ -265,5 +266,81 @@ struct ChainTests {
             cancelled = try await backend.cancelledCount()
         }
         #expect(cancelled > before, "the stalled client's request was never cancelled on the backend")
+    }
+
+    /// A worker's WebSocket upgrade at `port`, answered by whatever the node says (raw: the
+    /// status line and body matter here, not a tunnel).
+    static func upgrade(port: Int, token: String) async throws -> String {
+        let connection = try RawConnection(port: port)
+        try await connection.send(RawConnection.request("GET", "/api/tokilake/connect", token: token, headers: [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]))
+        try await connection.read(until: { bytes in
+            guard let end = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return false }
+            // The refusals carry a small JSON body: wait for its closing brace too.
+            return bytes.starts(with: Array("HTTP/1.1 101".utf8)) || bytes[end.upperBound...].contains(UInt8(ascii: "}"))
+        }, timeout: .seconds(20))
+        connection.close()
+        return String(decoding: connection.received, as: UTF8.self)
+    }
+
+    @Test("a relay without its parent tells a new worker the upstream is unavailable (503, JSON), not that its token is bad")
+    func upstreamUnavailableAtTheUpgrade() async throws {
+        // Port 1 on loopback: nothing listens, the relay never gets a parent.
+        let relay = try await RelayProcess(upstream: "http://127.0.0.1:1", token: "sk-toki-relay", nodeID: "orphan")
+        defer { Task { await relay.stop() } }
+        try await relay.waitForLog("upstream link down")
+        let answer = try await Self.upgrade(port: relay.port, token: "sk-toki-0123456789012345678901234567890123456789")
+        #expect(answer.hasPrefix("HTTP/1.1 503"), "\(answer)")
+        #expect(answer.contains(#""code":"relay_upstream_unavailable""#), "\(answer)")
+        #expect(answer.contains("upstream link is down"), "\(answer)")
+        // No token at all is still the plain 401: nothing to check upstream.
+        let connection = try RawConnection(port: relay.port)
+        try await connection.send(RawConnection.request("GET", "/api/tokilake/connect", headers: [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]))
+        try await connection.read(until: { $0.firstRange(of: Array("\r\n\r\n".utf8)) != nil })
+        #expect(connection.received.starts(with: Array("HTTP/1.1 401".utf8)), "\(String(decoding: connection.received, as: UTF8.self))")
+    }
+
+    @Test("a token revoked at the root: its worker behind a relay leaves at once (not after the relay's 30 s cache) and cannot come back")
+    func revocationReachesRelays() async throws {
+        let hub = try await HubProcess()
+        let admin = try #require(hub.adminToken)
+        let relayToken = try await hub.createToken(user: "ops")
+        let workerToken = try await hub.createToken(user: "alice")
+        let relay = try await RelayProcess(upstream: hub.url, token: relayToken, nodeID: "relay-a")
+        let backend = try await StubBackend(models: ["revoked-model"])
+        let worker = try await WorkerProcess(.toki, tunnelURL: relay.tunnelURL, token: workerToken, backend: backend, namespace: "revoked-gpu",
+                                             models: ["revoked-model"])
+        defer { Task { await worker.stop(); await backend.stop(); await relay.stop(); await hub.stop() } }
+        try await hub.waitForWorkers(["revoked-gpu"])
+        // The worker's token id, as its owner sees it.
+        let (_, mine) = try await HTTP.get(hub.url + "/api/user/tokens", token: workerToken)
+        let rows = try #require((try JSONSerialization.jsonObject(with: Data(mine.utf8)) as? [String: Any])?["data"] as? [[String: Any]])
+        let id = try #require(rows.first?["id"] as? Int, "\(mine)")
+
+        var request = HTTPClientRequest(url: hub.url + "/api/admin/tokens/\(id)")
+        request.method = .DELETE
+        request.headers.add(name: "Authorization", value: "Bearer \(admin)")
+        let revoked = try await HTTP.client.execute(request, timeout: .seconds(30))
+        #expect(revoked.status.code == 200)
+        let started = ContinuousClock.now
+
+        // Gone at the root well within the relay's 30 s verdict cache.
+        let deadline = started + .seconds(10)
+        while try await hub.workers()["revoked-gpu"] != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try await hub.workers()["revoked-gpu"] == nil, "still registered at the root after the revocation")
+        try await relay.waitForLog("token revoked", timeout: .seconds(10))
+        // The relay forgot its cached verdict: the token is refused at the upgrade now.
+        let again = try await Self.upgrade(port: relay.port, token: workerToken)
+        #expect(again.hasPrefix("HTTP/1.1 401"), "\(again)")
+        // The worker keeps retrying and never gets back in; the relay's own link stays up.
+        try await Task.sleep(for: .seconds(2))
+        #expect(try await hub.workers()["revoked-gpu"] == nil)
+        #expect(!relay.process.stderr.contains("upstream link down"), "\(relay.process.stderr.suffix(2000))")
     }
 }

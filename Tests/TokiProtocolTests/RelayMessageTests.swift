@@ -51,3 +51,18 @@ import Testing
         #expect(throws: JSONReadError.self) { try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"worker_up","worker":{"models":"not a list"}}"#)) }
     }
 }
+
+/// The lines added for revocation (docs/protocol.md "Relays").
+@Suite struct RelayRevocationMessageTests {
+    @Test func revokeAndTheTokenIDOfAPrincipalExact() throws {
+        var buffer = ByteBuffer()
+        RelayMessage.revoke(tokenID: 42).writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"revoke","token_id":42}"#)
+        buffer.clear()
+        RelayMessage.ack(requestID: "eu:1", principal: RelayPrincipal(userID: 7, userName: "alice", group: "default", tokenID: 12)).writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"ack","request_id":"eu:1","principal":{"user_id":7,"user_name":"alice","group":"default","token_id":12}}"#)
+        let decoded = try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"revoke","token_id":42}"#))
+        #expect(decoded == .revoke(tokenID: 42))
+        #expect(decoded.type == TunnelProtocol.RelayMessageType.revoke)
+    }
+}
