@@ -134,7 +134,8 @@ struct RelayLinkHandler: LinkHandler {
             let verdict: WorkerAdmissionVerdict
             do throws(AdmissionRefusal) {
                 verdict = try await tunnel.admission.admit(WorkerAdmissionRequest(namespace: namespace, nodeName: nodeName, models: models,
-                                                                           groups: GroupList.parse(announced.group), via: via),
+                                                                           groups: GroupList.parse(announced.group), via: via,
+                                                                           hardwareInfo: announced.hardwareInfo),
                                                     for: principal)
             } catch {
                 throw Refusal(code: error.code, message: error.message)
@@ -170,6 +171,16 @@ struct RelayLinkHandler: LinkHandler {
             tunnel.presence.seen(connection, models: changed ? models : nil)
             return .ack(requestID: message.requestID,
                         worker: RelayWorker(namespace: connection.namespace, group: GroupList.format(connection.groups)))
+
+        case Kind.workerLoad:
+            // A load for a worker that just left (or is not acked yet) is simply dropped.
+            if let namespace = message.namespace, let connection = owned[namespace], let load = message.inFlight {
+                connection.state.withLock { $0.reportedInFlight = max(0, load) }
+            }
+            return nil
+
+        case Kind.ping:
+            return .ack(requestID: message.requestID)
 
         case Kind.workerDown:
             guard let namespace = message.namespace, let connection = owned.removeValue(forKey: namespace) else {

@@ -39,8 +39,11 @@ public struct WorkerAdmissionRequest: Sendable, Equatable {
     public var groups: [String]
     /// The relays the worker sits behind, nearest this node first (empty: direct).
     public var via: [String] = []
+    /// The worker's `hardware_info` (passed up a chain with the worker).
+    public var hardwareInfo: RawJSON?
 
-    public init(namespace: String, nodeName: String, models: [String], groups: [String], via: [String] = []) {
+    public init(namespace: String, nodeName: String, models: [String], groups: [String], via: [String] = [], hardwareInfo: RawJSON? = nil) {
+        self.hardwareInfo = hardwareInfo
         self.namespace = namespace
         self.nodeName = nodeName
         self.models = models

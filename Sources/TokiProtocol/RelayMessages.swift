@@ -29,6 +29,11 @@ extension TunnelProtocol {
         public static let workerUpdate: ControlMessageType = "worker_update"
         /// child → parent: the worker `namespace` left (no ack).
         public static let workerDown: ControlMessageType = "worker_down"
+        /// child → parent: requests in flight to worker `namespace` now (`in_flight`), sent when
+        /// it changed, at most every 250 ms per worker (no ack).
+        public static let workerLoad: ControlMessageType = "worker_load"
+        /// child → parent: a round trip to measure the link (ack, nothing else).
+        public static let ping: ControlMessageType = "ping"
         /// parent → child: pass `cancel_request` on to the worker `namespace` (no ack).
         public static let cancel: ControlMessageType = "cancel"
         /// parent → child: the token `token_id` (an id of the root's store, never the secret)
@@ -139,11 +144,14 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
     public var error: ErrorPayload?
     /// `revoke`: the revoked token's id in the root's store.
     public var tokenID: Int?
+    /// `worker_load`: requests in flight to the worker.
+    public var inFlight: Int?
 
     public init(type: ControlMessageType, requestID: String? = nil, node: RelayNode? = nil, token: String? = nil,
                 namespace: String? = nil, worker: RelayWorker? = nil, principal: RelayPrincipal? = nil,
-                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil, tokenID: Int? = nil) {
+                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil, tokenID: Int? = nil, inFlight: Int? = nil) {
         self.tokenID = tokenID
+        self.inFlight = inFlight
         self.type = type
         self.requestID = requestID
         self.node = node
@@ -172,6 +180,7 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
         try c.field("cancel_request", &m.cancelRequest)
         try c.field("error", &m.error)
         try c.field("token_id", &m.tokenID)
+        try c.field("in_flight", &m.inFlight)
     }
 
     /// The decoder (one line; unknown keys ignored). Throws `JSONReadError`.

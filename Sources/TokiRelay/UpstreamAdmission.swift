@@ -51,7 +51,7 @@ struct UpstreamAdmission: WorkerAdmission {
             let reply = try await upstream.request(RelayMessage(
                 type: TunnelProtocol.RelayMessageType.workerUp, token: principal.token,
                 worker: RelayWorker(namespace: request.namespace, nodeName: request.nodeName, models: request.models,
-                                    group: GroupList.format(request.groups), via: request.via)))
+                                    group: GroupList.format(request.groups), hardwareInfo: request.hardwareInfo, via: request.via)))
             return WorkerAdmissionVerdict(userID: principal.userID, workerID: Int64(reply.worker?.workerID ?? 0), namespace: request.namespace,
                                           groups: Set(GroupList.parse(reply.worker?.group)))
         } catch {

@@ -36,6 +36,10 @@ final class UpstreamLink: Sendable {
         /// The token a hub exports its workers under (`toki hub --upstream`); nil at a relay,
         /// where each worker is announced with its own token.
         var exportToken: String?
+        /// How often in-flight counts that changed are sent up (coalesced per worker).
+        var loadInterval: Duration = .milliseconds(250)
+        /// How often the link's round trip is measured (`ping`).
+        var pingInterval: Duration = .seconds(5)
     }
 
     /// Data streams being spliced to workers right now (requests in flight through this node);
@@ -72,6 +76,10 @@ final class UpstreamLink: Sendable {
         var lz4 = false
         var smux = 1
         var since: ContinuousClock.Instant?
+        /// The last `ping` round trip.
+        var rtt: Duration?
+        /// This connection's bytes (LZ4 ratio).
+        var traffic: LinkTraffic?
     }
 
     /// The link as `/admin/topology` shows it.
@@ -83,6 +91,11 @@ final class UpstreamLink: Sendable {
         if status.connected {
             (upstream.parent, upstream.lz4, upstream.smux) = (status.parent, status.lz4, status.smux)
             upstream.connectedSeconds = status.since.map { Int($0.duration(to: .now).components.seconds) }
+            upstream.rttMilliseconds = status.rtt.map { Double($0.components.seconds) * 1000 + Double($0.components.attoseconds) / 1e15 }
+            if let totals = status.traffic?.totals, totals.wireIn + totals.wireOut > 0 {
+                upstream.lz4Ratio = totals.compressionRatio
+                (upstream.wireBytes, upstream.plainBytes) = (totals.wireIn + totals.wireOut, totals.plainIn + totals.plainOut)
+            }
         }
         return upstream
     }
@@ -108,7 +121,8 @@ final class UpstreamLink: Sendable {
     static func workerUp(_ worker: WorkerConnection, token: String, exporting: Bool = true) -> RelayMessage {
         RelayMessage(type: TunnelProtocol.RelayMessageType.workerUp, token: token,
                      worker: RelayWorker(namespace: worker.namespace, nodeName: worker.nodeName, models: worker.models.sorted(),
-                                         group: exporting ? nil : GroupList.format(worker.groups), via: worker.via))
+                                         group: exporting ? nil : GroupList.format(worker.groups), hardwareInfo: worker.hardwareInfo,
+                                         via: worker.via))
     }
 
     /// This node's path from the root (itself last); just itself while disconnected.
@@ -204,12 +218,14 @@ final class UpstreamLink: Sendable {
         } catch {
             return "dial \(dial.url): \(error)"
         }
+        let traffic = LinkTraffic()
+        status.withLock { ($0.traffic, $0.rtt) = (traffic, nil) }
         // The control side's reason wins: it says what the parent said (a refusal), where the
         // transport only saw the link close.
         enum Ended: Sendable { case transport(String), control(String) }
         return await withTaskGroup(of: Ended.self) { group in
             group.addTask {
-                do { try await tunnel.run(session) } catch { return .transport("transport: \(error)") }
+                do { try await tunnel.run(session, traffic: traffic) } catch { return .transport("transport: \(error)") }
                 return .transport("the parent closed the link")
             }
             group.addTask {
@@ -270,6 +286,8 @@ final class UpstreamLink: Sendable {
                 group.addTask { await self.readControl(link) }
                 group.addTask { await self.acceptStreams(link) }
                 group.addTask { await self.announceSnapshot(on: link); return "" }
+                group.addTask { await self.announceLoads(on: link); return "" }
+                group.addTask { await self.measureRoundTrips(on: link); return "" }
                 var reason = ""
                 for await ended in group where !ended.isEmpty {
                     reason = ended
@@ -348,8 +366,47 @@ final class UpstreamLink: Sendable {
             return upstream.close()
         }
         activeSplices.add(1, ordering: .relaxed)
-        defer { activeSplices.subtract(1, ordering: .relaxed) }
+        worker.beginSplice()
+        defer {
+            worker.endSplice()
+            activeSplices.subtract(1, ordering: .relaxed)
+        }
         await StreamSplice.run(upstream, downstream, first: reader.takeRemainder())
+    }
+
+    /// In-flight counts that changed, every `loadInterval` (so at most that often per worker,
+    /// however busy). Every 20th round re-sends the non-zero ones: a count sent before its
+    /// worker's admission was acked was dropped by the parent.
+    private func announceLoads(on link: Connected) async {
+        var sent: [String: Int] = [:]
+        var round = 0
+        while !Task.isCancelled {
+            try? await Task.sleep(for: options.loadInterval)
+            round += 1
+            let refresh = round % 20 == 0
+            var now: [String: Int] = [:]
+            for worker in registry.workers {
+                let load = worker.load
+                now[worker.namespace] = load
+                if load != sent[worker.namespace] ?? 0 || (refresh && load != 0) {
+                    link.control.send(RelayMessage(type: TunnelProtocol.RelayMessageType.workerLoad, namespace: worker.namespace, inFlight: load))
+                }
+            }
+            sent = now
+        }
+    }
+
+    /// The link's round trip: a `ping` the parent acks, every `pingInterval` (smux keepalive
+    /// NOPs are not answered, so they cannot be timed).
+    private func measureRoundTrips(on link: Connected) async {
+        while !Task.isCancelled {
+            let start = ContinuousClock.now
+            if (try? await request(RelayMessage(type: TunnelProtocol.RelayMessageType.ping), on: link)) != nil {
+                let rtt = start.duration(to: .now)
+                status.withLock { $0.rtt = rtt }
+            }
+            try? await Task.sleep(for: options.pingInterval)
+        }
     }
 
     /// After a (re)connect: every worker of the subtree, announced again.

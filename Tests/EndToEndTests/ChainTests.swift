@@ -343,4 +343,81 @@ struct ChainTests {
         #expect(try await hub.workers()["revoked-gpu"] == nil)
         #expect(!relay.process.stderr.contains("upstream link down"), "\(relay.process.stderr.suffix(2000))")
     }
+
+    /// `GET /admin/topology` as JSON.
+    static func topology(url: String, token: String) async throws -> [String: Any] {
+        let (status, body) = try await HTTP.get(url + "/admin/topology", token: token)
+        guard status == 200, let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else {
+            throw ChildProcessError("topology: \(status) \(body.prefix(300))")
+        }
+        return json
+    }
+
+    /// The node `id` anywhere in a topology's tree.
+    static func node(_ id: String, in topology: [String: Any]) -> [String: Any]? {
+        func find(_ nodes: [[String: Any]]) -> [String: Any]? {
+            for node in nodes {
+                if node["id"] as? String == id { return node }
+                if let found = find(node["children"] as? [[String: Any]] ?? []) { return found }
+            }
+            return nil
+        }
+        return find(topology["children"] as? [[String: Any]] ?? [])
+    }
+
+    /// Polls `check` on the root's topology until it holds, for up to `timeout`.
+    static func waitForTopology(url: String, token: String, timeout: Duration = .seconds(10),
+                                _ check: ([String: Any]) -> Bool) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + timeout
+        var last: [String: Any] = [:]
+        while ContinuousClock.now < deadline {
+            last = try await topology(url: url, token: token)
+            if check(last) { return last }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ChildProcessError("topology never matched: \(last)")
+    }
+
+    @Test("a child's in-flight counts, its workers' hardware_info, the link's RTT and LZ4 ratio show in the topology")
+    func loadAndLinkFigures() async throws {
+        let root = try await HubProcess()
+        let rootAdmin = try #require(root.adminToken)
+        let alice = try await root.createToken(user: "alice")
+        let child = try await HubProcess(arguments: ["--upstream", root.url, "--token", alice, "--node-id", "lab-hub"])
+        let carol = try await child.createToken(user: "carol")
+        let backend = try await StubBackend(models: ["load-model"])
+        let worker = try await WorkerProcess(.toki, hub: child, token: carol, backend: backend, namespace: "load-gpu", models: ["load-model"])
+        defer { Task { await worker.stop(); await backend.stop(); await child.stop(); await root.stop() } }
+        try await root.waitForModel("load-model", token: alice)
+
+        // The worker's register payload reached the root through the child.
+        let first = try await Self.topology(url: root.url, token: rootAdmin)
+        let hardware = Self.node("load-gpu", in: first)?["hardware_info"] as? [String: Any]
+        #expect(hardware?["num_cpu"] as? Int ?? 0 > 0, "\(first)")
+        #expect(hardware?["hostname"] is String, "\(first)")
+
+        // A slow request of the child's own user: the root routes none of it, so only the
+        // child's worker_load can make it show at the root.
+        let slow = Task {
+            try await HTTP.post(child.url + "/v1/chat/completions", token: carol,
+                                body: #"{"model":"load-model","stub_delay_ms":4000,"messages":[{"role":"user","content":"hi"}]}"#)
+        }
+        _ = try await Self.waitForTopology(url: root.url, token: rootAdmin) { Self.node("load-gpu", in: $0)?["in_flight"] as? Int == 1 }
+        let reply = try await slow.value
+        #expect(reply.status == 200, "\(reply.body)")
+        _ = try await Self.waitForTopology(url: root.url, token: rootAdmin) { Self.node("load-gpu", in: $0)?["in_flight"] as? Int == 0 }
+
+        // The child's upstream link: a measured round trip, and its LZ4 ratio (plain/wire bytes).
+        let link = try await Self.waitForTopology(url: child.url, token: try #require(child.adminToken)) {
+            ($0["upstream"] as? [String: Any])?["rtt_ms"] is Double
+        }
+        let upstream = try #require(link["upstream"] as? [String: Any])
+        #expect((upstream["rtt_ms"] as? Double ?? -1) >= 0 && (upstream["rtt_ms"] as? Double ?? 1e9) < 5_000, "\(upstream)")
+        #expect((upstream["lz4_ratio"] as? Double ?? 0) > 0, "\(upstream)")
+        #expect((upstream["wire_bytes"] as? Int ?? 0) > 0 && (upstream["plain_bytes"] as? Int ?? 0) > 0, "\(upstream)")
+        let status = try await Self.status(url: child.url, token: try #require(child.adminToken))
+        #expect(status.contains(" ms, lz4 ratio "), "\(status)")
+        let rootStatus = try await Self.status(url: root.url, token: rootAdmin)
+        #expect(rootStatus.contains("worker load-gpu") && rootStatus.contains("hardware {"), "\(rootStatus)")
+    }
 }

@@ -65,4 +65,15 @@ import Testing
         #expect(decoded == .revoke(tokenID: 42))
         #expect(decoded.type == TunnelProtocol.RelayMessageType.revoke)
     }
+
+    @Test func workerLoadAndPingExact() throws {
+        var buffer = ByteBuffer()
+        RelayMessage(type: TunnelProtocol.RelayMessageType.workerLoad, namespace: "gpu", inFlight: 3).writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"worker_load","namespace":"gpu","in_flight":3}"#)
+        buffer.clear()
+        RelayMessage(type: TunnelProtocol.RelayMessageType.ping, requestID: "eu:9").writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"ping","request_id":"eu:9"}"#)
+        let decoded = try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"worker_load","namespace":"gpu","in_flight":3}"#))
+        #expect(decoded.inFlight == 3 && decoded.namespace == "gpu")
+    }
 }
