@@ -40,6 +40,7 @@ struct RelayLinkHandler: LinkHandler {
         let relay = RelayLink(session: session, control: channel, link: link, nodeID: childID)
         async let writing: Void = { try? await channel.runWriter() }()
         var owned: [String: WorkerConnection] = [:]
+        var lastSequence = 0
         do {
             try await hello(channel)
             watchdog.disarm()
@@ -49,6 +50,15 @@ struct RelayLinkHandler: LinkHandler {
             defer { tunnel.relayLinks.remove(key) }
             logger.info("relay connected", metadata: ["lz4": "\(features.lz4)", "smux": "\(session.configuration.version)"])
             while let (message, _) = try await Self.receive(channel) {
+                // A numbered announcement out of order: a change may be lost, so this view of
+                // the subtree cannot be trusted. The link ends (thrown past the per-message
+                // refusals); the child reconnects and restates everything in its snapshot.
+                if message.isAnnouncement, let seq = message.seq {
+                    guard seq == lastSequence + 1 else {
+                        throw Refusal(code: Code.sequenceGap, message: "announcement \(seq) after \(lastSequence): a change was lost; reconnect and send a snapshot")
+                    }
+                    lastSequence = seq
+                }
                 do {
                     if let reply = try await handle(message, relay: relay, owned: &owned, logger: logger) { channel.send(reply) }
                 } catch let refusal as Refusal {

@@ -50,6 +50,10 @@ extension TunnelProtocol {
         public static let hopLimit = "relay_hop_limit"
         /// A message about a namespace this relay never had admitted.
         public static let unknownNamespace = "relay_unknown_namespace"
+        /// An announcement's `seq` was not the previous one plus 1: the parent's view of the
+        /// subtree may have lost a change, so it closes the link and the child's reconnect
+        /// sends a fresh snapshot.
+        public static let sequenceGap = "relay_sequence_gap"
         /// The relay cannot reach its parent: admission is impossible right now.
         public static let upstreamUnavailable = "relay_upstream_unavailable"
         public static let authFailed = HubErrorCode.authFailed
@@ -146,10 +150,14 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
     public var tokenID: Int?
     /// `worker_load`: requests in flight to the worker.
     public var inFlight: Int?
+    /// Announcements (`worker_up`, `worker_update`, `worker_down`): their number on this link,
+    /// 1 for the first after `hello` (the snapshot's first `worker_up`), each the previous + 1.
+    public var seq: Int?
 
     public init(type: ControlMessageType, requestID: String? = nil, node: RelayNode? = nil, token: String? = nil,
                 namespace: String? = nil, worker: RelayWorker? = nil, principal: RelayPrincipal? = nil,
-                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil, tokenID: Int? = nil, inFlight: Int? = nil) {
+                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil, tokenID: Int? = nil, inFlight: Int? = nil, seq: Int? = nil) {
+        self.seq = seq
         self.tokenID = tokenID
         self.inFlight = inFlight
         self.type = type
@@ -181,6 +189,13 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
         try c.field("error", &m.error)
         try c.field("token_id", &m.tokenID)
         try c.field("in_flight", &m.inFlight)
+        try c.field("seq", &m.seq)
+    }
+
+    /// Whether this line changes the parent's view of the subtree (and so is numbered).
+    public var isAnnouncement: Bool {
+        type == TunnelProtocol.RelayMessageType.workerUp || type == TunnelProtocol.RelayMessageType.workerUpdate
+            || type == TunnelProtocol.RelayMessageType.workerDown
     }
 
     /// The decoder (one line; unknown keys ignored). Throws `JSONReadError`.

@@ -59,6 +59,22 @@ final class UpstreamLink: Sendable {
             self.parentPath = parentPath
         }
 
+        /// The last announcement number sent on this link.
+        private let sequence = Mutex(0)
+
+        /// Sends a line; an announcement gets the link's next number under the same lock as
+        /// its enqueueing, so the numbers go out in order whichever task sends.
+        @discardableResult
+        func send(_ message: RelayMessage) -> Bool {
+            guard message.isAnnouncement else { return control.send(message) }
+            return sequence.withLock { last in
+                last += 1
+                var numbered = message
+                numbered.seq = last
+                return control.send(numbered)
+            }
+        }
+
         func failAll(_ error: any Error) {
             let waiting = pending.withLock { pending in
                 defer { pending = [:] }
@@ -151,7 +167,7 @@ final class UpstreamLink: Sendable {
         }) {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RelayMessage, any Error>) in
                 link.pending.withLock { $0[id] = continuation }
-                if !link.control.send(message) {
+                if !link.send(message) {
                     link.pending.withLock { $0.removeValue(forKey: id) }?.resume(throwing: UpstreamRefusal(
                         code: TunnelProtocol.RelayErrorCode.upstreamUnavailable, message: "the link to the parent is closing"))
                 }
@@ -169,7 +185,7 @@ final class UpstreamLink: Sendable {
     /// Sends a message that has no answer (worker_down); dropped while disconnected (the next
     /// snapshot says it anyway).
     func notify(_ message: RelayMessage) {
-        current.withLock { $0 }?.control.send(message)
+        current.withLock { $0 }?.send(message)
     }
 
     // MARK: The link's life

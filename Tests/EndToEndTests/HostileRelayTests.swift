@@ -129,6 +129,34 @@ struct HostileRelayTests {
         try await s.undisturbed()
     }
 
+    @Test("an announcement numbered out of order ends the relay's link with relay_sequence_gap and takes its workers offline")
+    func sequenceGap() async throws {
+        let s = try await Setup.start()
+        defer { Task { await s.stop() } }
+        let relay = try await ScriptedRelay(hub: s.hub, token: s.token, nodeID: "gappy")
+        defer { relay.close() }
+        _ = try await relay.exchange(RelayMessage(type: Kind.hello, requestID: "h", node: RelayNode(id: "gappy")))
+        let up = try await relay.exchange(RelayMessage(type: Kind.workerUp, requestID: "1", token: s.token,
+                                                       worker: RelayWorker(namespace: "gap-gpu", models: ["gap-model"]), seq: 1))
+        #expect(up?.type == .ack, "\(String(describing: up))")
+        let update = try await relay.exchange(RelayMessage(type: Kind.workerUpdate, requestID: "2",
+                                                           worker: RelayWorker(namespace: "gap-gpu", models: ["gap-model", "more"]), seq: 2))
+        #expect(update?.type == .ack, "\(String(describing: update))")
+        try await s.hub.waitForWorkers(["gap-gpu"])
+        // Number 3 never arrives.
+        let skipped = try await relay.exchange(RelayMessage(type: Kind.workerUpdate, requestID: "4",
+                                                            worker: RelayWorker(namespace: "gap-gpu", models: ["gap-model"]), seq: 4))
+        #expect(skipped?.error?.code == TunnelProtocol.RelayErrorCode.sequenceGap, "\(String(describing: skipped))")
+        #expect(skipped?.error?.message.contains("4 after 2") == true)
+        // The link ended with it: the subtree it announced is offline at the root.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try await s.hub.workers()["gap-gpu"] != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try await s.hub.workers()["gap-gpu"] == nil)
+        try await s.undisturbed()
+    }
+
     @Test("a line that is not a relay message ends that relay's link with an error; nothing else is disturbed")
     func malformedLine() async throws {
         let s = try await Setup.start()

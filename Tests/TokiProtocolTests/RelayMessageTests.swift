@@ -76,4 +76,14 @@ import Testing
         let decoded = try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"worker_load","namespace":"gpu","in_flight":3}"#))
         #expect(decoded.inFlight == 3 && decoded.namespace == "gpu")
     }
+
+    @Test func announcementsCarryTheirNumber() throws {
+        var buffer = ByteBuffer()
+        RelayMessage(type: TunnelProtocol.RelayMessageType.workerDown, namespace: "gpu", seq: 7).writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"worker_down","namespace":"gpu","seq":7}"#)
+        let decoded = try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"worker_update","request_id":"eu:4","worker":{"namespace":"gpu","models":["m"]},"seq":3}"#))
+        #expect(decoded.seq == 3 && decoded.isAnnouncement)
+        #expect(!RelayMessage(type: TunnelProtocol.RelayMessageType.workerLoad, namespace: "gpu", inFlight: 1).isAnnouncement)
+        #expect(!RelayMessage.revoke(tokenID: 1).isAnnouncement)
+    }
 }
