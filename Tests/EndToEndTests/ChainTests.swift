@@ -33,6 +33,33 @@ final class RelayProcess: Sendable {
     func stop() async { await process.stop() }
 }
 
+/// root <- `toki hub --upstream` (node lab-hub, exporting under alice's token) <- a worker of
+/// the child's own user carol. (Not waited for here: a failed wait must still stop them.)
+struct LendingChain {
+    let root: HubProcess
+    let alice: String
+    let child: HubProcess
+    let carol: String
+    let backend: StubBackend
+    let worker: WorkerProcess
+
+    init(_ kind: WorkerKind, namespace: String, model: String) async throws {
+        root = try await HubProcess()
+        alice = try await root.createToken(user: "alice")
+        child = try await HubProcess(arguments: ["--upstream", root.url, "--token", alice, "--node-id", "lab-hub"])
+        carol = try await child.createToken(user: "carol")
+        backend = try await StubBackend(models: [model])
+        worker = try await WorkerProcess(kind, hub: child, token: carol, backend: backend, namespace: namespace, models: [model])
+    }
+
+    func stop() async {
+        await worker.stop()
+        await backend.stop()
+        await child.stop()
+        await root.stop()
+    }
+}
+
 /// Chains of hubs, as a user builds them from the README: the root hub, relays below it, and
 /// workers (original Go Tokiame and toki) connected to the relays exactly as to a hub.
 @Suite("chained relays: root <- relay(s) <- worker", .serialized)
@@ -206,13 +233,9 @@ struct ChainTests {
 
     @Test("hub --upstream: its own users keep using it; upstream its workers serve under the account of its token")
     func hubLendsItsWorkers() async throws {
-        let root = try await HubProcess()
-        let alice = try await root.createToken(user: "alice")
-        let child = try await HubProcess(arguments: ["--upstream", root.url, "--token", alice, "--node-id", "lab-hub"])
-        let carol = try await child.createToken(user: "carol")
-        let backend = try await StubBackend(models: ["lab-model"])
-        let worker = try await WorkerProcess(.goTokiame, hub: child, token: carol, backend: backend, namespace: "lab-gpu", models: ["lab-model"])
-        defer { Task { await worker.stop(); await backend.stop(); await child.stop(); await root.stop() } }
+        let chain = try await LendingChain(.goTokiame, namespace: "lab-gpu", model: "lab-model")
+        let (root, alice, child, carol, worker) = (chain.root, chain.alice, chain.child, chain.carol, chain.worker)
+        defer { Task { await chain.stop() } }
         try await child.waitForModel("lab-model", token: carol)
         try await root.waitForModel("lab-model", token: alice)
 
@@ -316,16 +339,7 @@ struct ChainTests {
                                              models: ["revoked-model"])
         defer { Task { await worker.stop(); await backend.stop(); await relay.stop(); await hub.stop() } }
         try await hub.waitForWorkers(["revoked-gpu"])
-        // The worker's token id, as its owner sees it.
-        let (_, mine) = try await HTTP.get(hub.url + "/api/user/tokens", token: workerToken)
-        let rows = try #require((try JSONSerialization.jsonObject(with: Data(mine.utf8)) as? [String: Any])?["data"] as? [[String: Any]])
-        let id = try #require(rows.first?["id"] as? Int, "\(mine)")
-
-        var request = HTTPClientRequest(url: hub.url + "/api/admin/tokens/\(id)")
-        request.method = .DELETE
-        request.headers.add(name: "Authorization", value: "Bearer \(admin)")
-        let revoked = try await HTTP.client.execute(request, timeout: .seconds(30))
-        #expect(revoked.status.code == 200)
+        try await Self.revoke(workerToken, at: hub, admin: admin)
         let started = ContinuousClock.now
 
         // Gone at the root well within the relay's 30 s verdict cache.
@@ -342,6 +356,22 @@ struct ChainTests {
         try await Task.sleep(for: .seconds(2))
         #expect(try await hub.workers()["revoked-gpu"] == nil)
         #expect(!relay.process.stderr.contains("upstream link down"), "\(relay.process.stderr.suffix(2000))")
+
+        // Revoking the relay's own token cuts its link at the root.
+        try await Self.revoke(relayToken, at: hub, admin: admin)
+        try await relay.waitForLog("upstream link down", timeout: .seconds(10))
+    }
+
+    /// Revokes `token` through the admin API (its id as its owner sees it).
+    static func revoke(_ token: String, at hub: HubProcess, admin: String) async throws {
+        let (_, mine) = try await HTTP.get(hub.url + "/api/user/tokens", token: token)
+        let rows = try #require((try JSONSerialization.jsonObject(with: Data(mine.utf8)) as? [String: Any])?["data"] as? [[String: Any]])
+        let id = try #require(rows.first?["id"] as? Int, "\(mine)")
+        var request = HTTPClientRequest(url: hub.url + "/api/admin/tokens/\(id)")
+        request.method = .DELETE
+        request.headers.add(name: "Authorization", value: "Bearer \(admin)")
+        let revoked = try await HTTP.client.execute(request, timeout: .seconds(30))
+        #expect(revoked.status.code == 200)
     }
 
     /// `GET /admin/topology` as JSON.
@@ -380,15 +410,11 @@ struct ChainTests {
 
     @Test("a child's in-flight counts, its workers' hardware_info, the link's RTT and LZ4 ratio show in the topology")
     func loadAndLinkFigures() async throws {
-        let root = try await HubProcess()
+        let chain = try await LendingChain(.toki, namespace: "load-gpu", model: "load-model")
+        let (root, child, carol) = (chain.root, chain.child, chain.carol)
+        defer { Task { await chain.stop() } }
+        try await root.waitForModel("load-model", token: chain.alice)
         let rootAdmin = try #require(root.adminToken)
-        let alice = try await root.createToken(user: "alice")
-        let child = try await HubProcess(arguments: ["--upstream", root.url, "--token", alice, "--node-id", "lab-hub"])
-        let carol = try await child.createToken(user: "carol")
-        let backend = try await StubBackend(models: ["load-model"])
-        let worker = try await WorkerProcess(.toki, hub: child, token: carol, backend: backend, namespace: "load-gpu", models: ["load-model"])
-        defer { Task { await worker.stop(); await backend.stop(); await child.stop(); await root.stop() } }
-        try await root.waitForModel("load-model", token: alice)
 
         // The worker's register payload reached the root through the child.
         let first = try await Self.topology(url: root.url, token: rootAdmin)

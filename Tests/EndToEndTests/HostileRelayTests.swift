@@ -74,6 +74,14 @@ struct HostileRelayTests {
             return Setup(hub: hub, token: token, backend: backend, worker: worker)
         }
 
+        /// A scripted relay linked to the hub with this setup's token, past its hello.
+        func helloedRelay(_ nodeID: String) async throws -> ScriptedRelay {
+            let relay = try await ScriptedRelay(hub: hub, token: token, nodeID: nodeID)
+            let hello = try await relay.exchange(RelayMessage(type: Kind.hello, requestID: "h", node: RelayNode(id: nodeID)))
+            #expect(hello?.type == .ack && hello?.node?.path?.count == 1)
+            return relay
+        }
+
         /// The direct worker still answers.
         func undisturbed() async throws {
             let reply = try await HTTP.post(hub.url + "/v1/chat/completions", token: token,
@@ -92,10 +100,8 @@ struct HostileRelayTests {
     func refusedAnnouncements() async throws {
         let s = try await Setup.start()
         defer { Task { await s.stop() } }
-        let relay = try await ScriptedRelay(hub: s.hub, token: s.token, nodeID: "hostile")
+        let relay = try await s.helloedRelay("hostile")
         defer { relay.close() }
-        let hello = try await relay.exchange(RelayMessage(type: Kind.hello, requestID: "h", node: RelayNode(id: "hostile")))
-        #expect(hello?.type == .ack && hello?.node?.path?.count == 1)
 
         // An update and a departure for namespaces this relay never announced.
         let update = try await relay.exchange(RelayMessage(type: Kind.workerUpdate, requestID: "u",
@@ -133,9 +139,8 @@ struct HostileRelayTests {
     func sequenceGap() async throws {
         let s = try await Setup.start()
         defer { Task { await s.stop() } }
-        let relay = try await ScriptedRelay(hub: s.hub, token: s.token, nodeID: "gappy")
+        let relay = try await s.helloedRelay("gappy")
         defer { relay.close() }
-        _ = try await relay.exchange(RelayMessage(type: Kind.hello, requestID: "h", node: RelayNode(id: "gappy")))
         let up = try await relay.exchange(RelayMessage(type: Kind.workerUp, requestID: "1", token: s.token,
                                                        worker: RelayWorker(namespace: "gap-gpu", models: ["gap-model"]), seq: 1))
         #expect(up?.type == .ack, "\(String(describing: up))")
@@ -161,9 +166,8 @@ struct HostileRelayTests {
     func malformedLine() async throws {
         let s = try await Setup.start()
         defer { Task { await s.stop() } }
-        let relay = try await ScriptedRelay(hub: s.hub, token: s.token, nodeID: "garbage")
+        let relay = try await s.helloedRelay("garbage")
         defer { relay.close() }
-        _ = try await relay.exchange(RelayMessage(type: Kind.hello, requestID: "h", node: RelayNode(id: "garbage")))
         let reply = try await relay.exchange(raw: ByteBuffer(string: "{\"type\":\"worker_up\",\"worker\":{\"namespace\":\n"))
         #expect(reply?.error?.code == TunnelProtocol.HubErrorCode.unsupportedMessageType, "\(String(describing: reply))")
         #expect(reply?.error?.message.contains("invalid relay message") == true)
