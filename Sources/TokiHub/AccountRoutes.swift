@@ -17,7 +17,7 @@ struct AccountRoutes: Sendable {
     /// Called after any price or ratio changed (the router's pricing cache reloads).
     var onPricesChanged: @Sendable () -> Void = {}
     /// Called after a token was revoked (cached authentications are dropped).
-    var onTokenRevoked: @Sendable () -> Void = {}
+    var onTokenRevoked: @Sendable (Int64) -> Void = { _ in }
     /// A user's balance changed outside the charges (a top-up or an adjustment).
     var onBalanceChanged: @Sendable (Int64) -> Void = { _ in }
     var now: @Sendable () -> Date = { Date() }
@@ -211,7 +211,7 @@ struct AccountRoutes: Sendable {
 
     func revokeToken(_ id: Int64, ownedBy userID: Int64?) async throws -> Response {
         try await store.revokeToken(id: id, ownedBy: userID)
-        onTokenRevoked()
+        onTokenRevoked(id)
         guard let record = try await store.token(id: id) else { throw APIError.notFound("token #\(id)") }
         return try APIEnvelope.ok(JSONFields.token(record))
     }

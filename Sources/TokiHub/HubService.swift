@@ -88,7 +88,10 @@ public final class HubService: Service, Sendable {
         router.addRoutes(PrivateGroupRoutes(store: store, tokens: tokens, onAccessChanged: { [tokens] user in tokens.invalidate(userID: user) },
                                             allowRedeem: { redeems.allow($0) }).collection())
         router.addRoutes(AccountRoutes(store: store, tokens: tokens, onPricesChanged: { [billing] in billing.pricesChanged() },
-                                       onTokenRevoked: { [tokens] in tokens.invalidateAll() },
+                                       onTokenRevoked: { [tokens, tunnel] id in
+                                           tokens.invalidateAll()
+                                           tunnel.revoke(tokenID: id)  // and down every relay link
+                                       },
                                        onBalanceChanged: { [billing] user in billing.balanceChanged(userID: user) }).collection())
         router.addRoutes(TunnelServer<WorkerPrincipal>.refusalRoutes(context: HubRequestContext.self))
         return router

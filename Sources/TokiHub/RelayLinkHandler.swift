@@ -40,14 +40,25 @@ struct RelayLinkHandler: LinkHandler {
         let relay = RelayLink(session: session, control: channel, link: link, nodeID: childID)
         async let writing: Void = { try? await channel.runWriter() }()
         var owned: [String: WorkerConnection] = [:]
+        var lastSequence = 0
         do {
             try await hello(channel)
             watchdog.disarm()
             let key = tunnel.relayLinks.add(RelayLinks.Link(id: childID, user: principal.userName, lz4: features.lz4,
-                                                smuxVersion: session.configuration.version, since: Date()))
+                                                smuxVersion: session.configuration.version, since: Date(),
+                                                tokenID: principal.tokenID, control: channel, session: session))
             defer { tunnel.relayLinks.remove(key) }
             logger.info("relay connected", metadata: ["lz4": "\(features.lz4)", "smux": "\(session.configuration.version)"])
             while let (message, _) = try await Self.receive(channel) {
+                // A numbered announcement out of order: a change may be lost, so this view of
+                // the subtree cannot be trusted. The link ends (thrown past the per-message
+                // refusals); the child reconnects and restates everything in its snapshot.
+                if message.isAnnouncement, let seq = message.seq {
+                    guard seq == lastSequence + 1 else {
+                        throw Refusal(code: Code.sequenceGap, message: "announcement \(seq) after \(lastSequence): a change was lost; reconnect and send a snapshot")
+                    }
+                    lastSequence = seq
+                }
                 do {
                     if let reply = try await handle(message, relay: relay, owned: &owned, logger: logger) { channel.send(reply) }
                 } catch let refusal as Refusal {
@@ -116,7 +127,8 @@ struct RelayLinkHandler: LinkHandler {
                 granted = RelayWorker(namespace: "", group: GroupList.format(groups))
             }
             return .ack(requestID: message.requestID, worker: granted,
-                        principal: RelayPrincipal(userID: Int(principal.userID), userName: principal.userName, group: principal.group))
+                        principal: RelayPrincipal(userID: Int(principal.userID), userName: principal.userName, group: principal.group,
+                                                  tokenID: principal.tokenID.map { Int($0) }))
 
         case Kind.workerUp:
             guard let announced = message.worker else { throw Refusal(code: TunnelProtocol.HubErrorCode.registerPayloadMissing, message: "worker_up without a worker") }
@@ -132,7 +144,8 @@ struct RelayLinkHandler: LinkHandler {
             let verdict: WorkerAdmissionVerdict
             do throws(AdmissionRefusal) {
                 verdict = try await tunnel.admission.admit(WorkerAdmissionRequest(namespace: namespace, nodeName: nodeName, models: models,
-                                                                           groups: GroupList.parse(announced.group), via: via),
+                                                                           groups: GroupList.parse(announced.group), via: via,
+                                                                           hardwareInfo: announced.hardwareInfo),
                                                     for: principal)
             } catch {
                 throw Refusal(code: error.code, message: error.message)
@@ -169,6 +182,16 @@ struct RelayLinkHandler: LinkHandler {
             return .ack(requestID: message.requestID,
                         worker: RelayWorker(namespace: connection.namespace, group: GroupList.format(connection.groups)))
 
+        case Kind.workerLoad:
+            // A load for a worker that just left (or is not acked yet) is simply dropped.
+            if let namespace = message.namespace, let connection = owned[namespace], let load = message.inFlight {
+                connection.state.withLock { $0.reportedInFlight = max(0, load) }
+            }
+            return nil
+
+        case Kind.ping:
+            return .ack(requestID: message.requestID)
+
         case Kind.workerDown:
             guard let namespace = message.namespace, let connection = owned.removeValue(forKey: namespace) else {
                 throw Refusal(code: Code.unknownNamespace, message: "worker_down for a namespace this relay has not announced")
@@ -188,10 +211,13 @@ struct RelayLinkHandler: LinkHandler {
     }
 
     private nonisolated(nonsending) func authenticate(_ token: String?) async throws -> WorkerPrincipal {
-        guard let token, !token.isEmpty, let principal = await tunnel.admission.authenticate(token: token) else {
-            throw Refusal(code: Code.authFailed, message: "invalid token")
+        guard let token, !token.isEmpty else { throw Refusal(code: Code.authFailed, message: "invalid token") }
+        switch await tunnel.admission.check(token: token) {
+        case .valid(let principal): return principal
+        case .invalid: throw Refusal(code: Code.authFailed, message: "invalid token")
+        // A middle relay without its parent: the child hears that, not a bad token.
+        case .unavailable(let why): throw Refusal(code: Code.upstreamUnavailable, message: why)
         }
-        return principal
     }
 
     private nonisolated(nonsending) func authorize(_ groups: [String], for principal: WorkerPrincipal) async throws -> Set<String> {

@@ -1,5 +1,8 @@
 import Foundation
 import Synchronization
+import TokiMux
+import TokiProtocol
+import TokiTunnel
 
 /// The child relays linked to this node (root or relay), for `/admin/topology`.
 public final class RelayLinks: Sendable {
@@ -9,6 +12,10 @@ public final class RelayLinks: Sendable {
         public var lz4: Bool
         public var smuxVersion: UInt8
         public var since: Date
+        /// The link's token (a revocation of it cuts the link), and how to reach the child.
+        var tokenID: Int64?
+        var control: ControlChannel?
+        var session: MuxSession?
     }
 
     private let state = Mutex<(next: UInt64, links: [UInt64: Link])>((0, [:]))
@@ -47,6 +54,12 @@ public struct Topology: Encodable, Sendable {
         public var connectedSeconds: Int?
         public var reconnects = 0
         public var lastError: String?
+        /// The last measured round trip over the link's control stream (`ping`).
+        public var rttMilliseconds: Double?
+        /// Plain bytes per wire byte on this connection, both ways (1 without LZ4), and the totals.
+        public var lz4Ratio: Double?
+        public var wireBytes: UInt64?
+        public var plainBytes: UInt64?
 
         public init(url: String, state: String, path: [String]) {
             self.url = url
@@ -58,6 +71,10 @@ public struct Topology: Encodable, Sendable {
             case url, state, parent, path, lz4, smux, reconnects
             case connectedSeconds = "connected_seconds"
             case lastError = "last_error"
+            case rttMilliseconds = "rtt_ms"
+            case lz4Ratio = "lz4_ratio"
+            case wireBytes = "wire_bytes"
+            case plainBytes = "plain_bytes"
         }
     }
 
@@ -68,6 +85,7 @@ public struct Topology: Encodable, Sendable {
         var user: String?
         var models: [String]?
         var inFlight: Int?
+        var hardwareInfo: JSONValue?
         var hops: Int
         var lz4: Bool?
         var smux: Int?
@@ -76,6 +94,7 @@ public struct Topology: Encodable, Sendable {
         enum CodingKeys: String, CodingKey {
             case kind, id, user, models, hops, lz4, smux, children
             case inFlight = "in_flight"
+            case hardwareInfo = "hardware_info"
         }
     }
 
@@ -99,7 +118,7 @@ public struct Topology: Encodable, Sendable {
                 branch = branch.relays[relay]!
             }
             branch.workers.append(Node(kind: "worker", id: worker.namespace, user: worker.principal.userName, models: worker.models.sorted(),
-                                       inFlight: worker.inFlight, hops: worker.via.count, lz4: nil, smux: nil, children: nil))
+                                       inFlight: worker.load, hardwareInfo: worker.hardwareInfo?.value, hops: worker.via.count, lz4: nil, smux: nil, children: nil))
         }
         let direct = Dictionary(relays.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         for id in direct.keys where root.relays[id] == nil { root.relays[id] = Branch() }
@@ -107,7 +126,7 @@ public struct Topology: Encodable, Sendable {
             let workers = branch.workers.sorted { $0.id < $1.id }
             let relays = branch.relays.keys.sorted().map { id -> Node in
                 let link = depth == 0 ? direct[id] : nil
-                return Node(kind: "relay", id: id, user: link?.user, models: nil, inFlight: nil, hops: depth + 1,
+                return Node(kind: "relay", id: id, user: link?.user, models: nil, inFlight: nil, hardwareInfo: nil, hops: depth + 1,
                             lz4: link?.lz4, smux: link.map { Int($0.smuxVersion) }, children: nodes(branch.relays[id]!, depth: depth + 1))
             }
             return workers + relays

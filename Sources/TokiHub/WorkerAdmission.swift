@@ -39,8 +39,11 @@ public struct WorkerAdmissionRequest: Sendable, Equatable {
     public var groups: [String]
     /// The relays the worker sits behind, nearest this node first (empty: direct).
     public var via: [String] = []
+    /// The worker's `hardware_info` (passed up a chain with the worker).
+    public var hardwareInfo: RawJSON?
 
-    public init(namespace: String, nodeName: String, models: [String], groups: [String], via: [String] = []) {
+    public init(namespace: String, nodeName: String, models: [String], groups: [String], via: [String] = [], hardwareInfo: RawJSON? = nil) {
+        self.hardwareInfo = hardwareInfo
         self.namespace = namespace
         self.nodeName = nodeName
         self.models = models
@@ -122,6 +125,27 @@ public protocol WorkerAdmission: Sendable {
     func authorizeGroups(_ requested: [String], for principal: WorkerPrincipal) async throws(AdmissionRefusal) -> Set<String>
     /// Registers a worker: authorises its groups and claims its namespace for `principal`.
     func admit(_ request: WorkerAdmissionRequest, for principal: WorkerPrincipal) async throws(AdmissionRefusal) -> WorkerAdmissionVerdict
+    /// Like `authenticate`, but tells a refused token from one that cannot be checked right
+    /// now (a relay without its parent), so the worker hears the real reason.
+    func check(token: String) async -> TokenCheck
+    /// The root revoked token `tokenID`: forget what is cached about it.
+    func revoked(tokenID: Int64)
+}
+
+/// A token check's outcome.
+public enum TokenCheck: Sendable {
+    case valid(WorkerPrincipal)
+    case invalid
+    /// Nobody can say now (why, for the worker).
+    case unavailable(String)
+}
+
+extension WorkerAdmission {
+    public func check(token: String) async -> TokenCheck {
+        await authenticate(token: token).map { .valid($0) } ?? .invalid
+    }
+
+    public func revoked(tokenID: Int64) {}
 }
 
 /// Admission over the hub's own store: tokens with the `worker` scope (or both) through the

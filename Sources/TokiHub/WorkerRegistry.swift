@@ -26,6 +26,9 @@ public final class WorkerConnection: Sendable {
         var nodeName: String
         var hardwareInfo: RawJSON?
         var inFlight = 0
+        /// What the relay this worker is behind last said of its in-flight requests (its
+        /// count includes this node's requests through it, and any of its own users').
+        var reportedInFlight: Int?
         /// Tunnel ids of the requests in flight.
         var requests: Set<String> = []
         var lastSeen = ContinuousClock.now
@@ -51,6 +54,14 @@ public final class WorkerConnection: Sendable {
     public var groups: Set<String> { state.withLock { $0.groups } }
     public var nodeName: String { state.withLock { $0.nodeName } }
     public var inFlight: Int { state.withLock { $0.inFlight } }
+    /// The requests in flight to the worker as far as this node knows: its own, or what the
+    /// relay below reported, whichever is more.
+    public var load: Int { state.withLock { max($0.inFlight, $0.reportedInFlight ?? 0) } }
+    public var hardwareInfo: RawJSON? { state.withLock { $0.hardwareInfo } }
+
+    /// A data stream spliced to the worker at a relay: in flight like a request of this node.
+    public func beginSplice() { state.withLock { $0.inFlight += 1 } }
+    public func endSplice() { state.withLock { $0.inFlight -= 1 } }
 
     /// Registers an in-flight request; false if the worker is already gone (or the id is taken).
     func begin(requestID: String) -> Bool {
@@ -245,7 +256,7 @@ public final class WorkerRegistry: Sendable {
         let route = state.withLock { $0.byRoute[RouteKey(group: group, model: model)] } ?? []
         guard limit > 0, !route.isEmpty else { return [] }
         func load(_ worker: WorkerConnection) -> Int {
-            worker.state.withLock { ($0.probing ? 1 << 32 : 0) + $0.inFlight + ($0.closed ? 1 << 40 : 0) }
+            worker.state.withLock { ($0.probing ? 1 << 32 : 0) + max($0.inFlight, $0.reportedInFlight ?? 0) + ($0.closed ? 1 << 40 : 0) }
         }
         if route.count == 1 { return route }
         if route.count <= limit {

@@ -190,7 +190,8 @@ struct WorkerSessionHandler: LinkHandler {
         let verdict: WorkerAdmissionVerdict
         do throws(AdmissionRefusal) {
             verdict = try await tunnel.admission.admit(WorkerAdmissionRequest(namespace: namespace, nodeName: nodeName, models: models,
-                                                                       groups: GroupList.parse(payload.group)), for: principal)
+                                                                       groups: GroupList.parse(payload.group), hardwareInfo: payload.hardwareInfo),
+                                                               for: principal)
         } catch {
             throw Fatal(code: error.code, message: error.message)
         }

@@ -4,6 +4,7 @@ import TokiStore
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import TokiProtocol
 import TokiTunnel
 
 /// The tunnel endpoint of a hub or a relay: `TunnelServer` with admission deciding who may
@@ -34,9 +35,13 @@ public struct WorkerTunnel: Sendable {
 
     func server() -> TunnelServer<WorkerPrincipal> {
         let admission = self.admission
-        var server = TunnelServer<WorkerPrincipal>(logger: logger, authenticate: { token in
-            guard let token else { return nil }
-            return await admission.authenticate(token: token)
+        var server = TunnelServer<WorkerPrincipal>(logger: logger, check: { token in
+            guard let token else { return .refused }
+            switch await admission.check(token: token) {
+            case .valid(let principal): return .accepted(principal)
+            case .invalid: return .refused
+            case .unavailable(let why): return .unavailable(code: TunnelProtocol.RelayErrorCode.upstreamUnavailable, message: why)
+            }
         }, onSession: { connection in await self.serve(connection) })
         server.limits = configuration.tunnelLimits
         server.allowLZ4 = configuration.allowLZ4
@@ -44,6 +49,32 @@ public struct WorkerTunnel: Sendable {
         server.relayNodeID = node.id
         server.traffic = configuration.metrics.traffic
         return server
+    }
+
+    /// Token `tokenID` (of the root's store) was revoked: its cached verdicts go, every worker
+    /// admitted with it leaves this node's registry at once (a direct one is disconnected; one
+    /// behind a relay is dropped here, and its relay, told below, drops it there), every child
+    /// relay hears of it, and a child relay linked with that token is cut off.
+    public func revoke(tokenID: Int64) {
+        admission.revoked(tokenID: tokenID)
+        var dropped = 0
+        for worker in registry.workers where worker.principal.tokenID == tokenID {
+            dropped += 1
+            if worker.via.isEmpty {
+                worker.disconnect()
+            } else {
+                // Closing its route would close the whole relay link: only this worker goes.
+                worker.markClosed()
+                if registry.release(worker) { presence.departed(worker) }
+            }
+        }
+        let links = relayLinks.all
+        for link in links {
+            link.control?.send(RelayMessage.revoke(tokenID: Int(tokenID)))
+            if link.tokenID == tokenID { link.session?.close() }
+        }
+        logger.notice("token revoked: its workers dropped, relays told", metadata: [
+            "token_id": "\(tokenID)", "workers": "\(dropped)", "relays": "\(links.count)"])
     }
 
     func serve(_ connection: TunnelConnection<WorkerPrincipal>) async {
@@ -123,6 +154,9 @@ public struct WorkerEndpointService: Service {
         tunnel.configuration.metrics.refresh(registry: tunnel.registry, relays: tunnel.relayLinks.all.count, upstream: upstreamStatus())
         return exposition.render()
     }
+
+    /// The root revoked token `tokenID` (`WorkerTunnel.revoke`).
+    public func revoke(tokenID: Int64) { tunnel.revoke(tokenID: tokenID) }
 
     /// What this node sees of its chain.
     public func topology(role: String) -> Topology {

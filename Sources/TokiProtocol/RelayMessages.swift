@@ -29,8 +29,17 @@ extension TunnelProtocol {
         public static let workerUpdate: ControlMessageType = "worker_update"
         /// child → parent: the worker `namespace` left (no ack).
         public static let workerDown: ControlMessageType = "worker_down"
+        /// child → parent: requests in flight to worker `namespace` now (`in_flight`), sent when
+        /// it changed, at most every 250 ms per worker (no ack).
+        public static let workerLoad: ControlMessageType = "worker_load"
+        /// child → parent: a round trip to measure the link (ack, nothing else).
+        public static let ping: ControlMessageType = "ping"
         /// parent → child: pass `cancel_request` on to the worker `namespace` (no ack).
         public static let cancel: ControlMessageType = "cancel"
+        /// parent → child: the token `token_id` (an id of the root's store, never the secret)
+        /// was revoked: forget its cached verdicts, drop the workers admitted with it, and pass
+        /// it on to the child's own relays (no ack).
+        public static let revoke: ControlMessageType = "revoke"
         /// First line of a data stream the parent opens: the stream is for worker `namespace`.
         public static let route: ControlMessageType = "route"
     }
@@ -41,6 +50,10 @@ extension TunnelProtocol {
         public static let hopLimit = "relay_hop_limit"
         /// A message about a namespace this relay never had admitted.
         public static let unknownNamespace = "relay_unknown_namespace"
+        /// An announcement's `seq` was not the previous one plus 1: the parent's view of the
+        /// subtree may have lost a change, so it closes the link and the child's reconnect
+        /// sends a fresh snapshot.
+        public static let sequenceGap = "relay_sequence_gap"
         /// The relay cannot reach its parent: admission is impossible right now.
         public static let upstreamUnavailable = "relay_upstream_unavailable"
         public static let authFailed = HubErrorCode.authFailed
@@ -100,11 +113,14 @@ public struct RelayPrincipal: WireObject, Sendable, Equatable {
     public var userID: Int
     public var userName: String
     public var group: String
+    /// The token's id in the root's store: what a later `revoke` names.
+    public var tokenID: Int?
 
-    public init(userID: Int, userName: String, group: String) {
+    public init(userID: Int, userName: String, group: String, tokenID: Int? = nil) {
         self.userID = userID
         self.userName = userName
         self.group = group
+        self.tokenID = tokenID
     }
 
     static let absent = RelayPrincipal(userID: 0, userName: "", group: "")
@@ -115,6 +131,7 @@ public struct RelayPrincipal: WireObject, Sendable, Equatable {
         p.userID = id ?? 0
         try c.field("user_name", &p.userName)
         try c.field("group", &p.group)
+        try c.field("token_id", &p.tokenID)
     }
 }
 
@@ -129,10 +146,20 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
     public var principal: RelayPrincipal?
     public var cancelRequest: CancelRequestPayload?
     public var error: ErrorPayload?
+    /// `revoke`: the revoked token's id in the root's store.
+    public var tokenID: Int?
+    /// `worker_load`: requests in flight to the worker.
+    public var inFlight: Int?
+    /// Announcements (`worker_up`, `worker_update`, `worker_down`): their number on this link,
+    /// 1 for the first after `hello` (the snapshot's first `worker_up`), each the previous + 1.
+    public var seq: Int?
 
     public init(type: ControlMessageType, requestID: String? = nil, node: RelayNode? = nil, token: String? = nil,
                 namespace: String? = nil, worker: RelayWorker? = nil, principal: RelayPrincipal? = nil,
-                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil) {
+                cancelRequest: CancelRequestPayload? = nil, error: ErrorPayload? = nil, tokenID: Int? = nil, inFlight: Int? = nil, seq: Int? = nil) {
+        self.seq = seq
+        self.tokenID = tokenID
+        self.inFlight = inFlight
         self.type = type
         self.requestID = requestID
         self.node = node
@@ -160,6 +187,15 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
         try c.field("principal", &m.principal)
         try c.field("cancel_request", &m.cancelRequest)
         try c.field("error", &m.error)
+        try c.field("token_id", &m.tokenID)
+        try c.field("in_flight", &m.inFlight)
+        try c.field("seq", &m.seq)
+    }
+
+    /// Whether this line changes the parent's view of the subtree (and so is numbered).
+    public var isAnnouncement: Bool {
+        type == TunnelProtocol.RelayMessageType.workerUp || type == TunnelProtocol.RelayMessageType.workerUpdate
+            || type == TunnelProtocol.RelayMessageType.workerDown
     }
 
     /// The decoder (one line; unknown keys ignored). Throws `JSONReadError`.
@@ -174,6 +210,11 @@ public struct RelayMessage: NDJSONLine, NDJSONDecodable, WireObject, Sendable, E
 
     public static func error(requestID: String?, code: String, message: String) -> RelayMessage {
         RelayMessage(type: .error, requestID: requestID, error: ErrorPayload(code: code, message: message))
+    }
+
+    /// The token `tokenID` of the root's store was revoked.
+    public static func revoke(tokenID: Int) -> RelayMessage {
+        RelayMessage(type: TunnelProtocol.RelayMessageType.revoke, tokenID: tokenID)
     }
 
     /// The first line of a data stream: it is for worker `namespace`.

@@ -62,6 +62,7 @@ public final class RelayService: Service, Sendable {
             upstream: { upstream.topology },
             upstreamStatus: { upstream.status.withLock { UpstreamStatus(connected: $0.connected, reconnects: $0.reconnects) } },
             onRunning: onRunning)
+        upstream.onRevoke.withLock { [endpoint] in $0 = { tokenID in endpoint.revoke(tokenID: tokenID) } }
     }
 
     /// Ready: the upstream link is connected (a relay without it cannot admit workers).

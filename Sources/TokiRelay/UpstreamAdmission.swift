@@ -12,18 +12,29 @@ struct UpstreamAdmission: WorkerAdmission {
     let cache: VerdictCache
 
     func authenticate(token: String) async -> WorkerPrincipal? {
-        if let cached = cache.principal(for: token) { return cached }
+        if case .valid(let principal) = await check(token: token) { return principal }
+        return nil
+    }
+
+    func check(token: String) async -> TokenCheck {
+        if let cached = cache.principal(for: token) { return .valid(cached) }
         do {
             let reply = try await upstream.request(RelayMessage(type: TunnelProtocol.RelayMessageType.authenticate, token: token))
-            guard let principal = reply.principal else { return nil }
-            let result = WorkerPrincipal(userID: Int64(principal.userID), userName: principal.userName, group: principal.group, token: token)
+            guard let principal = reply.principal else { return .invalid }
+            let result = WorkerPrincipal(userID: Int64(principal.userID), userName: principal.userName, group: principal.group,
+                                         tokenID: principal.tokenID.map { Int64($0) }, token: token)
             cache.store(result, for: token)
-            return result
+            return .valid(result)
+        } catch let refusal as UpstreamRefusal where refusal.code == TunnelProtocol.RelayErrorCode.upstreamUnavailable {
+            upstream.logger.info("token check upstream impossible", metadata: ["error": "\(refusal)"])
+            return .unavailable("the relay cannot check the token: its upstream link is down (\(refusal.message))")
         } catch {
             upstream.logger.info("token check upstream failed", metadata: ["error": "\(error)"])
-            return nil
+            return .invalid
         }
     }
+
+    func revoked(tokenID: Int64) { cache.forget(tokenID: tokenID) }
 
     func authorizeGroups(_ requested: [String], for principal: WorkerPrincipal) async throws(AdmissionRefusal) -> Set<String> {
         do {
@@ -40,7 +51,7 @@ struct UpstreamAdmission: WorkerAdmission {
             let reply = try await upstream.request(RelayMessage(
                 type: TunnelProtocol.RelayMessageType.workerUp, token: principal.token,
                 worker: RelayWorker(namespace: request.namespace, nodeName: request.nodeName, models: request.models,
-                                    group: GroupList.format(request.groups), via: request.via)))
+                                    group: GroupList.format(request.groups), hardwareInfo: request.hardwareInfo, via: request.via)))
             return WorkerAdmissionVerdict(userID: principal.userID, workerID: Int64(reply.worker?.workerID ?? 0), namespace: request.namespace,
                                           groups: Set(GroupList.parse(reply.worker?.group)))
         } catch {
@@ -73,6 +84,11 @@ final class VerdictCache: Sendable {
             guard entry.until > .now else { entries[token] = nil; return nil }
             return entry.principal
         }
+    }
+
+    /// Drops every verdict about token `tokenID` (the root revoked it).
+    func forget(tokenID: Int64) {
+        entries.withLock { entries in entries = entries.filter { $0.value.principal.tokenID != tokenID } }
     }
 
     func store(_ principal: WorkerPrincipal, for token: String) {

@@ -36,6 +36,10 @@ final class UpstreamLink: Sendable {
         /// The token a hub exports its workers under (`toki hub --upstream`); nil at a relay,
         /// where each worker is announced with its own token.
         var exportToken: String?
+        /// How often in-flight counts that changed are sent up (coalesced per worker).
+        var loadInterval: Duration = .milliseconds(250)
+        /// How often the link's round trip is measured (`ping`).
+        var pingInterval: Duration = .seconds(5)
     }
 
     /// Data streams being spliced to workers right now (requests in flight through this node);
@@ -55,6 +59,22 @@ final class UpstreamLink: Sendable {
             self.parentPath = parentPath
         }
 
+        /// The last announcement number sent on this link.
+        private let sequence = Mutex(0)
+
+        /// Sends a line; an announcement gets the link's next number under the same lock as
+        /// its enqueueing, so the numbers go out in order whichever task sends.
+        @discardableResult
+        func send(_ message: RelayMessage) -> Bool {
+            guard message.isAnnouncement else { return control.send(message) }
+            return sequence.withLock { last in
+                last += 1
+                var numbered = message
+                numbered.seq = last
+                return control.send(numbered)
+            }
+        }
+
         func failAll(_ error: any Error) {
             let waiting = pending.withLock { pending in
                 defer { pending = [:] }
@@ -72,6 +92,10 @@ final class UpstreamLink: Sendable {
         var lz4 = false
         var smux = 1
         var since: ContinuousClock.Instant?
+        /// The last `ping` round trip.
+        var rtt: Duration?
+        /// This connection's bytes (LZ4 ratio).
+        var traffic: LinkTraffic?
     }
 
     /// The link as `/admin/topology` shows it.
@@ -83,6 +107,11 @@ final class UpstreamLink: Sendable {
         if status.connected {
             (upstream.parent, upstream.lz4, upstream.smux) = (status.parent, status.lz4, status.smux)
             upstream.connectedSeconds = status.since.map { Int($0.duration(to: .now).components.seconds) }
+            upstream.rttMilliseconds = status.rtt.map { Double($0.components.seconds) * 1000 + Double($0.components.attoseconds) / 1e15 }
+            if let totals = status.traffic?.totals, totals.wireIn + totals.wireOut > 0 {
+                upstream.lz4Ratio = totals.compressionRatio
+                (upstream.wireBytes, upstream.plainBytes) = (totals.wireIn + totals.wireOut, totals.plainIn + totals.plainOut)
+            }
         }
         return upstream
     }
@@ -92,6 +121,8 @@ final class UpstreamLink: Sendable {
     let logger: Logger
     private let current = Mutex<Connected?>(nil)
     let status = Mutex(Status())
+    /// What a `revoke` from the parent does here (set once the worker endpoint exists).
+    let onRevoke = Mutex<@Sendable (Int64) -> Void>({ _ in })
     private let nextRequest = Atomic<UInt64>(0)
 
     init(options: Options, registry: WorkerRegistry, logger: Logger) {
@@ -106,7 +137,8 @@ final class UpstreamLink: Sendable {
     static func workerUp(_ worker: WorkerConnection, token: String, exporting: Bool = true) -> RelayMessage {
         RelayMessage(type: TunnelProtocol.RelayMessageType.workerUp, token: token,
                      worker: RelayWorker(namespace: worker.namespace, nodeName: worker.nodeName, models: worker.models.sorted(),
-                                         group: exporting ? nil : GroupList.format(worker.groups), via: worker.via))
+                                         group: exporting ? nil : GroupList.format(worker.groups), hardwareInfo: worker.hardwareInfo,
+                                         via: worker.via))
     }
 
     /// This node's path from the root (itself last); just itself while disconnected.
@@ -135,7 +167,7 @@ final class UpstreamLink: Sendable {
         }) {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RelayMessage, any Error>) in
                 link.pending.withLock { $0[id] = continuation }
-                if !link.control.send(message) {
+                if !link.send(message) {
                     link.pending.withLock { $0.removeValue(forKey: id) }?.resume(throwing: UpstreamRefusal(
                         code: TunnelProtocol.RelayErrorCode.upstreamUnavailable, message: "the link to the parent is closing"))
                 }
@@ -153,7 +185,7 @@ final class UpstreamLink: Sendable {
     /// Sends a message that has no answer (worker_down); dropped while disconnected (the next
     /// snapshot says it anyway).
     func notify(_ message: RelayMessage) {
-        current.withLock { $0 }?.control.send(message)
+        current.withLock { $0 }?.send(message)
     }
 
     // MARK: The link's life
@@ -202,12 +234,14 @@ final class UpstreamLink: Sendable {
         } catch {
             return "dial \(dial.url): \(error)"
         }
+        let traffic = LinkTraffic()
+        status.withLock { ($0.traffic, $0.rtt) = (traffic, nil) }
         // The control side's reason wins: it says what the parent said (a refusal), where the
         // transport only saw the link close.
         enum Ended: Sendable { case transport(String), control(String) }
         return await withTaskGroup(of: Ended.self) { group in
             group.addTask {
-                do { try await tunnel.run(session) } catch { return .transport("transport: \(error)") }
+                do { try await tunnel.run(session, traffic: traffic) } catch { return .transport("transport: \(error)") }
                 return .transport("the parent closed the link")
             }
             group.addTask {
@@ -268,6 +302,8 @@ final class UpstreamLink: Sendable {
                 group.addTask { await self.readControl(link) }
                 group.addTask { await self.acceptStreams(link) }
                 group.addTask { await self.announceSnapshot(on: link); return "" }
+                group.addTask { await self.announceLoads(on: link); return "" }
+                group.addTask { await self.measureRoundTrips(on: link); return "" }
                 var reason = ""
                 for await ended in group where !ended.isEmpty {
                     reason = ended
@@ -294,6 +330,11 @@ final class UpstreamLink: Sendable {
                         continue
                     }
                     waiter.resume(returning: message)
+                case TunnelProtocol.RelayMessageType.revoke:
+                    guard let id = message.tokenID else { continue }
+                    // An exporting hub's workers are under its own store's tokens: the root's
+                    // ids mean nothing there (and a revoked export token closes this link).
+                    if options.exportToken == nil { onRevoke.withLock { $0 }(Int64(id)) }
                 case TunnelProtocol.RelayMessageType.cancel:
                     if let namespace = message.namespace, let target = message.cancelRequest?.targetRequestID {
                         registry.worker(namespace: namespace)?.cancel(requestID: target)
@@ -341,8 +382,47 @@ final class UpstreamLink: Sendable {
             return upstream.close()
         }
         activeSplices.add(1, ordering: .relaxed)
-        defer { activeSplices.subtract(1, ordering: .relaxed) }
+        worker.beginSplice()
+        defer {
+            worker.endSplice()
+            activeSplices.subtract(1, ordering: .relaxed)
+        }
         await StreamSplice.run(upstream, downstream, first: reader.takeRemainder())
+    }
+
+    /// In-flight counts that changed, every `loadInterval` (so at most that often per worker,
+    /// however busy). Every 20th round re-sends the non-zero ones: a count sent before its
+    /// worker's admission was acked was dropped by the parent.
+    private func announceLoads(on link: Connected) async {
+        var sent: [String: Int] = [:]
+        var round = 0
+        while !Task.isCancelled {
+            try? await Task.sleep(for: options.loadInterval)
+            round += 1
+            let refresh = round % 20 == 0
+            var now: [String: Int] = [:]
+            for worker in registry.workers {
+                let load = worker.load
+                now[worker.namespace] = load
+                if load != sent[worker.namespace] ?? 0 || (refresh && load != 0) {
+                    link.control.send(RelayMessage(type: TunnelProtocol.RelayMessageType.workerLoad, namespace: worker.namespace, inFlight: load))
+                }
+            }
+            sent = now
+        }
+    }
+
+    /// The link's round trip: a `ping` the parent acks, every `pingInterval` (smux keepalive
+    /// NOPs are not answered, so they cannot be timed).
+    private func measureRoundTrips(on link: Connected) async {
+        while !Task.isCancelled {
+            let start = ContinuousClock.now
+            if (try? await request(RelayMessage(type: TunnelProtocol.RelayMessageType.ping), on: link)) != nil {
+                let rtt = start.duration(to: .now)
+                status.withLock { $0.rtt = rtt }
+            }
+            try? await Task.sleep(for: options.pingInterval)
+        }
     }
 
     /// After a (re)connect: every worker of the subtree, announced again.

@@ -101,8 +101,19 @@ public struct TunnelConnection<Identity: Sendable>: Sendable {
 /// tasks per connection (and its router kept each upgrade's request context in a cycle that
 /// leaked every connection); here an idle tunnel is a few NIO handlers and the one task of
 /// `onSession`.
+/// What a tunnel server's token check says.
+public enum TunnelAuthentication<Identity: Sendable>: Sendable {
+    case accepted(Identity)
+    /// A bad or missing token: Tokilake's 401.
+    case refused
+    /// The token cannot be checked now (a relay without its parent): 503 with a JSON body
+    /// naming `code` and `message`, so the worker does not take it for a bad token.
+    case unavailable(code: String, message: String)
+}
+
 public struct TunnelServer<Identity: Sendable>: Sendable {
     public typealias Authenticate = @Sendable (_ token: String?) async -> Identity?
+    public typealias Check = @Sendable (_ token: String?) async -> TunnelAuthentication<Identity>
     public typealias SessionHandler = @Sendable (TunnelConnection<Identity>) async -> Void
 
     /// Session settings; the version is raised to what the worker negotiated (never lowered).
@@ -119,14 +130,19 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
     /// Where accepted links count their bytes, by kind (nil: not counted).
     public var traffic: TunnelTraffic?
     public var logger: Logger
-    let authenticate: Authenticate
+    let authenticate: Check
     let onSession: SessionHandler
 
     /// `authenticate` gets the presented token (nil: none) and returns who it stands for, or nil
     /// to refuse the upgrade.
     public init(logger: Logger, authenticate: @escaping Authenticate, onSession: @escaping SessionHandler) {
+        self.init(logger: logger, check: { token in await authenticate(token).map { .accepted($0) } ?? .refused }, onSession: onSession)
+    }
+
+    /// `check` may also answer that the token cannot be checked now.
+    public init(logger: Logger, check: @escaping Check, onSession: @escaping SessionHandler) {
         self.logger = logger
-        self.authenticate = authenticate
+        self.authenticate = check
         self.onSession = onSession
     }
 
@@ -157,7 +173,12 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
             return .refuse(.badRequest, ByteBuffer())
         }
         let token = TunnelEndpoint.presentedToken(headers: request.headerFields, query: query)
-        guard let identity = await authenticate(token) else { return .refuse(.unauthorized, Self.refusalBody(token: token)) }
+        let identity: Identity
+        switch await authenticate(token) {
+        case .accepted(let accepted): identity = accepted
+        case .refused: return .refuse(.unauthorized, Self.refusalBody(token: token))
+        case .unavailable(let code, let message): return .refuse(.serviceUnavailable, Self.unavailableBody(code: code, message: message))
+        }
         let headers = request.headerFields
         var responseHeaders = TunnelEndpoint.upgradeHeaders(headers, allowLZ4: allowLZ4, allowSmux2: allowSmux2)
         let relay = relayNodeID != nil && TunnelEndpoint.relayNodeID(headers) != nil
@@ -172,6 +193,16 @@ public struct TunnelServer<Identity: Sendable>: Sendable {
         var body = ByteBuffer(string: #"{"success":false,"message":""#)
         body.writeString(token == nil ? "missing authorization token" : "invalid token")
         body.writeString(#""}"#)
+        return body
+    }
+
+    /// The 503 body: Tokilake's shape plus the code, `{"success":false,"code":…,"message":…}`.
+    static func unavailableBody(code: String, message: String) -> ByteBuffer {
+        var body = ByteBuffer(string: #"{"success":false,"code":"#)
+        body.writeJSONString(code)
+        body.writeString(#","message":"#)
+        body.writeJSONString(message)
+        body.writeString("}")
         return body
     }
 

@@ -148,10 +148,11 @@ public final class ClientTunnel: Sendable {
 
     /// Runs `session` over this connection until either ends; then the connection is closed
     /// (like Go, without a close frame when the session fails).
-    public func run(_ session: MuxSession) async throws {
+    /// `traffic` counts the link's bytes on the wire and as the mux saw them.
+    public func run(_ session: MuxSession, traffic: LinkTraffic? = nil) async throws {
         try await channel.executeThenClose { inbound, outbound in
-            let input = ClientTunnelInbound(base: inbound, outbound: outbound, reader: TunnelFrameReader(lz4: lz4, limits: limits))
-            let output = ClientTunnelOutbound(outbound, lz4: lz4, limits: limits)
+            let input = ClientTunnelInbound(base: inbound, outbound: outbound, reader: TunnelFrameReader(lz4: lz4, limits: limits), traffic: traffic)
+            let output = ClientTunnelOutbound(outbound, lz4: lz4, limits: limits, traffic: traffic)
             try await session.run(inbound: input, outbound: output)
         }
     }
@@ -163,11 +164,13 @@ struct ClientTunnelInbound: AsyncSequence, Sendable {
     let base: NIOAsyncChannelInboundStream<WebSocketFrame>
     let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
     let reader: TunnelFrameReader
+    var traffic: LinkTraffic? = nil
 
     struct AsyncIterator: AsyncIteratorProtocol {
         var base: NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator
         let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
         var reader: TunnelFrameReader
+        let traffic: LinkTraffic?
 
         mutating func next() async throws -> ByteBuffer? {
             while let frame = try await base.next() {
@@ -186,14 +189,19 @@ struct ClientTunnelInbound: AsyncSequence, Sendable {
                     }
                     continue
                 }
-                if let bytes = try reader.receive(opcode: opcode, fin: frame.fin, data: frame.unmaskedData) { return bytes }
+                let wire = frame.length
+                if let bytes = try reader.receive(opcode: opcode, fin: frame.fin, data: frame.unmaskedData) {
+                    traffic?.received(wire: wire, plain: bytes.readableBytes)
+                    return bytes
+                }
+                traffic?.received(wire: wire, plain: 0)
             }
             return nil
         }
     }
 
     func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: base.makeAsyncIterator(), outbound: outbound, reader: reader)
+        AsyncIterator(base: base.makeAsyncIterator(), outbound: outbound, reader: reader, traffic: traffic)
     }
 }
 
@@ -202,8 +210,10 @@ final class ClientTunnelOutbound: MuxOutbound {
     let writer: NIOAsyncChannelOutboundWriter<WebSocketFrame>
     let messages: Mutex<TunnelMessageWriter>
     let compressing: Bool
+    let traffic: LinkTraffic?
 
-    init(_ writer: NIOAsyncChannelOutboundWriter<WebSocketFrame>, lz4: Bool, limits: TunnelLimits) {
+    init(_ writer: NIOAsyncChannelOutboundWriter<WebSocketFrame>, lz4: Bool, limits: TunnelLimits, traffic: LinkTraffic? = nil) {
+        self.traffic = traffic
         self.writer = writer
         self.messages = Mutex(TunnelMessageWriter(lz4: lz4, limits: limits))
         self.compressing = lz4
@@ -211,6 +221,7 @@ final class ClientTunnelOutbound: MuxOutbound {
 
     func write(_ batch: ByteBuffer) async throws {
         let message = compressing ? messages.withLock { $0.message(for: batch) } : batch
+        traffic?.sent(wire: message.readableBytes, plain: batch.readableBytes)
         try await writer.write(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: message))
     }
 }

@@ -53,6 +53,8 @@ struct StatusCommand: AsyncParsableCommand {
             if let lz4 = up["lz4"] as? Bool { line += lz4 ? ", lz4" : ", no lz4" }
             if let smux = up["smux"] as? Int { line += ", smux v\(smux)" }
             if let seconds = up["connected_seconds"] as? Int { line += ", up \(seconds) s" }
+            if let rtt = up["rtt_ms"] as? Double { line += ", rtt \(String(format: "%.1f", rtt)) ms" }
+            if let ratio = up["lz4_ratio"] as? Double { line += ", lz4 ratio \(String(format: "%.2f", ratio))" }
             line += ", \(up["reconnects"] as? Int ?? 0) reconnects"
             if let error = up["last_error"] as? String, up["state"] as? String != "connected" { line += " (last: \(error))" }
             out += line + "\n"
@@ -66,6 +68,9 @@ struct StatusCommand: AsyncParsableCommand {
                 if let user = node["user"] as? String { line += "  user \(user)" }
                 if let models = node["models"] as? [String] { line += "  models \(models.joined(separator: ", "))" }
                 if let inFlight = node["in_flight"] as? Int { line += "  in flight \(inFlight)" }
+                if let hardware = node["hardware_info"], let data = try? JSONSerialization.data(withJSONObject: hardware, options: [.sortedKeys, .fragmentsAllowed]) {
+                    line += "  hardware \(String(decoding: data, as: UTF8.self))"
+                }
                 if kind == "worker", let hops = node["hops"] as? Int, hops > 0 { line += "  (\(hops) relay hop\(hops == 1 ? "" : "s"))" }
                 if let lz4 = node["lz4"] as? Bool { line += lz4 ? "  lz4" : "  no lz4" }
                 if let smux = node["smux"] as? Int { line += "  smux v\(smux)" }

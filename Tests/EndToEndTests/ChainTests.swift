@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import TestSupport
 import Testing
@@ -30,6 +31,33 @@ final class RelayProcess: Sendable {
     }
 
     func stop() async { await process.stop() }
+}
+
+/// root <- `toki hub --upstream` (node lab-hub, exporting under alice's token) <- a worker of
+/// the child's own user carol. (Not waited for here: a failed wait must still stop them.)
+struct LendingChain {
+    let root: HubProcess
+    let alice: String
+    let child: HubProcess
+    let carol: String
+    let backend: StubBackend
+    let worker: WorkerProcess
+
+    init(_ kind: WorkerKind, namespace: String, model: String) async throws {
+        root = try await HubProcess()
+        alice = try await root.createToken(user: "alice")
+        child = try await HubProcess(arguments: ["--upstream", root.url, "--token", alice, "--node-id", "lab-hub"])
+        carol = try await child.createToken(user: "carol")
+        backend = try await StubBackend(models: [model])
+        worker = try await WorkerProcess(kind, hub: child, token: carol, backend: backend, namespace: namespace, models: [model])
+    }
+
+    func stop() async {
+        await worker.stop()
+        await backend.stop()
+        await child.stop()
+        await root.stop()
+    }
 }
 
 /// Chains of hubs, as a user builds them from the README: the root hub, relays below it, and
@@ -205,13 +233,9 @@ struct ChainTests {
 
     @Test("hub --upstream: its own users keep using it; upstream its workers serve under the account of its token")
     func hubLendsItsWorkers() async throws {
-        let root = try await HubProcess()
-        let alice = try await root.createToken(user: "alice")
-        let child = try await HubProcess(arguments: ["--upstream", root.url, "--token", alice, "--node-id", "lab-hub"])
-        let carol = try await child.createToken(user: "carol")
-        let backend = try await StubBackend(models: ["lab-model"])
-        let worker = try await WorkerProcess(.goTokiame, hub: child, token: carol, backend: backend, namespace: "lab-gpu", models: ["lab-model"])
-        defer { Task { await worker.stop(); await backend.stop(); await child.stop(); await root.stop() } }
+        let chain = try await LendingChain(.goTokiame, namespace: "lab-gpu", model: "lab-model")
+        let (root, alice, child, carol, worker) = (chain.root, chain.alice, chain.child, chain.carol, chain.worker)
+        defer { Task { await chain.stop() } }
         try await child.waitForModel("lab-model", token: carol)
         try await root.waitForModel("lab-model", token: alice)
 
@@ -265,5 +289,161 @@ struct ChainTests {
             cancelled = try await backend.cancelledCount()
         }
         #expect(cancelled > before, "the stalled client's request was never cancelled on the backend")
+    }
+
+    /// A worker's WebSocket upgrade at `port`, answered by whatever the node says (raw: the
+    /// status line and body matter here, not a tunnel).
+    static func upgrade(port: Int, token: String) async throws -> String {
+        let connection = try RawConnection(port: port)
+        try await connection.send(RawConnection.request("GET", "/api/tokilake/connect", token: token, headers: [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]))
+        try await connection.read(until: { bytes in
+            guard let end = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return false }
+            // The refusals carry a small JSON body: wait for its closing brace too.
+            return bytes.starts(with: Array("HTTP/1.1 101".utf8)) || bytes[end.upperBound...].contains(UInt8(ascii: "}"))
+        }, timeout: .seconds(20))
+        connection.close()
+        return String(decoding: connection.received, as: UTF8.self)
+    }
+
+    @Test("a relay without its parent tells a new worker the upstream is unavailable (503, JSON), not that its token is bad")
+    func upstreamUnavailableAtTheUpgrade() async throws {
+        // Port 1 on loopback: nothing listens, the relay never gets a parent.
+        let relay = try await RelayProcess(upstream: "http://127.0.0.1:1", token: "sk-toki-relay", nodeID: "orphan")
+        defer { Task { await relay.stop() } }
+        try await relay.waitForLog("upstream link down")
+        let answer = try await Self.upgrade(port: relay.port, token: "sk-toki-0123456789012345678901234567890123456789")
+        #expect(answer.hasPrefix("HTTP/1.1 503"), "\(answer)")
+        #expect(answer.contains(#""code":"relay_upstream_unavailable""#), "\(answer)")
+        #expect(answer.contains("upstream link is down"), "\(answer)")
+        // No token at all is still the plain 401: nothing to check upstream.
+        let connection = try RawConnection(port: relay.port)
+        try await connection.send(RawConnection.request("GET", "/api/tokilake/connect", headers: [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]))
+        try await connection.read(until: { $0.firstRange(of: Array("\r\n\r\n".utf8)) != nil })
+        #expect(connection.received.starts(with: Array("HTTP/1.1 401".utf8)), "\(String(decoding: connection.received, as: UTF8.self))")
+    }
+
+    @Test("a token revoked at the root: its worker behind a relay leaves at once (not after the relay's 30 s cache) and cannot come back")
+    func revocationReachesRelays() async throws {
+        let hub = try await HubProcess()
+        let admin = try #require(hub.adminToken)
+        let relayToken = try await hub.createToken(user: "ops")
+        let workerToken = try await hub.createToken(user: "alice")
+        let relay = try await RelayProcess(upstream: hub.url, token: relayToken, nodeID: "relay-a")
+        let backend = try await StubBackend(models: ["revoked-model"])
+        let worker = try await WorkerProcess(.toki, tunnelURL: relay.tunnelURL, token: workerToken, backend: backend, namespace: "revoked-gpu",
+                                             models: ["revoked-model"])
+        defer { Task { await worker.stop(); await backend.stop(); await relay.stop(); await hub.stop() } }
+        try await hub.waitForWorkers(["revoked-gpu"])
+        try await Self.revoke(workerToken, at: hub, admin: admin)
+        let started = ContinuousClock.now
+
+        // Gone at the root well within the relay's 30 s verdict cache.
+        let deadline = started + .seconds(10)
+        while try await hub.workers()["revoked-gpu"] != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try await hub.workers()["revoked-gpu"] == nil, "still registered at the root after the revocation")
+        try await relay.waitForLog("token revoked", timeout: .seconds(10))
+        // The relay forgot its cached verdict: the token is refused at the upgrade now.
+        let again = try await Self.upgrade(port: relay.port, token: workerToken)
+        #expect(again.hasPrefix("HTTP/1.1 401"), "\(again)")
+        // The worker keeps retrying and never gets back in; the relay's own link stays up.
+        try await Task.sleep(for: .seconds(2))
+        #expect(try await hub.workers()["revoked-gpu"] == nil)
+        #expect(!relay.process.stderr.contains("upstream link down"), "\(relay.process.stderr.suffix(2000))")
+
+        // Revoking the relay's own token cuts its link at the root.
+        try await Self.revoke(relayToken, at: hub, admin: admin)
+        try await relay.waitForLog("upstream link down", timeout: .seconds(10))
+    }
+
+    /// Revokes `token` through the admin API (its id as its owner sees it).
+    static func revoke(_ token: String, at hub: HubProcess, admin: String) async throws {
+        let (_, mine) = try await HTTP.get(hub.url + "/api/user/tokens", token: token)
+        let rows = try #require((try JSONSerialization.jsonObject(with: Data(mine.utf8)) as? [String: Any])?["data"] as? [[String: Any]])
+        let id = try #require(rows.first?["id"] as? Int, "\(mine)")
+        var request = HTTPClientRequest(url: hub.url + "/api/admin/tokens/\(id)")
+        request.method = .DELETE
+        request.headers.add(name: "Authorization", value: "Bearer \(admin)")
+        let revoked = try await HTTP.client.execute(request, timeout: .seconds(30))
+        #expect(revoked.status.code == 200)
+    }
+
+    /// `GET /admin/topology` as JSON.
+    static func topology(url: String, token: String) async throws -> [String: Any] {
+        let (status, body) = try await HTTP.get(url + "/admin/topology", token: token)
+        guard status == 200, let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else {
+            throw ChildProcessError("topology: \(status) \(body.prefix(300))")
+        }
+        return json
+    }
+
+    /// The node `id` anywhere in a topology's tree.
+    static func node(_ id: String, in topology: [String: Any]) -> [String: Any]? {
+        func find(_ nodes: [[String: Any]]) -> [String: Any]? {
+            for node in nodes {
+                if node["id"] as? String == id { return node }
+                if let found = find(node["children"] as? [[String: Any]] ?? []) { return found }
+            }
+            return nil
+        }
+        return find(topology["children"] as? [[String: Any]] ?? [])
+    }
+
+    /// Polls `check` on the root's topology until it holds, for up to `timeout`.
+    static func waitForTopology(url: String, token: String, timeout: Duration = .seconds(10),
+                                _ check: ([String: Any]) -> Bool) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + timeout
+        var last: [String: Any] = [:]
+        while ContinuousClock.now < deadline {
+            last = try await topology(url: url, token: token)
+            if check(last) { return last }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ChildProcessError("topology never matched: \(last)")
+    }
+
+    @Test("a child's in-flight counts, its workers' hardware_info, the link's RTT and LZ4 ratio show in the topology")
+    func loadAndLinkFigures() async throws {
+        let chain = try await LendingChain(.toki, namespace: "load-gpu", model: "load-model")
+        let (root, child, carol) = (chain.root, chain.child, chain.carol)
+        defer { Task { await chain.stop() } }
+        try await root.waitForModel("load-model", token: chain.alice)
+        let rootAdmin = try #require(root.adminToken)
+
+        // The worker's register payload reached the root through the child.
+        let first = try await Self.topology(url: root.url, token: rootAdmin)
+        let hardware = Self.node("load-gpu", in: first)?["hardware_info"] as? [String: Any]
+        #expect(hardware?["num_cpu"] as? Int ?? 0 > 0, "\(first)")
+        #expect(hardware?["hostname"] is String, "\(first)")
+
+        // A slow request of the child's own user: the root routes none of it, so only the
+        // child's worker_load can make it show at the root.
+        let slow = Task {
+            try await HTTP.post(child.url + "/v1/chat/completions", token: carol,
+                                body: #"{"model":"load-model","stub_delay_ms":4000,"messages":[{"role":"user","content":"hi"}]}"#)
+        }
+        _ = try await Self.waitForTopology(url: root.url, token: rootAdmin) { Self.node("load-gpu", in: $0)?["in_flight"] as? Int == 1 }
+        let reply = try await slow.value
+        #expect(reply.status == 200, "\(reply.body)")
+        _ = try await Self.waitForTopology(url: root.url, token: rootAdmin) { Self.node("load-gpu", in: $0)?["in_flight"] as? Int == 0 }
+
+        // The child's upstream link: a measured round trip, and its LZ4 ratio (plain/wire bytes).
+        let link = try await Self.waitForTopology(url: child.url, token: try #require(child.adminToken)) {
+            ($0["upstream"] as? [String: Any])?["rtt_ms"] is Double
+        }
+        let upstream = try #require(link["upstream"] as? [String: Any])
+        #expect((upstream["rtt_ms"] as? Double ?? -1) >= 0 && (upstream["rtt_ms"] as? Double ?? 1e9) < 5_000, "\(upstream)")
+        #expect((upstream["lz4_ratio"] as? Double ?? 0) > 0, "\(upstream)")
+        #expect((upstream["wire_bytes"] as? Int ?? 0) > 0 && (upstream["plain_bytes"] as? Int ?? 0) > 0, "\(upstream)")
+        let status = try await Self.status(url: child.url, token: try #require(child.adminToken))
+        #expect(status.contains(" ms, lz4 ratio "), "\(status)")
+        let rootStatus = try await Self.status(url: root.url, token: rootAdmin)
+        #expect(rootStatus.contains("worker load-gpu") && rootStatus.contains("hardware {"), "\(rootStatus)")
     }
 }

@@ -74,6 +74,14 @@ struct HostileRelayTests {
             return Setup(hub: hub, token: token, backend: backend, worker: worker)
         }
 
+        /// A scripted relay linked to the hub with this setup's token, past its hello.
+        func helloedRelay(_ nodeID: String) async throws -> ScriptedRelay {
+            let relay = try await ScriptedRelay(hub: hub, token: token, nodeID: nodeID)
+            let hello = try await relay.exchange(RelayMessage(type: Kind.hello, requestID: "h", node: RelayNode(id: nodeID)))
+            #expect(hello?.type == .ack && hello?.node?.path?.count == 1)
+            return relay
+        }
+
         /// The direct worker still answers.
         func undisturbed() async throws {
             let reply = try await HTTP.post(hub.url + "/v1/chat/completions", token: token,
@@ -92,10 +100,8 @@ struct HostileRelayTests {
     func refusedAnnouncements() async throws {
         let s = try await Setup.start()
         defer { Task { await s.stop() } }
-        let relay = try await ScriptedRelay(hub: s.hub, token: s.token, nodeID: "hostile")
+        let relay = try await s.helloedRelay("hostile")
         defer { relay.close() }
-        let hello = try await relay.exchange(RelayMessage(type: Kind.hello, requestID: "h", node: RelayNode(id: "hostile")))
-        #expect(hello?.type == .ack && hello?.node?.path?.count == 1)
 
         // An update and a departure for namespaces this relay never announced.
         let update = try await relay.exchange(RelayMessage(type: Kind.workerUpdate, requestID: "u",
@@ -129,13 +135,39 @@ struct HostileRelayTests {
         try await s.undisturbed()
     }
 
+    @Test("an announcement numbered out of order ends the relay's link with relay_sequence_gap and takes its workers offline")
+    func sequenceGap() async throws {
+        let s = try await Setup.start()
+        defer { Task { await s.stop() } }
+        let relay = try await s.helloedRelay("gappy")
+        defer { relay.close() }
+        let up = try await relay.exchange(RelayMessage(type: Kind.workerUp, requestID: "1", token: s.token,
+                                                       worker: RelayWorker(namespace: "gap-gpu", models: ["gap-model"]), seq: 1))
+        #expect(up?.type == .ack, "\(String(describing: up))")
+        let update = try await relay.exchange(RelayMessage(type: Kind.workerUpdate, requestID: "2",
+                                                           worker: RelayWorker(namespace: "gap-gpu", models: ["gap-model", "more"]), seq: 2))
+        #expect(update?.type == .ack, "\(String(describing: update))")
+        try await s.hub.waitForWorkers(["gap-gpu"])
+        // Number 3 never arrives.
+        let skipped = try await relay.exchange(RelayMessage(type: Kind.workerUpdate, requestID: "4",
+                                                            worker: RelayWorker(namespace: "gap-gpu", models: ["gap-model"]), seq: 4))
+        #expect(skipped?.error?.code == TunnelProtocol.RelayErrorCode.sequenceGap, "\(String(describing: skipped))")
+        #expect(skipped?.error?.message.contains("4 after 2") == true)
+        // The link ended with it: the subtree it announced is offline at the root.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try await s.hub.workers()["gap-gpu"] != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try await s.hub.workers()["gap-gpu"] == nil)
+        try await s.undisturbed()
+    }
+
     @Test("a line that is not a relay message ends that relay's link with an error; nothing else is disturbed")
     func malformedLine() async throws {
         let s = try await Setup.start()
         defer { Task { await s.stop() } }
-        let relay = try await ScriptedRelay(hub: s.hub, token: s.token, nodeID: "garbage")
+        let relay = try await s.helloedRelay("garbage")
         defer { relay.close() }
-        _ = try await relay.exchange(RelayMessage(type: Kind.hello, requestID: "h", node: RelayNode(id: "garbage")))
         let reply = try await relay.exchange(raw: ByteBuffer(string: "{\"type\":\"worker_up\",\"worker\":{\"namespace\":\n"))
         #expect(reply?.error?.code == TunnelProtocol.HubErrorCode.unsupportedMessageType, "\(String(describing: reply))")
         #expect(reply?.error?.message.contains("invalid relay message") == true)

@@ -38,7 +38,7 @@ private struct AccountFixture {
         let (pricesChanged, revoked) = (pricesChanged, revoked)
         router.addRoutes(AccountRoutes(store: store, tokens: TokenCache(store: store, ttl: .zero),
                                        onPricesChanged: { pricesChanged.withLock { $0 += 1 } },
-                                       onTokenRevoked: { revoked.withLock { $0 += 1 } }).collection())
+                                       onTokenRevoked: { _ in revoked.withLock { $0 += 1 } }).collection())
         let app = Application(router: router, logger: Logger(label: "test.app", factory: { _ in SwiftLogNoOpLogHandler() }))
         return try await app.test(.router) { client in try await body(client) }
     }

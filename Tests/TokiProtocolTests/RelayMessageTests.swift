@@ -51,3 +51,39 @@ import Testing
         #expect(throws: JSONReadError.self) { try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"worker_up","worker":{"models":"not a list"}}"#)) }
     }
 }
+
+/// The lines added for revocation (docs/protocol.md "Relays").
+@Suite struct RelayRevocationMessageTests {
+    @Test func revokeAndTheTokenIDOfAPrincipalExact() throws {
+        var buffer = ByteBuffer()
+        RelayMessage.revoke(tokenID: 42).writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"revoke","token_id":42}"#)
+        buffer.clear()
+        RelayMessage.ack(requestID: "eu:1", principal: RelayPrincipal(userID: 7, userName: "alice", group: "default", tokenID: 12)).writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"ack","request_id":"eu:1","principal":{"user_id":7,"user_name":"alice","group":"default","token_id":12}}"#)
+        let decoded = try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"revoke","token_id":42}"#))
+        #expect(decoded == .revoke(tokenID: 42))
+        #expect(decoded.type == TunnelProtocol.RelayMessageType.revoke)
+    }
+
+    @Test func workerLoadAndPingExact() throws {
+        var buffer = ByteBuffer()
+        RelayMessage(type: TunnelProtocol.RelayMessageType.workerLoad, namespace: "gpu", inFlight: 3).writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"worker_load","namespace":"gpu","in_flight":3}"#)
+        buffer.clear()
+        RelayMessage(type: TunnelProtocol.RelayMessageType.ping, requestID: "eu:9").writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"ping","request_id":"eu:9"}"#)
+        let decoded = try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"worker_load","namespace":"gpu","in_flight":3}"#))
+        #expect(decoded.inFlight == 3 && decoded.namespace == "gpu")
+    }
+
+    @Test func announcementsCarryTheirNumber() throws {
+        var buffer = ByteBuffer()
+        RelayMessage(type: TunnelProtocol.RelayMessageType.workerDown, namespace: "gpu", seq: 7).writeJSON(into: &buffer)
+        #expect(String(buffer: buffer) == #"{"type":"worker_down","namespace":"gpu","seq":7}"#)
+        let decoded = try RelayMessage.decode(line: ByteBuffer(string: #"{"type":"worker_update","request_id":"eu:4","worker":{"namespace":"gpu","models":["m"]},"seq":3}"#))
+        #expect(decoded.seq == 3 && decoded.isAnnouncement)
+        #expect(!RelayMessage(type: TunnelProtocol.RelayMessageType.workerLoad, namespace: "gpu", inFlight: 1).isAnnouncement)
+        #expect(!RelayMessage.revoke(tokenID: 1).isAnnouncement)
+    }
+}
